@@ -1,0 +1,134 @@
+"""The composition root: ``build_app(config)`` wires storage, Daraja and background work.
+
+Nothing is created at import time. Every resource lives in an aiohttp cleanup context,
+so start-up and graceful shutdown are one mechanism, and the tests and the demo reuse
+this function with other configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+
+import httpx
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.config import AppConfig
+from bot.http_logging import RedactingAccessLogger
+from payments.daraja_client import DarajaClient
+from payments.inbox import CallbackInbox
+from payments.reconciler import Reconciler
+from payments.service import PaymentService, utc_now
+from payments.settings import DarajaEnvironment
+from payments.simulator import RunningSimulator, SimulatorConfig, start_simulator
+from payments.webhook import INBOX, CallbackPath, callback_routes
+from storage.engine import create_engine, migrate
+
+log = logging.getLogger(__name__)
+
+CONFIG = web.AppKey("config", AppConfig)
+ENGINE = web.AppKey("engine", AsyncEngine)
+DARAJA = web.AppKey("daraja_client", DarajaClient)
+PAYMENTS = web.AppKey("payment_service", PaymentService)
+RECONCILER = web.AppKey("reconciler", Reconciler)
+SIMULATOR = web.AppKey("embedded_simulator", RunningSimulator)
+
+MAX_BODY_BYTES = 4 * 1024 * 1024  # WhatsApp webhooks can reach ~3 MB; callbacks cap themselves
+
+
+def build_app(
+    config: AppConfig,
+    *,
+    clock: Callable[[], datetime] = utc_now,
+    run_reconciler: bool = True,
+) -> web.Application:
+    """The whole product as one aiohttp application.
+
+    ``run_reconciler=False`` leaves the background sweep off so a test can call
+    ``app[RECONCILER].sweep()`` itself at the moments it chooses.
+    """
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[CONFIG] = config
+    callback_path = CallbackPath(config.daraja.callback_url)
+    app.add_routes(callback_routes(callback_path))
+    app.add_routes([web.get("/healthz", _health)])
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_daraja)
+    app.cleanup_ctx.append(_settlement(clock, run_reconciler))
+    return app
+
+
+def access_logger_for(config: AppConfig) -> type[RedactingAccessLogger]:
+    """An access logger that hides the callback secret (for ``web.run_app``/``AppRunner``)."""
+    return RedactingAccessLogger.for_path(CallbackPath(config.daraja.callback_url))
+
+
+async def _health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    engine = create_engine(app[CONFIG].database_url)
+    try:
+        await migrate(engine)
+        app[ENGINE] = engine
+        yield
+    finally:
+        await engine.dispose()
+
+
+async def _daraja(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    settings = config.daraja
+    async with contextlib.AsyncExitStack() as stack:
+        if not settings.base_url:
+            # Simulator environment with no MPESA_BASE_URL: run one in this process.
+            assert settings.environment is DarajaEnvironment.SIMULATOR
+            simulator = await start_simulator(
+                SimulatorConfig(
+                    consumer_key=settings.consumer_key,
+                    consumer_secret=settings.consumer_secret,
+                    short_code=settings.short_code,
+                    passkey=settings.passkey,
+                    till_number=settings.till_number,
+                    callback_delay_seconds=config.simulator.callback_delay_seconds,
+                )
+            )
+            stack.push_async_callback(simulator.stop)
+            app[SIMULATOR] = simulator
+            settings = dataclasses.replace(settings, base_url=simulator.base_url)
+            log.info("embedded Daraja simulator at %s", simulator.base_url)
+        http = await stack.enter_async_context(httpx.AsyncClient())
+        client = DarajaClient(settings, http)
+        app[DARAJA] = client
+        app[PAYMENTS] = PaymentService(
+            app[ENGINE], client, query_after_seconds=config.reconcile.query_after_seconds
+        )
+        yield
+
+
+def _settlement(
+    clock: Callable[[], datetime], run_reconciler: bool
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def settlement(app: web.Application) -> AsyncIterator[None]:
+        inbox = CallbackInbox(app[ENGINE], clock)
+        inbox.start()
+        app[INBOX] = inbox
+        reconciler = Reconciler(app[ENGINE], app[DARAJA], app[CONFIG].reconcile, clock)
+        app[RECONCILER] = reconciler
+        task = asyncio.create_task(reconciler.run_forever()) if run_reconciler else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await inbox.stop()
+
+    return settlement

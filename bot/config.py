@@ -1,0 +1,333 @@
+"""Duka's configuration: read once at start-up from ``config.toml`` and the environment.
+
+Non-secret settings live in the TOML file; secrets and per-deployment values come from
+environment variables, which override the file. Any bad value stops start-up with a
+``ConfigError`` that names the key and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from payments.settings import (
+    BANNED_CALLBACK_WORDS,
+    DARAJA_BASE_URLS,
+    DarajaEnvironment,
+    DarajaSettings,
+    ReconcileSettings,
+)
+
+DEFAULT_CONFIG_PATH = Path("config.toml")
+# The simulator's credentials are public test values (the sandbox passkey is in Safaricom's docs).
+SIMULATOR_CONSUMER_KEY = "duka-sim-key"
+SIMULATOR_CONSUMER_SECRET = "duka-sim-secret"  # noqa: S105 - a public test value, not a secret
+SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
+CALLBACK_ROUTE_PREFIX = "/hooks/stk"
+MIN_CALLBACK_SECRET_LENGTH = 24
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or wrong; the message names the key and the fix."""
+
+    def __init__(self, key: str, problem: str, fix: str) -> None:
+        super().__init__(f"Configuration error in {key}: {problem}. Fix: {fix}")
+        self.key = key
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorSettings:
+    callback_delay_seconds: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class AppConfig:
+    shop_name: str
+    http_host: str
+    http_port: int
+    database_url: str
+    daraja: DarajaSettings
+    reconcile: ReconcileSettings
+    simulator: SimulatorSettings
+
+
+_KNOWN_KEYS: dict[str, set[str]] = {
+    "shop": {"name"},
+    "http": {"host", "port"},
+    "database": {"url"},
+    "mpesa": {
+        "environment",
+        "base_url",
+        "short_code",
+        "till_number",
+        "callback_url",
+        "transaction_desc",
+        "request_timeout_seconds",
+    },
+    "reconciliation": {
+        "query_after_seconds",
+        "query_interval_seconds",
+        "expire_after_seconds",
+        "max_queries_per_second",
+        "sweep_interval_seconds",
+    },
+    "simulator": {"callback_delay_seconds"},
+    "catalog": {"products"},
+}
+_SECRET_KEYS = {"consumer_key", "consumer_secret", "passkey"}
+
+
+def load_config(env: Mapping[str, str] | None = None, path: Path | None = None) -> AppConfig:
+    """Read the TOML file (``DUKA_CONFIG`` or ./config.toml; absent: defaults) and the env."""
+    env = os.environ if env is None else env
+    config_path = path or Path(env.get("DUKA_CONFIG", "") or DEFAULT_CONFIG_PATH)
+    data = _read_toml(config_path, explicit=path is not None or "DUKA_CONFIG" in env)
+    _reject_unknown_keys(data)
+    return _build(data, env)
+
+
+def _read_toml(path: Path, *, explicit: bool) -> dict[str, Any]:
+    if not path.exists():
+        if explicit:
+            raise ConfigError(
+                "DUKA_CONFIG", f"the file {path} does not exist", "point it at a TOML file"
+            )
+        return {}
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            str(path), f"not valid TOML ({exc})", "correct the file's syntax"
+        ) from exc
+
+
+def _reject_unknown_keys(data: Mapping[str, Any]) -> None:
+    for section, values in data.items():
+        if section not in _KNOWN_KEYS:
+            raise ConfigError(section, "unknown section", f"use one of {sorted(_KNOWN_KEYS)}")
+        if not isinstance(values, dict):
+            raise ConfigError(section, "must be a table", f"write it as [{section}]")
+        for key in values:
+            if section == "mpesa" and key in _SECRET_KEYS:
+                raise ConfigError(
+                    f"mpesa.{key}",
+                    "secrets must not be stored in the config file",
+                    f"remove it and set the environment variable MPESA_{key.upper()} instead",
+                )
+            if key not in _KNOWN_KEYS[section]:
+                raise ConfigError(
+                    f"{section}.{key}", "unknown key", f"use one of {sorted(_KNOWN_KEYS[section])}"
+                )
+
+
+def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> AppConfig:
+    shop = data.get("shop", {})
+    http = data.get("http", {})
+    mpesa = data.get("mpesa", {})
+
+    shop_name = _text("shop.name", shop.get("name", "Duka Demo Shop"))
+    host = _text("DUKA_HTTP_HOST", env.get("DUKA_HTTP_HOST") or http.get("host", "127.0.0.1"))
+    port = _port(env.get("DUKA_HTTP_PORT") or http.get("port", 8080))
+    database_url = env.get("DUKA_DATABASE_URL") or data.get("database", {}).get("url") or ""
+    database_url = database_url or "sqlite+aiosqlite:///var/duka.sqlite3"
+    _check_database_url(database_url)
+
+    return AppConfig(
+        shop_name=shop_name,
+        http_host=host,
+        http_port=port,
+        database_url=database_url,
+        daraja=_daraja(mpesa, env, host, port),
+        reconcile=_reconcile(data.get("reconciliation", {})),
+        simulator=SimulatorSettings(
+            callback_delay_seconds=_positive_number(
+                "simulator.callback_delay_seconds",
+                data.get("simulator", {}).get("callback_delay_seconds", 2.0),
+                allow_zero=True,
+            )
+        ),
+    )
+
+
+def _daraja(
+    mpesa: Mapping[str, Any], env: Mapping[str, str], host: str, port: int
+) -> DarajaSettings:
+    environment_text = env.get("MPESA_ENVIRONMENT") or mpesa.get("environment", "simulator")
+    try:
+        environment = DarajaEnvironment(str(environment_text).strip().lower())
+    except ValueError:
+        raise ConfigError(
+            "MPESA_ENVIRONMENT",
+            f"{environment_text!r} is not an environment",
+            "use sandbox, production or simulator",
+        ) from None
+
+    base_url = env.get("MPESA_BASE_URL") or mpesa.get("base_url") or ""
+    if base_url:
+        _check_http_url("MPESA_BASE_URL", base_url)
+    elif environment is not DarajaEnvironment.SIMULATOR:
+        base_url = DARAJA_BASE_URLS[environment]
+
+    if environment is DarajaEnvironment.SIMULATOR:
+        key = env.get("MPESA_CONSUMER_KEY") or SIMULATOR_CONSUMER_KEY
+        secret = env.get("MPESA_CONSUMER_SECRET") or SIMULATOR_CONSUMER_SECRET
+        passkey = env.get("MPESA_PASSKEY") or SANDBOX_PASSKEY
+    else:
+        key = _required_env(env, "MPESA_CONSUMER_KEY", "your app's Consumer Key (Daraja portal)")
+        secret = _required_env(env, "MPESA_CONSUMER_SECRET", "your app's Consumer Secret")
+        passkey = _required_env(env, "MPESA_PASSKEY", "the Lipa Na M-Pesa Online passkey")
+
+    short_code = str(env.get("MPESA_SHORTCODE") or mpesa.get("short_code", "174379")).strip()
+    if not re.fullmatch(r"\d{5,7}", short_code):
+        raise ConfigError(
+            "MPESA_SHORTCODE",
+            f"{short_code!r} is not a 5 to 7 digit short code",
+            "use your Paybill number, or for Buy Goods your store (head office) number",
+        )
+    till = str(env.get("MPESA_TILL_NUMBER") or mpesa.get("till_number") or "").strip() or None
+    if till is not None and not re.fullmatch(r"\d{5,8}", till):
+        raise ConfigError("MPESA_TILL_NUMBER", f"{till!r} is not a till number", "use digits only")
+
+    callback_url = env.get("MPESA_CALLBACK_URL") or mpesa.get("callback_url") or ""
+    if not callback_url:
+        if environment is not DarajaEnvironment.SIMULATOR:
+            raise ConfigError(
+                "MPESA_CALLBACK_URL",
+                "not set",
+                "set it to your public https URL ending in a long random secret, e.g. "
+                f"https://shop.example.com{CALLBACK_ROUTE_PREFIX}/<secret>",
+            )
+        # Simulator mode: a fresh secret each run; the simulator calls back on loopback.
+        callback_host = "127.0.0.1" if host in {"0.0.0.0", "::"} else host  # noqa: S104
+        callback_url = (
+            f"http://{callback_host}:{port}{CALLBACK_ROUTE_PREFIX}/{secrets.token_urlsafe(32)}"
+        )
+    _check_callback_url(callback_url, environment)
+
+    desc = str(mpesa.get("transaction_desc", "Duka order"))
+    if not 1 <= len(desc) <= 13:
+        raise ConfigError(
+            "mpesa.transaction_desc", f"{desc!r} is not 1 to 13 characters", "shorten it"
+        )
+    return DarajaSettings(
+        environment=environment,
+        base_url=base_url.rstrip("/"),
+        consumer_key=key,
+        consumer_secret=secret,
+        passkey=passkey,
+        short_code=short_code,
+        till_number=till,
+        callback_url=callback_url,
+        transaction_desc=desc,
+        request_timeout_seconds=_positive_number(
+            "mpesa.request_timeout_seconds", mpesa.get("request_timeout_seconds", 20)
+        ),
+    )
+
+
+def _reconcile(section: Mapping[str, Any]) -> ReconcileSettings:
+    defaults = ReconcileSettings()
+    values = {
+        name: _positive_number(f"reconciliation.{name}", section.get(name, getattr(defaults, name)))
+        for name in _KNOWN_KEYS["reconciliation"]
+    }
+    settings = ReconcileSettings(**values)
+    if settings.expire_after_seconds < settings.query_after_seconds:
+        raise ConfigError(
+            "reconciliation.expire_after_seconds",
+            "is shorter than query_after_seconds",
+            "make it at least as long (default 180 and 60)",
+        )
+    return settings
+
+
+def _check_callback_url(url: str, environment: DarajaEnvironment) -> None:
+    key = "MPESA_CALLBACK_URL"
+    if any(ch.isspace() for ch in url):
+        raise ConfigError(key, "contains a space", "remove the spaces (Daraja rejects them)")
+    _check_http_url(key, url)
+    parts = urlsplit(url)
+    if environment is DarajaEnvironment.PRODUCTION and parts.scheme != "https":
+        raise ConfigError(key, "is not https", "production callbacks must use an https:// URL")
+    lowered = url.lower()
+    for word in BANNED_CALLBACK_WORDS:
+        if word in lowered:
+            raise ConfigError(
+                key,
+                f"contains {word!r}, which Safaricom rejects in callback URLs",
+                f"use a path like {CALLBACK_ROUTE_PREFIX}/<secret> without that word",
+            )
+    secret = parts.path.rstrip("/").rsplit("/", 1)[-1]
+    if parts.path.count("/") < 2 or len(secret) < MIN_CALLBACK_SECRET_LENGTH:
+        raise ConfigError(
+            key,
+            "its path does not end in a long random secret",
+            f"end the path with at least {MIN_CALLBACK_SECRET_LENGTH} random characters, e.g. "
+            "python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError(key, "has a query string or fragment", "put the secret in the path only")
+
+
+def _check_http_url(key: str, url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError(
+            key, f"{url!r} is not an http(s) URL", "use a full URL like https://host/path"
+        )
+
+
+def _check_database_url(url: str) -> None:
+    if not (url.startswith("sqlite+aiosqlite://") or url.startswith("postgresql+asyncpg://")):
+        raise ConfigError(
+            "DUKA_DATABASE_URL",
+            f"{url.split('://')[0]!r} is not a supported async driver",
+            "use sqlite+aiosqlite:///path/to/file.sqlite3 or postgresql+asyncpg://user@host/db",
+        )
+
+
+def _required_env(env: Mapping[str, str], name: str, what: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise ConfigError(name, "not set", f"export {name} with {what}")
+    return value
+
+
+def _text(key: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(key, f"{value!r} is not a non-empty text", "set it to a text value")
+    return value.strip()
+
+
+def _port(value: object) -> int:
+    try:
+        port = int(str(value))
+    except ValueError:
+        raise ConfigError(
+            "DUKA_HTTP_PORT", f"{value!r} is not a number", "use 1 to 65535"
+        ) from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(
+            "DUKA_HTTP_PORT", f"{port} is out of range", "use 1 to 65535 (0: any free)"
+        )
+    return port
+
+
+def _positive_number(key: str, value: object, *, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ConfigError(key, f"{value!r} is not a number", "use a positive number of seconds")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(key, f"{value!r} is not a number", "use a positive number") from None
+    if number < 0 or (number == 0 and not allow_zero):
+        raise ConfigError(key, f"{number} is not positive", "use a positive number")
+    return number

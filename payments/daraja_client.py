@@ -1,0 +1,267 @@
+"""Daraja's STK push and STK query over httpx, with one shared OAuth token.
+
+A push is a PIN prompt on a real phone, so it is sent at most once: when the request
+may have reached Daraja (a timeout or a 5xx), ``PushOutcomeUnknown`` is raised and the
+caller must not resend it. The only automatic retry is after ``404.001.03`` (invalid
+token), which Daraja answers before processing anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from payments.credentials import NAIROBI, daraja_timestamp, stk_password
+from payments.errors import (
+    DarajaConfigError,
+    DarajaError,
+    DarajaUnavailable,
+    PushOutcomeUnknown,
+    PushRefused,
+    QueryFailed,
+    SubscriberBusy,
+)
+from payments.phone import mask_msisdn
+from payments.result_codes import FailureReason
+from payments.results import MalformedCallback, StkResult, parse_query_answer
+from payments.settings import DarajaSettings
+from payments.token_cache import TokenCache
+
+log = logging.getLogger(__name__)
+
+OAUTH_PATH = "/oauth/v1/generate"
+STK_PUSH_PATH = "/mpesa/stkpush/v1/processrequest"
+STK_QUERY_PATH = "/mpesa/stkpushquery/v1/query"
+MAX_AMOUNT = 250_000
+INVALID_TOKEN = "404.001.03"  # noqa: S105 - an error code, not a password
+_MSISDN = re.compile(r"254[17]\d{8}")
+_REFERENCE = re.compile(r"[A-Za-z0-9 -]{1,12}")
+
+
+class InvalidPushRequest(ValueError):
+    """The push would break one of Daraja's field rules; refused before sending."""
+
+
+@dataclass(frozen=True, slots=True)
+class StkPushRequest:
+    msisdn: str  # 12 digits, see payments.phone.normalize_msisdn
+    amount: int  # whole KES
+    account_reference: str  # at most 12 characters; shown in the prompt
+
+    def validate(self) -> None:
+        if not _MSISDN.fullmatch(self.msisdn):
+            raise InvalidPushRequest("the phone number must be 254 followed by 9 digits")
+        if isinstance(self.amount, bool) or not isinstance(self.amount, int):
+            raise InvalidPushRequest("the amount must be whole shillings")
+        if not 1 <= self.amount <= MAX_AMOUNT:
+            raise InvalidPushRequest(f"the amount must be KES 1 to {MAX_AMOUNT:,}")
+        if not _REFERENCE.fullmatch(self.account_reference):
+            raise InvalidPushRequest(
+                "the account reference must be 1-12 letters, digits, - or space"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class PushAccepted:
+    checkout_request_id: str
+    merchant_request_id: str
+    customer_message: str
+    raw: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class QueryAnswer:
+    raw: dict[str, Any]  # kept for the audit trail
+    result: StkResult | None  # None: "The transaction is being processed" (pending, not failed)
+
+    @property
+    def pending(self) -> bool:
+        return self.result is None
+
+
+class DarajaClient:
+    def __init__(
+        self,
+        settings: DarajaSettings,
+        http: httpx.AsyncClient,
+        now: Callable[[], datetime] = lambda: datetime.now(NAIROBI),
+    ) -> None:
+        self._settings = settings
+        self._http = http
+        self._now = now
+        self._tokens = TokenCache(self._fetch_token)
+
+    def push_body(self, request: StkPushRequest, timestamp: str) -> dict[str, Any]:
+        """The STK push body; ``timestamp`` is used for both Timestamp and Password."""
+        s = self._settings
+        return {
+            "BusinessShortCode": s.short_code,
+            "Password": stk_password(s.short_code, s.passkey, timestamp),
+            "Timestamp": timestamp,
+            "TransactionType": s.transaction_type,
+            "Amount": request.amount,
+            "PartyA": request.msisdn,
+            "PartyB": s.party_b,
+            "PhoneNumber": request.msisdn,
+            "CallBackURL": s.callback_url,
+            "AccountReference": request.account_reference,
+            "TransactionDesc": s.transaction_desc,
+        }
+
+    async def stk_push(self, request: StkPushRequest) -> PushAccepted:
+        request.validate()
+        # One timestamp for both fields: two calls can straddle a second (daraja.md §2.2).
+        body = self.push_body(request, daraja_timestamp(self._now()))
+        log.info(
+            "STK push: %s KES %d ref %s",
+            mask_msisdn(request.msisdn),
+            request.amount,
+            request.account_reference,
+        )
+        response = await self._post(STK_PUSH_PATH, body, sent_may_matter=True)
+        data = _json(response)
+        if response.status_code == 200 and str(data.get("ResponseCode")) == "0":
+            checkout_id = data.get("CheckoutRequestID")
+            if not isinstance(checkout_id, str) or not checkout_id:
+                raise PushOutcomeUnknown(
+                    "accepted without a CheckoutRequestID", http_status=response.status_code
+                )
+            return PushAccepted(
+                checkout_request_id=checkout_id,
+                merchant_request_id=str(data.get("MerchantRequestID", "")),
+                customer_message=str(data.get("CustomerMessage", "")),
+                raw=data,
+            )
+        raise _push_error(response.status_code, data)
+
+    async def stk_query(self, checkout_request_id: str) -> QueryAnswer:
+        s = self._settings
+        timestamp = daraja_timestamp(self._now())
+        body = {
+            "BusinessShortCode": s.short_code,
+            "Password": stk_password(s.short_code, s.passkey, timestamp),
+            "Timestamp": timestamp,
+            "CheckoutRequestID": checkout_request_id,
+        }
+        try:
+            response = await self._post(STK_QUERY_PATH, body, sent_may_matter=False)
+        except DarajaError as exc:
+            raise QueryFailed(exc.error_message, error_code=exc.error_code) from exc
+        data = _json(response)
+        message = str(data.get("errorMessage", ""))
+        if "being processed" in message.lower():
+            return QueryAnswer(data, None)
+        if response.status_code == 200 and "ResultCode" in data:
+            try:
+                return QueryAnswer(data, parse_query_answer(data))
+            except MalformedCallback as exc:
+                raise QueryFailed(str(exc), http_status=200) from exc
+        raise QueryFailed(
+            message or "unexpected STK query answer",
+            error_code=str(data.get("errorCode", "")),
+            http_status=response.status_code,
+        )
+
+    async def _post(
+        self, path: str, body: dict[str, Any], *, sent_may_matter: bool
+    ) -> httpx.Response:
+        for attempt in (1, 2):
+            token = await self._tokens.get()
+            response = await self._send(path, body, token, sent_may_matter=sent_may_matter)
+            if _json(response).get("errorCode") == INVALID_TOKEN and attempt == 1:
+                # Rejected at the gateway before any processing: safe to send again.
+                log.warning("Daraja said the access token is invalid; fetching a new one")
+                self._tokens.invalidate(token)
+                continue
+            return response
+        raise DarajaConfigError(
+            "Daraja keeps refusing fresh access tokens", error_code=INVALID_TOKEN
+        )
+
+    async def _send(
+        self, path: str, body: dict[str, Any], token: str, *, sent_may_matter: bool
+    ) -> httpx.Response:
+        url = self._settings.base_url + path
+        headers = {"Authorization": f"Bearer {token}"}
+        timeout = self._settings.request_timeout_seconds
+        try:
+            return await self._http.post(url, json=body, headers=headers, timeout=timeout)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise DarajaUnavailable(f"could not connect to Daraja ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            if sent_may_matter:
+                raise PushOutcomeUnknown(
+                    f"no answer from Daraja after sending ({type(exc).__name__})"
+                ) from exc
+            raise DarajaUnavailable(f"no answer from Daraja ({type(exc).__name__})") from exc
+
+    async def _fetch_token(self) -> tuple[str, float]:
+        s = self._settings
+        url = f"{s.base_url}{OAUTH_PATH}"
+        try:
+            response = await self._http.get(
+                url,
+                params={"grant_type": "client_credentials"},
+                auth=(s.consumer_key, s.consumer_secret),
+                timeout=s.request_timeout_seconds,
+            )
+        except httpx.TransportError as exc:
+            raise DarajaUnavailable(f"could not get a Daraja token ({type(exc).__name__})") from exc
+        data = _json(response)
+        token = data.get("access_token")
+        if response.status_code != 200 or not isinstance(token, str) or not token:
+            code = str(data.get("errorCode", ""))
+            detail = data.get("errorMessage", response.status_code)
+            raise DarajaConfigError(
+                f"Daraja refused our credentials ({detail});"
+                " check MPESA_CONSUMER_KEY and MPESA_CONSUMER_SECRET",
+                error_code=code,
+                http_status=response.status_code,
+            )
+        try:
+            lifetime = float(int(data.get("expires_in", 3599)))  # a number or the string "3599"
+        except (TypeError, ValueError):
+            lifetime = 3599.0
+        return token, lifetime
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _push_error(status: int, data: dict[str, Any]) -> DarajaError:
+    code = str(data.get("errorCode", ""))
+    message = str(data.get("errorMessage", "")) or f"HTTP {status} without an error body"
+    lowered = message.lower()
+    if "unable to lock subscriber" in lowered:
+        return SubscriberBusy(message, error_code=code, http_status=status)
+    if "wrong credentials" in lowered or "merchant does not exist" in lowered:
+        return DarajaConfigError(message, error_code=code, http_status=status)
+    if code.startswith("401.") or code == "404.001.04":
+        return DarajaConfigError(message, error_code=code, http_status=status)
+    if code.startswith("400.002"):
+        if "phonenumber" in lowered or "partya" in lowered:
+            return PushRefused(
+                message, error_code=code, http_status=status, reason=FailureReason.INVALID_NUMBER
+            )
+        return DarajaConfigError(message, error_code=code, http_status=status)
+    if code in {"500.003.02", "500.003.03"}:
+        # Spike arrest, quota, "system is busy": refused at the gateway.
+        return DarajaUnavailable(
+            message, error_code=code, http_status=status, reason=FailureReason.MPESA_BUSY
+        )
+    if code == "500.001.1001":
+        return PushRefused(message, error_code=code, http_status=status)
+    if status >= 500 or status == 200:
+        return PushOutcomeUnknown(message, error_code=code, http_status=status)
+    return PushRefused(message, error_code=code, http_status=status)

@@ -1,0 +1,147 @@
+"""Durable, batched intake of Daraja callbacks (group commit).
+
+Each callback's raw body must be stored, and its result applied, before Daraja gets
+its answer. Doing that in one transaction per request caps throughput at SQLite's
+commit rate, so one writer task takes every callback waiting in the queue, stores
+and applies them in a single transaction, and then answers all their requests.
+
+If applying the batch fails, the raw bodies are stored on their own (status
+``received``) and each result is applied separately, so one bad callback cannot take
+others down with it; the reconciler retries whatever is left unapplied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from payments import ledger
+from payments.results import StkResult
+from payments.settlement import EventStatus
+
+log = logging.getLogger(__name__)
+
+
+class InboxUnavailable(Exception):
+    """The callback could not be stored (the database is down); the sender should retry."""
+
+
+@dataclass(slots=True)
+class _Item:
+    raw: str
+    result: StkResult | None
+    rejection: str | None
+    done: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    def event(self, status: EventStatus | None = None) -> ledger.NewEvent:
+        if self.result is None:
+            return ledger.NewEvent(
+                "callback", self.raw, None, EventStatus.REJECTED, note=self.rejection or ""
+            )
+        return ledger.NewEvent(
+            "callback", self.raw, self.result.checkout_request_id, status or EventStatus.RECEIVED
+        )
+
+
+class CallbackInbox:
+    def __init__(self, engine: AsyncEngine, clock: Callable[[], datetime], max_batch: int = 500):
+        self._engine = engine
+        self._clock = clock
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(
+        self, raw: str, result: StkResult | None, rejection: str | None = None
+    ) -> None:
+        """Return once the callback is durably stored (and, normally, applied)."""
+        if self._task is None or self._task.done():
+            raise InboxUnavailable("the callback inbox is not running")
+        item = _Item(raw, result, rejection)
+        await self._queue.put(item)
+        await asyncio.shield(item.done)  # a dropped client connection must not lose our write
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="callback-inbox")
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop."""
+        if self._task is None:
+            return
+        await self._queue.join()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._store_batch(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _store_batch(self, batch: list[_Item]) -> None:
+        now = self._clock()
+        try:
+            async with self._engine.begin() as conn:
+                ids = await ledger.insert_events(conn, [i.event() for i in batch], now)
+                applicable = [
+                    (eid, i.result) for eid, i in zip(ids, batch, strict=True) if i.result
+                ]
+                await ledger.apply_results(conn, applicable, now)
+        except Exception:
+            log.exception(
+                "applying a batch of %d callbacks failed; storing them one by one", len(batch)
+            )
+            await self._store_separately(batch)
+            return
+        for item in batch:
+            _resolve(item.done)
+
+    async def _store_separately(self, batch: list[_Item]) -> None:
+        now = self._clock()
+        try:
+            async with self._engine.begin() as conn:
+                ids = await ledger.insert_events(conn, [i.event() for i in batch], now)
+        except Exception as exc:
+            log.exception("could not store %d callbacks", len(batch))
+            for item in batch:
+                if not item.done.done():
+                    item.done.set_exception(InboxUnavailable(str(exc)))
+            return
+        for item in batch:
+            _resolve(item.done)  # stored: Daraja can be told "accepted"
+        for event_id, item in zip(ids, batch, strict=True):
+            if item.result is not None:
+                await self._apply_one(event_id, item.result)
+
+    async def _apply_one(self, event_id: int, result: StkResult) -> None:
+        now = self._clock()
+        try:
+            async with self._engine.begin() as conn:
+                await ledger.apply_results(conn, [(event_id, result)], now)
+        except Exception as exc:
+            log.exception("callback event %d could not be applied", event_id)
+            with contextlib.suppress(Exception):
+                async with self._engine.begin() as conn:
+                    await ledger.mark_events(
+                        conn, [(event_id, EventStatus.ERROR, f"{type(exc).__name__}: {exc}", None)]
+                    )
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

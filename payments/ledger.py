@@ -1,0 +1,351 @@
+"""The payment ledger: the SQL that reads payments and writes what ``settlement`` decided.
+
+``write_payment_changes`` and ``write_order_changes`` are the only code that assigns a
+payment's or an order's status; both check the transition tables in ``states``. Every
+function here runs inside the caller's transaction, so a result, the status changes
+and the outbox messages it causes commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, bindparam, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from payments.results import MalformedCallback, StkResult, parse_callback
+from payments.settlement import (
+    EventStatus,
+    OutboxMessage,
+    PaymentSnapshot,
+    Settlement,
+    expire,
+    settle,
+)
+from payments.states import (
+    OrderStatus,
+    PaymentStatus,
+    check_order_transition,
+    check_payment_transition,
+)
+from storage.schema import orders, outbox, payment_events, payments
+
+_SNAPSHOT_COLUMNS = (
+    payments.c.id.label("payment_id"),
+    payments.c.order_id,
+    orders.c.customer_id,
+    orders.c.reference.label("order_reference"),
+    orders.c.status.label("order_status"),
+    orders.c.total.label("order_total"),
+    payments.c.status,
+    payments.c.amount,
+    payments.c.msisdn,
+    payments.c.checkout_request_id,
+    payments.c.result_code,
+    payments.c.result_desc,
+    payments.c.mpesa_receipt,
+    payments.c.paid_amount,
+    payments.c.paid_msisdn,
+    payments.c.transaction_at,
+    payments.c.settled_by,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    source: str
+    raw: str
+    checkout_request_id: str | None
+    status: EventStatus
+    note: str = ""
+    payment_id: int | None = None
+
+
+def _snapshot(row: Row[Any]) -> PaymentSnapshot:
+    values = row._asdict()
+    values["status"] = PaymentStatus(values["status"])
+    values["order_status"] = OrderStatus(values["order_status"])
+    return PaymentSnapshot(**values)
+
+
+def _snapshot_query() -> Any:
+    return select(*_SNAPSHOT_COLUMNS).join(orders, orders.c.id == payments.c.order_id)
+
+
+async def snapshots_by_checkout_id(
+    conn: AsyncConnection, checkout_ids: Iterable[str]
+) -> dict[str, PaymentSnapshot]:
+    """Lock (on PostgreSQL) and read the payments with these CheckoutRequestIDs."""
+    ids = sorted(set(checkout_ids))
+    if not ids:
+        return {}
+    query = _snapshot_query().where(payments.c.checkout_request_id.in_(ids))
+    rows = await conn.execute(query.with_for_update(of=payments))
+    return {row.checkout_request_id: _snapshot(row) for row in rows}
+
+
+async def snapshot_by_id(conn: AsyncConnection, payment_id: int) -> PaymentSnapshot | None:
+    query = _snapshot_query().where(payments.c.id == payment_id)
+    row = (await conn.execute(query.with_for_update(of=payments))).first()
+    return None if row is None else _snapshot(row)
+
+
+async def insert_events(
+    conn: AsyncConnection, events: Sequence[NewEvent], now: datetime
+) -> list[int]:
+    if not events:
+        return []
+    rows = [
+        {
+            "source": e.source,
+            "received_at": now,
+            "raw": e.raw,
+            "checkout_request_id": e.checkout_request_id,
+            "payment_id": e.payment_id,
+            "status": str(e.status),
+            "note": e.note,
+        }
+        for e in events
+    ]
+    statement = insert(payment_events).returning(payment_events.c.id, sort_by_parameter_order=True)
+    result = await conn.execute(statement, rows)
+    return [row.id for row in result]
+
+
+async def mark_events(
+    conn: AsyncConnection, marks: Sequence[tuple[int, EventStatus, str, int | None]]
+) -> None:
+    """Set (status, note, payment_id) on stored events, by id."""
+    if not marks:
+        return
+    statement = (
+        update(payment_events)
+        .where(payment_events.c.id == bindparam("event_id"))
+        .values(
+            status=bindparam("new_status"),
+            note=bindparam("new_note"),
+            payment_id=bindparam("new_payment_id"),
+        )
+    )
+    await conn.execute(
+        statement,
+        [
+            {"event_id": i, "new_status": str(s), "new_note": n[:500], "new_payment_id": p}
+            for i, s, n, p in marks
+        ],
+    )
+
+
+async def apply_results(
+    conn: AsyncConnection, results: Sequence[tuple[int, StkResult]], now: datetime
+) -> list[Settlement | None]:
+    """Apply stored results (event id, result) in order; ``None`` where no attempt matches yet.
+
+    Several results for one payment in a batch (a duplicated callback) are applied one
+    after the other against the updated state, so the second one is a duplicate.
+    """
+    current = await snapshots_by_checkout_id(conn, (r.checkout_request_id for _, r in results))
+    before = dict(current)
+    order_status: dict[int, OrderStatus] = {s.order_id: s.order_status for s in current.values()}
+    settlements: list[Settlement | None] = []
+    marks: list[tuple[int, EventStatus, str, int | None]] = []
+    messages: list[OutboxMessage] = []
+    for event_id, result in results:
+        snapshot = current.get(result.checkout_request_id)
+        if snapshot is None:
+            settlements.append(None)
+            marks.append((event_id, EventStatus.ORPHAN, "no attempt with this id yet", None))
+            continue
+        snapshot = replace(snapshot, order_status=order_status[snapshot.order_id])
+        settlement = settle(snapshot, result)
+        settlements.append(settlement)
+        current[result.checkout_request_id] = settlement.after
+        order_status[snapshot.order_id] = settlement.after.order_status
+        marks.append((event_id, settlement.event_status, settlement.note, snapshot.payment_id))
+        messages.extend(settlement.messages)
+
+    changed = [(before[key], after) for key, after in current.items() if after is not before[key]]
+    await write_payment_changes(conn, changed, now)
+    await write_order_changes(conn, [(b, a) for b, a in changed], now)
+    await insert_outbox(conn, messages, now)
+    await mark_events(conn, marks)
+    return settlements
+
+
+async def write_payment_changes(
+    conn: AsyncConnection,
+    changes: Sequence[tuple[PaymentSnapshot, PaymentSnapshot]],
+    now: datetime,
+    **extra_columns: Any,
+) -> None:
+    """Store payments as ``after``; the only writer of ``payments.status``."""
+    rows = []
+    for before, after in changes:
+        if after.status is not before.status:
+            check_payment_transition(before.status, after.status)
+        rows.append(
+            {
+                "pid": after.payment_id,
+                "expected_status": str(before.status),
+                "new_status": str(after.status),
+                "new_checkout_request_id": after.checkout_request_id,
+                "new_result_code": after.result_code,
+                "new_result_desc": after.result_desc,
+                "new_mpesa_receipt": after.mpesa_receipt,
+                "new_paid_amount": after.paid_amount,
+                "new_paid_msisdn": after.paid_msisdn,
+                "new_transaction_at": after.transaction_at,
+                "new_settled_by": after.settled_by,
+                "new_updated_at": now,
+                **{f"new_{k}": v for k, v in extra_columns.items()},
+            }
+        )
+    if not rows:
+        return
+    values: dict[str, Any] = {
+        "status": bindparam("new_status"),
+        "checkout_request_id": bindparam("new_checkout_request_id"),
+        "result_code": bindparam("new_result_code"),
+        "result_desc": bindparam("new_result_desc"),
+        "mpesa_receipt": bindparam("new_mpesa_receipt"),
+        "paid_amount": bindparam("new_paid_amount"),
+        "paid_msisdn": bindparam("new_paid_msisdn"),
+        "transaction_at": bindparam("new_transaction_at"),
+        "settled_by": bindparam("new_settled_by"),
+        "updated_at": bindparam("new_updated_at"),
+    }
+    values.update({k: bindparam(f"new_{k}") for k in extra_columns})
+    statement = (
+        update(payments)
+        # The status guard is redundant under our locks, and cheap insurance without them.
+        .where(payments.c.id == bindparam("pid"))
+        .where(payments.c.status == bindparam("expected_status"))
+        .values(values)
+    )
+    await conn.execute(statement, rows)
+
+
+async def write_order_changes(
+    conn: AsyncConnection,
+    changes: Sequence[tuple[PaymentSnapshot, PaymentSnapshot]],
+    now: datetime,
+) -> None:
+    """Store order statuses that changed; the only writer of ``orders.status``."""
+    final: dict[int, tuple[OrderStatus, OrderStatus]] = {}
+    for before, after in changes:
+        first = final.get(before.order_id, (before.order_status, before.order_status))[0]
+        final[before.order_id] = (first, after.order_status)
+    rows = []
+    for order_id, (old, new) in final.items():
+        if old is new:
+            continue
+        check_order_transition(old, new)
+        rows.append(
+            {
+                "oid": order_id,
+                "new_status": str(new),
+                "new_updated_at": now,
+                "new_paid_at": now if new is OrderStatus.PAID else None,
+            }
+        )
+    if rows:
+        statement = (
+            update(orders)
+            .where(orders.c.id == bindparam("oid"))
+            .values(
+                status=bindparam("new_status"),
+                updated_at=bindparam("new_updated_at"),
+                paid_at=bindparam("new_paid_at"),
+            )
+        )
+        await conn.execute(statement, rows)
+
+
+async def insert_outbox(
+    conn: AsyncConnection, messages: Sequence[OutboxMessage], now: datetime
+) -> None:
+    """Queue messages; a message whose dedupe key exists already is skipped, not doubled."""
+    if not messages:
+        return
+    rows = [
+        {
+            "dedupe_key": m.dedupe_key,
+            "kind": str(m.kind),
+            "audience": str(m.audience),
+            "customer_id": m.customer_id,
+            "order_id": m.order_id,
+            "payload": json.dumps(m.payload, sort_keys=True, default=str),
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for m in messages
+    ]
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = dialect_insert(outbox).on_conflict_do_nothing(index_elements=["dedupe_key"])
+    await conn.execute(statement, rows)
+
+
+async def adopt_orphans(
+    conn: AsyncConnection,
+    now: datetime,
+    *,
+    checkout_ids: Sequence[str] | None = None,
+    received_after: datetime | None = None,
+    limit: int = 200,
+) -> list[Settlement | None]:
+    """Apply stored callbacks that arrived before their attempt was known (or failed to apply)."""
+    query = (
+        select(payment_events.c.id, payment_events.c.raw)
+        .where(payment_events.c.source == "callback")
+        .where(
+            payment_events.c.status.in_(
+                [str(EventStatus.ORPHAN), str(EventStatus.RECEIVED), str(EventStatus.ERROR)]
+            )
+        )
+        .order_by(payment_events.c.id)
+        .limit(limit)
+    )
+    if checkout_ids is not None:
+        query = query.where(payment_events.c.checkout_request_id.in_(checkout_ids))
+    if received_after is not None:
+        query = query.where(payment_events.c.received_at >= received_after)
+    results: list[tuple[int, StkResult]] = []
+    rejected: list[tuple[int, EventStatus, str, int | None]] = []
+    for row in await conn.execute(query):
+        try:
+            results.append((row.id, parse_callback(row.raw.encode())))
+        except MalformedCallback as exc:
+            rejected.append((row.id, EventStatus.REJECTED, str(exc), None))
+    await mark_events(conn, rejected)
+    return await apply_results(conn, results, now) if results else []
+
+
+async def expire_payment(
+    conn: AsyncConnection, payment_id: int, now: datetime
+) -> Settlement | None:
+    """Expire an attempt that is still open; ``None`` if a result settled it meanwhile."""
+    snapshot = await snapshot_by_id(conn, payment_id)
+    if snapshot is None or not snapshot.status.is_open:
+        return None
+    settlement = expire(snapshot)
+    await write_payment_changes(conn, [(snapshot, settlement.after)], now)
+    await insert_outbox(conn, settlement.messages, now)
+    return settlement
+
+
+async def schedule_next_query(
+    conn: AsyncConnection, payment_id: int, next_query_at: datetime
+) -> None:
+    await conn.execute(
+        update(payments)
+        .where(payments.c.id == payment_id)
+        .values(query_count=payments.c.query_count + 1, next_query_at=next_query_at)
+    )

@@ -1,0 +1,90 @@
+"""Kenyan M-Pesa phone numbers: parsing with ``phonenumbers``, Daraja's 12-digit form, masking.
+
+Daraja wants ``254`` + 9 national digits (``2547…`` and ``2541…``). Number portability
+means the prefix only hints at the network, so a non-Safaricom prefix is a warning,
+never a refusal (daraja.md §9).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import phonenumbers
+from phonenumbers import PhoneNumberType, carrier
+
+_SEPARATORS = re.compile(r"[\s\-.()]")
+
+
+class InvalidPhoneNumber(ValueError):
+    """The text is not a Kenyan mobile number; ``str(exc)`` is fit to show the customer."""
+
+
+@dataclass(frozen=True, slots=True)
+class MpesaNumber:
+    msisdn: str  # "2547XXXXXXXX" or "2541XXXXXXXX"
+    carrier: str  # libphonenumber's carrier name by prefix, "" when unknown
+
+    @property
+    def is_safaricom_prefix(self) -> bool:
+        return self.carrier == "Safaricom"
+
+    @property
+    def warning(self) -> str | None:
+        """A friendly note when the prefix belongs to another network (it may have been ported)."""
+        if self.is_safaricom_prefix:
+            return None
+        network = self.carrier or "another network"
+        return (
+            f"{display_msisdn(self.msisdn)} is in the {network} number range. "
+            "M-Pesa needs a Safaricom line; if you moved this number to Safaricom, carry on."
+        )
+
+
+def normalize_msisdn(text: str) -> MpesaNumber:
+    """Accept ``07..``, ``01..``, ``+254..``, ``254..``, ``00254..``, ``7..``/``1..``.
+
+    Spaces, dashes, dots and brackets are ignored.
+    """
+    compact = _SEPARATORS.sub("", text.strip())
+    if compact.startswith("00"):
+        compact = "+" + compact[2:]
+    elif compact.startswith("254"):
+        compact = "+" + compact
+    elif len(compact) == 9 and compact[:1] in {"7", "1"}:
+        compact = "0" + compact
+    if not compact or not re.fullmatch(r"\+?\d+", compact):
+        raise InvalidPhoneNumber(
+            f"{text.strip()!r} is not a phone number. Send it like 0712 345 678."
+        )
+    try:
+        parsed = phonenumbers.parse(compact, "KE")
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidPhoneNumber(
+            f"{text.strip()!r} is not a phone number. Send it like 0712 345 678."
+        ) from exc
+    if parsed.country_code != 254 or not phonenumbers.is_valid_number(parsed):
+        raise InvalidPhoneNumber(
+            f"{text.strip()!r} is not a Kenyan mobile number. Send a number like 0712 345 678."
+        )
+    if phonenumbers.number_type(parsed) != PhoneNumberType.MOBILE:
+        raise InvalidPhoneNumber(
+            f"{text.strip()!r} is not a mobile number. "
+            "M-Pesa needs a mobile line like 0712 345 678."
+        )
+    msisdn = f"254{parsed.national_number}"
+    return MpesaNumber(msisdn=msisdn, carrier=carrier.name_for_number(parsed, "en"))
+
+
+def display_msisdn(msisdn: str) -> str:
+    """``254712345678`` -> ``0712 345 678``, the way Kenyans write it."""
+    national = "0" + msisdn[3:]
+    return f"{national[:4]} {national[4:7]} {national[7:]}"
+
+
+def mask_msisdn(msisdn: str | None) -> str:
+    """For logs and merchant messages: ``254712345678`` -> ``0712 *** 678``."""
+    if not msisdn or len(msisdn) < 6:
+        return "***"
+    national = "0" + msisdn[3:] if msisdn.startswith("254") else msisdn
+    return f"{national[:4]} *** {national[-3:]}"

@@ -1,0 +1,156 @@
+"""Reading Daraja's STK results: the callback body, and the STK query answer.
+
+Both become one ``StkResult`` so that a single function applies them. Callback quirks
+handled here (daraja.md §3.3): ``Item`` is a Name/Value list whose members vary,
+``Balance`` may have no ``Value``, ``Amount`` may be ``1.00``, ``TransactionDate`` and
+``PhoneNumber`` are JSON numbers, ``ResultCode`` is a number or a string.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Any
+
+from payments.credentials import parse_daraja_timestamp
+from payments.result_codes import SUCCESS_CODE, normalize_result_code
+
+
+class ResultSource(StrEnum):
+    CALLBACK = "callback"
+    QUERY = "query"
+
+
+class MalformedCallback(ValueError):
+    """The callback body cannot be used; ``str(exc)`` says why (it goes back to the sender)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StkResult:
+    checkout_request_id: str
+    merchant_request_id: str
+    result_code: str
+    result_desc: str
+    source: ResultSource
+    amount: Decimal | None = None  # callbacks only: the query answer carries no metadata
+    receipt: str | None = None
+    transaction_at: datetime | None = None
+    msisdn: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.result_code == SUCCESS_CODE
+
+
+def parse_callback(body: bytes) -> StkResult:
+    """Parse an STK callback body or raise ``MalformedCallback`` with the reason."""
+    try:
+        document = json.loads(body, parse_float=Decimal)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedCallback(f"body is not valid JSON ({exc})") from None
+    callback = _object(_object(document, "top level").get("Body"), "Body")
+    stk = _object(callback.get("stkCallback"), "Body.stkCallback")
+    checkout_id = _required_text(stk, "CheckoutRequestID")
+    if "ResultCode" not in stk:
+        raise MalformedCallback("Body.stkCallback.ResultCode is missing")
+    try:
+        result_code = normalize_result_code(stk["ResultCode"])
+    except ValueError as exc:
+        raise MalformedCallback(f"Body.stkCallback.ResultCode is invalid ({exc})") from None
+    outcome = StkResult(
+        checkout_request_id=checkout_id,
+        merchant_request_id=_optional_text(stk, "MerchantRequestID"),
+        result_code=result_code,
+        result_desc=_optional_text(stk, "ResultDesc"),
+        source=ResultSource.CALLBACK,
+    )
+    if result_code != SUCCESS_CODE:
+        return outcome
+
+    items = _metadata_items(stk)
+    receipt = items.get("MpesaReceiptNumber")
+    if not isinstance(receipt, str) or not receipt.strip():
+        raise MalformedCallback("a successful callback has no MpesaReceiptNumber")
+    return replace(
+        outcome,
+        amount=_amount(items.get("Amount")),
+        receipt=receipt.strip(),
+        transaction_at=_transaction_date(items.get("TransactionDate")),
+        msisdn=_msisdn(items.get("PhoneNumber")),
+    )
+
+
+def parse_query_answer(answer: dict[str, Any]) -> StkResult:
+    """A completed STK query answer (HTTP 200, ``ResponseCode`` "0"); its codes are strings."""
+    try:
+        return StkResult(
+            checkout_request_id=str(answer["CheckoutRequestID"]),
+            merchant_request_id=str(answer.get("MerchantRequestID", "")),
+            result_code=normalize_result_code(answer["ResultCode"]),
+            result_desc=str(answer.get("ResultDesc", "")),
+            source=ResultSource.QUERY,
+        )
+    except (KeyError, ValueError) as exc:
+        raise MalformedCallback(f"STK query answer lacks a usable field ({exc})") from None
+
+
+def _object(value: object, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise MalformedCallback(f"{where} is missing or not an object")
+    return value
+
+
+def _required_text(container: dict[str, Any], key: str) -> str:
+    value = container.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise MalformedCallback(f"Body.stkCallback.{key} is missing or empty")
+    return value.strip()
+
+
+def _optional_text(container: dict[str, Any], key: str) -> str:
+    value = container.get(key)
+    return "" if value is None else str(value)
+
+
+def _metadata_items(stk: dict[str, Any]) -> dict[str, Any]:
+    metadata = _object(stk.get("CallbackMetadata"), "Body.stkCallback.CallbackMetadata")
+    items = metadata.get("Item")
+    if not isinstance(items, list):
+        raise MalformedCallback("CallbackMetadata.Item is missing or not a list")
+    found: dict[str, Any] = {}
+    for item in items:
+        # By name, never by position: Balance comes and goes, sometimes without a Value.
+        if isinstance(item, dict) and isinstance(item.get("Name"), str) and "Value" in item:
+            found[item["Name"]] = item["Value"]
+    return found
+
+
+def _amount(value: object) -> Decimal:
+    if isinstance(value, bool) or value is None:
+        raise MalformedCallback("a successful callback has no Amount")
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        raise MalformedCallback(f"Amount {value!r} is not a number") from None
+    if not amount.is_finite() or amount <= 0:
+        raise MalformedCallback(f"Amount {value!r} is not a positive number")
+    return amount
+
+
+def _transaction_date(value: object) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_daraja_timestamp(str(value))
+    except ValueError:
+        return None  # the receipt is what matters; a garbled date is not worth refusing money
+
+
+def _msisdn(value: object) -> str | None:
+    if value is None or isinstance(value, bool):
+        return None
+    text = str(value).strip()
+    return text if text.isdigit() else None

@@ -1,0 +1,200 @@
+"""Starting a payment: write the attempt first, then push, then record what Daraja said.
+
+The attempt row exists before the push is sent, so a crash mid-push leaves a trace the
+reconciler expires; a unique partial index allows one open attempt per order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from payments import ledger
+from payments.daraja_client import DarajaClient, InvalidPushRequest, PushAccepted, StkPushRequest
+from payments.errors import DarajaError, PushOutcomeUnknown
+from payments.phone import MpesaNumber, mask_msisdn, normalize_msisdn
+from payments.settlement import EventStatus
+from payments.states import OrderStatus, PaymentStatus
+from storage.schema import OPEN_PAYMENT_STATUSES, orders, payments
+
+log = logging.getLogger(__name__)
+
+
+class PaymentNotStarted(Exception):
+    """The order cannot be paid now; ``str(exc)`` is fit to show the customer."""
+
+
+class OrderNotPayable(PaymentNotStarted):
+    pass
+
+
+class PaymentInProgress(PaymentNotStarted):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentStarted:
+    payment_id: int
+    status: PaymentStatus  # PENDING, or UNKNOWN when Daraja's answer was lost
+    msisdn: str
+    amount: int
+    order_reference: str
+    warning: str | None  # e.g. the number is in another network's range
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class PaymentService:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        client: DarajaClient,
+        *,
+        query_after_seconds: float,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._engine = engine
+        self._client = client
+        self._query_after = timedelta(seconds=query_after_seconds)
+        self._clock = clock
+
+    async def start_payment(self, order_id: int, phone: str | MpesaNumber) -> PaymentStarted:
+        """Push an STK prompt for the order's total to ``phone``.
+
+        Raises ``InvalidPhoneNumber``, ``PaymentNotStarted`` (nothing was sent), or a
+        ``DarajaError`` after recording it on the attempt (its ``reason`` says what to
+        tell the customer).
+        """
+        number = phone if isinstance(phone, MpesaNumber) else normalize_msisdn(phone)
+        payment_id, reference, amount = await self._create_attempt(order_id, number.msisdn)
+        request = StkPushRequest(number.msisdn, amount, reference)
+        try:
+            accepted = await self._client.stk_push(request)
+        except PushOutcomeUnknown as exc:
+            log.warning("STK push for %s: outcome unknown (%s)", reference, exc)
+            await self._record_push(payment_id, PaymentStatus.UNKNOWN, error=exc)
+            return PaymentStarted(
+                payment_id, PaymentStatus.UNKNOWN, number.msisdn, amount, reference, number.warning
+            )
+        except (DarajaError, InvalidPushRequest) as exc:
+            log.warning("STK push for %s refused: %s", reference, exc)
+            await self._record_push(payment_id, PaymentStatus.FAILED, error=exc)
+            raise
+        except BaseException as exc:
+            # Unknown failure (even cancellation) after the request may have left: never
+            # assume it was not sent.
+            await self._record_push(payment_id, PaymentStatus.UNKNOWN, error=exc)
+            raise
+        await self._record_push(payment_id, PaymentStatus.PENDING, accepted=accepted)
+        log.info("STK push for %s accepted for %s", reference, mask_msisdn(number.msisdn))
+        return PaymentStarted(
+            payment_id, PaymentStatus.PENDING, number.msisdn, amount, reference, number.warning
+        )
+
+    async def _create_attempt(self, order_id: int, msisdn: str) -> tuple[int, str, int]:
+        now = self._clock()
+        try:
+            async with self._engine.begin() as conn:
+                order = (
+                    await conn.execute(
+                        select(orders.c.reference, orders.c.status, orders.c.total)
+                        .where(orders.c.id == order_id)
+                        .with_for_update()
+                    )
+                ).first()
+                if order is None:
+                    raise OrderNotPayable("That order does not exist.")
+                if order.status != OrderStatus.AWAITING_PAYMENT:
+                    raise OrderNotPayable(
+                        f"Order {order.reference} is {order.status}; it cannot be paid."
+                    )
+                open_attempt = (
+                    await conn.execute(
+                        select(payments.c.id).where(
+                            payments.c.order_id == order_id,
+                            payments.c.status.in_(OPEN_PAYMENT_STATUSES),
+                        )
+                    )
+                ).first()
+                if open_attempt is not None:
+                    raise PaymentInProgress(
+                        f"A payment for order {order.reference} is already waiting for your PIN."
+                    )
+                payment_id = (
+                    await conn.execute(
+                        insert(payments)
+                        .values(
+                            order_id=order_id,
+                            status=str(PaymentStatus.CREATED),
+                            msisdn=msisdn,
+                            amount=order.total,
+                            created_at=now,
+                            updated_at=now,
+                        )
+                        .returning(payments.c.id)
+                    )
+                ).scalar_one()
+        except IntegrityError as exc:
+            # Two concurrent "pay" taps: the partial unique index let only one through.
+            raise PaymentInProgress("A payment for this order is already in progress.") from exc
+        return int(payment_id), str(order.reference), int(order.total)
+
+    async def _record_push(
+        self,
+        payment_id: int,
+        status: PaymentStatus,
+        *,
+        accepted: PushAccepted | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        now = self._clock()
+        async with self._engine.begin() as conn:
+            before = await ledger.snapshot_by_id(conn, payment_id)
+            if before is None or before.status is not PaymentStatus.CREATED:
+                return
+            after = replace(before, status=status, settled_by="push")
+            extra: dict[str, object] = {}
+            if accepted is not None:
+                after = replace(
+                    after, checkout_request_id=accepted.checkout_request_id, settled_by=None
+                )
+                extra = {
+                    "push_accepted_at": now,
+                    "next_query_at": now + self._query_after,
+                    "merchant_request_id": accepted.merchant_request_id,
+                }
+                raw = json.dumps(accepted.raw)
+            else:
+                code = getattr(error, "error_code", "") or type(error).__name__
+                message = getattr(error, "error_message", None) or str(error)
+                after = replace(after, result_code=code, result_desc=message)
+                raw = json.dumps({"error": code, "message": message})
+                if status is PaymentStatus.UNKNOWN:
+                    extra = {"next_query_at": None}
+            await ledger.write_payment_changes(conn, [(before, after)], now, **extra)
+            await ledger.insert_events(
+                conn,
+                [
+                    ledger.NewEvent(
+                        "push",
+                        raw,
+                        after.checkout_request_id,
+                        EventStatus.APPLIED,
+                        note=str(status),
+                        payment_id=payment_id,
+                    )
+                ],
+                now,
+            )
+            if accepted is not None:
+                # The callback can beat the push answer; it waits as an orphan until now.
+                await ledger.adopt_orphans(conn, now, checkout_ids=[accepted.checkout_request_id])

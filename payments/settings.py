@@ -1,0 +1,62 @@
+"""Typed settings of the payments package; ``bot.config`` fills them in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from urllib.parse import urlsplit
+
+
+class DarajaEnvironment(StrEnum):
+    SANDBOX = "sandbox"
+    PRODUCTION = "production"
+    SIMULATOR = "simulator"
+
+
+DARAJA_BASE_URLS = {
+    DarajaEnvironment.SANDBOX: "https://sandbox.safaricom.co.ke",
+    DarajaEnvironment.PRODUCTION: "https://api.safaricom.co.ke",
+}
+
+# Safaricom's gateway refuses callback URLs containing these, in any letter case (daraja.md §2.3).
+BANNED_CALLBACK_WORDS = ("m-pesa", "mpesa", "safaricom", "exec", "exe", "cmd", "sql", "query")
+
+
+@dataclass(frozen=True, slots=True)
+class DarajaSettings:
+    environment: DarajaEnvironment
+    base_url: str  # empty: start the embedded simulator (simulator environment only)
+    consumer_key: str = field(repr=False)
+    consumer_secret: str = field(repr=False)
+    passkey: str = field(repr=False)
+    short_code: str  # Paybill number, or for Buy Goods the store (head office) number
+    till_number: str | None
+    callback_url: str = field(repr=False)  # its path holds the secret
+    transaction_desc: str = "Duka order"
+    request_timeout_seconds: float = 20.0
+
+    @property
+    def is_buy_goods(self) -> bool:
+        return self.till_number is not None
+
+    @property
+    def transaction_type(self) -> str:
+        return "CustomerBuyGoodsOnline" if self.is_buy_goods else "CustomerPayBillOnline"
+
+    @property
+    def party_b(self) -> str:
+        # Buy Goods: PartyB is the till while BusinessShortCode (and the password) use the store.
+        return self.till_number if self.till_number is not None else self.short_code
+
+    @property
+    def callback_path(self) -> str:
+        return urlsplit(self.callback_url).path
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileSettings:
+    query_after_seconds: float = 60.0  # a pending attempt is first queried this long after the push
+    query_interval_seconds: float = 15.0  # then again at most this often
+    expire_after_seconds: float = 180.0  # after this, one last query, then EXPIRED
+    max_queries_per_second: float = 2.0  # Daraja publishes no TPS; stay far from Spike Arrest
+    sweep_interval_seconds: float = 5.0

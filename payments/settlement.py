@@ -1,0 +1,227 @@
+"""Deciding what an STK result does to a payment and its order: pure, no I/O.
+
+``settle`` is the one place where a Daraja result turns into status changes and
+customer/merchant messages. The repository writes what it decides, inside the same
+transaction as the raw event, so a result is applied exactly once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from payments.phone import mask_msisdn
+from payments.result_codes import FailureReason, failure_reason
+from payments.results import ResultSource, StkResult
+from payments.states import OrderStatus, PaymentStatus
+
+
+class EventStatus(StrEnum):
+    RECEIVED = "received"  # stored, not yet applied (the apply step failed or has not run)
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"  # already applied; changes nothing
+    IGNORED = "ignored"  # e.g. a query answer for a payment a callback already settled
+    ORPHAN = "orphan"  # no attempt with this CheckoutRequestID (yet): kept, applied later
+    REJECTED = "rejected"  # malformed; kept for audit only
+    ERROR = "error"  # applying raised; kept, retried by the reconciler
+
+
+class MessageKind(StrEnum):
+    PAYMENT_PAID = "payment_paid"  # customer
+    PAYMENT_FAILED = "payment_failed"  # customer
+    PAYMENT_UNDER_REVIEW = "payment_under_review"  # customer: money arrived, merchant checks it
+    ORDER_PAID = "order_paid"  # merchant
+    PAYMENT_NEEDS_REVIEW = "payment_needs_review"  # merchant: amount mismatch, double payment
+
+
+class Audience(StrEnum):
+    CUSTOMER = "customer"
+    MERCHANT = "merchant"
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentSnapshot:
+    """A payment row joined with its order, as read inside the settling transaction."""
+
+    payment_id: int
+    order_id: int
+    customer_id: int
+    order_reference: str
+    order_status: OrderStatus
+    order_total: int
+    status: PaymentStatus
+    amount: int
+    msisdn: str
+    checkout_request_id: str | None
+    result_code: str | None = None
+    result_desc: str | None = None
+    mpesa_receipt: str | None = None
+    paid_amount: int | None = None
+    paid_msisdn: str | None = None
+    transaction_at: datetime | None = None
+    settled_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    kind: MessageKind
+    audience: Audience
+    payment_id: int
+    order_id: int
+    customer_id: int
+    payload: dict[str, Any]
+
+    @property
+    def dedupe_key(self) -> str:
+        return f"payment:{self.payment_id}:{self.kind}:{self.audience}"
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    event_status: EventStatus
+    note: str
+    after: PaymentSnapshot  # the payment as it should be stored (same object when unchanged)
+    messages: tuple[OutboxMessage, ...] = field(default=())
+
+    @property
+    def changed(self) -> bool:
+        return self.event_status is EventStatus.APPLIED
+
+
+def settle(payment: PaymentSnapshot, result: StkResult) -> Settlement:
+    """What ``result`` does to ``payment``; duplicates and stale answers change nothing."""
+    if payment.status is PaymentStatus.PAID:
+        return _already_paid(payment, result)
+    if result.source is ResultSource.QUERY and not (
+        payment.status.is_open or payment.status is PaymentStatus.EXPIRED
+    ):
+        # A query never overrides what a callback settled (the sandbox query is known to
+        # report failure for payments that a callback confirmed with a receipt).
+        return Settlement(EventStatus.IGNORED, f"query answer after {payment.status}", payment)
+    if result.succeeded:
+        return _paid(payment, result)
+    if payment.status.is_open:
+        return _failed(payment, result)
+    return Settlement(EventStatus.DUPLICATE, f"failure after {payment.status}", payment)
+
+
+def expire(payment: PaymentSnapshot) -> Settlement:
+    """No answer in time: the attempt is over; the customer may try again."""
+    after = replace(
+        payment,
+        status=PaymentStatus.EXPIRED,
+        result_desc="No answer from M-Pesa in time",
+        settled_by="expiry",
+    )
+    message = _message(
+        after, MessageKind.PAYMENT_FAILED, Audience.CUSTOMER, FailureReason.NO_ANSWER
+    )
+    return Settlement(EventStatus.APPLIED, "expired", after, (message,))
+
+
+def _already_paid(payment: PaymentSnapshot, result: StkResult) -> Settlement:
+    if (
+        result.source is ResultSource.CALLBACK
+        and result.succeeded
+        and payment.mpesa_receipt is None
+        and result.receipt is not None
+    ):
+        # Paid on the query's word, which has no receipt; the late callback brings it.
+        after = replace(
+            payment,
+            mpesa_receipt=result.receipt,
+            paid_msisdn=result.msisdn,
+            transaction_at=result.transaction_at,
+        )
+        return Settlement(EventStatus.APPLIED, "receipt added to a paid payment", after)
+    return Settlement(EventStatus.DUPLICATE, "payment already paid", payment)
+
+
+def _paid(payment: PaymentSnapshot, result: StkResult) -> Settlement:
+    paid_amount = result.amount if result.amount is not None else Decimal(payment.amount)
+    after = replace(
+        payment,
+        status=PaymentStatus.PAID,
+        result_code=result.result_code,
+        result_desc=result.result_desc,
+        mpesa_receipt=result.receipt,
+        paid_amount=int(paid_amount),
+        paid_msisdn=result.msisdn,
+        transaction_at=result.transaction_at,
+        settled_by=str(result.source),
+    )
+    review_reason = _review_reason(payment, paid_amount)
+    if review_reason is None:
+        after = replace(after, order_status=OrderStatus.PAID)
+        messages = (
+            _message(after, MessageKind.PAYMENT_PAID, Audience.CUSTOMER),
+            _message(after, MessageKind.ORDER_PAID, Audience.MERCHANT),
+        )
+        return Settlement(EventStatus.APPLIED, "paid", after, messages)
+
+    if after.order_status is not OrderStatus.PAID:
+        after = replace(after, order_status=OrderStatus.NEEDS_REVIEW)
+    extra = {"why": review_reason, "paid_amount_exact": str(paid_amount)}
+    messages = (
+        _message(after, MessageKind.PAYMENT_UNDER_REVIEW, Audience.CUSTOMER, extra=extra),
+        _message(after, MessageKind.PAYMENT_NEEDS_REVIEW, Audience.MERCHANT, extra=extra),
+    )
+    return Settlement(EventStatus.APPLIED, f"paid, needs review: {review_reason}", after, messages)
+
+
+def _review_reason(payment: PaymentSnapshot, paid_amount: Decimal) -> str | None:
+    if paid_amount != Decimal(payment.order_total) or payment.amount != payment.order_total:
+        return "amount_mismatch"
+    if payment.order_status is OrderStatus.PAID:
+        return "order_already_paid"
+    if payment.order_status is OrderStatus.CANCELLED:
+        return "order_cancelled"
+    if payment.order_status is OrderStatus.NEEDS_REVIEW:
+        return "order_under_review"
+    return None
+
+
+def _failed(payment: PaymentSnapshot, result: StkResult) -> Settlement:
+    after = replace(
+        payment,
+        status=PaymentStatus.FAILED,
+        result_code=result.result_code,
+        result_desc=result.result_desc,
+        settled_by=str(result.source),
+    )
+    reason = failure_reason(result.result_code)
+    message = _message(after, MessageKind.PAYMENT_FAILED, Audience.CUSTOMER, reason)
+    return Settlement(EventStatus.APPLIED, f"failed: {result.result_code}", after, (message,))
+
+
+def _message(
+    payment: PaymentSnapshot,
+    kind: MessageKind,
+    audience: Audience,
+    reason: FailureReason | None = None,
+    extra: dict[str, Any] | None = None,
+) -> OutboxMessage:
+    payload: dict[str, Any] = {
+        "order_reference": payment.order_reference,
+        "order_total": payment.order_total,
+        "amount": payment.amount,
+        "paid_amount": payment.paid_amount,
+        "receipt": payment.mpesa_receipt,
+        "result_code": payment.result_code,
+        "result_desc": payment.result_desc,
+        "masked_phone": mask_msisdn(payment.msisdn),
+    }
+    if reason is not None:
+        payload["reason"] = str(reason)
+    payload.update(extra or {})
+    return OutboxMessage(
+        kind=kind,
+        audience=audience,
+        payment_id=payment.payment_id,
+        order_id=payment.order_id,
+        customer_id=payment.customer_id,
+        payload=payload,
+    )

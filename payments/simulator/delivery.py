@@ -1,0 +1,47 @@
+"""POSTs callbacks to merchants' CallBackURLs, once per call, never retrying.
+
+Daraja documents no retry policy and the field reports agree on "at most once, sometimes
+twice" (daraja.md §3.5), so a refused connection, a timeout or a non-2xx answer is reported to
+the caller as a failed delivery and that is the end of it.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+import aiohttp
+
+log = logging.getLogger(__name__)
+
+
+class CallbackPoster:
+    """Owns the client session; created lazily because it must be made inside the event loop."""
+
+    def __init__(self, timeout_seconds: float) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def post(self, url: str, json_text: str) -> int | None:
+        """The HTTP status the receiver answered, or None when the POST did not complete."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        try:
+            async with self._session.post(
+                url, data=json_text.encode(), headers={"Content-Type": "application/json"}
+            ) as response:
+                await response.read()
+                return response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # Only the URL's host: the path of a callback URL often carries a secret.
+            log.info("callback to %s failed: %s", _host(url), type(exc).__name__)
+            return None
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).hostname or "?"

@@ -1,0 +1,78 @@
+"""Payment and order statuses, and the only tables of transitions between them.
+
+A payment is one STK attempt:
+
+    created --push accepted--> pending --callback/query--> paid | failed
+       |                          '--no answer in time--> expired
+       |--push refused---------> failed
+       '--push outcome unknown-> unknown --(late callback)--> paid | failed; or expired
+
+``paid`` is final. A late callback that carries a receipt may still turn ``failed`` or
+``expired`` into ``paid``: the customer's money moved, so the record must say so.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class PaymentStatus(StrEnum):
+    CREATED = "created"  # row written, push not answered yet
+    PENDING = "pending"  # Daraja accepted the push; waiting for the customer's PIN
+    UNKNOWN = "unknown"  # the push may or may not have reached Daraja (timeout, 5xx)
+    PAID = "paid"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+    @property
+    def is_open(self) -> bool:
+        return self in _OPEN
+
+
+class OrderStatus(StrEnum):
+    AWAITING_PAYMENT = "awaiting_payment"
+    PAID = "paid"
+    NEEDS_REVIEW = "needs_review"  # money arrived but does not match: the merchant decides
+    CANCELLED = "cancelled"
+
+
+_OPEN = frozenset({PaymentStatus.CREATED, PaymentStatus.PENDING, PaymentStatus.UNKNOWN})
+
+PAYMENT_TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
+    PaymentStatus.CREATED: frozenset(
+        {PaymentStatus.PENDING, PaymentStatus.FAILED, PaymentStatus.UNKNOWN, PaymentStatus.EXPIRED}
+    ),
+    PaymentStatus.PENDING: frozenset(
+        {PaymentStatus.PAID, PaymentStatus.FAILED, PaymentStatus.EXPIRED}
+    ),
+    PaymentStatus.UNKNOWN: frozenset(
+        {PaymentStatus.PAID, PaymentStatus.FAILED, PaymentStatus.EXPIRED}
+    ),
+    PaymentStatus.FAILED: frozenset({PaymentStatus.PAID}),
+    PaymentStatus.EXPIRED: frozenset({PaymentStatus.PAID}),
+    PaymentStatus.PAID: frozenset(),
+}
+
+ORDER_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    OrderStatus.AWAITING_PAYMENT: frozenset(
+        {OrderStatus.PAID, OrderStatus.NEEDS_REVIEW, OrderStatus.CANCELLED}
+    ),
+    OrderStatus.NEEDS_REVIEW: frozenset({OrderStatus.PAID, OrderStatus.CANCELLED}),
+    # Money for a cancelled order can still arrive (a late PIN entry): it needs review.
+    OrderStatus.CANCELLED: frozenset({OrderStatus.NEEDS_REVIEW}),
+    OrderStatus.PAID: frozenset(),
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A status change that the transition tables do not allow: a bug, never customer input."""
+
+
+def check_payment_transition(current: PaymentStatus, target: PaymentStatus) -> None:
+    if target not in PAYMENT_TRANSITIONS[current]:
+        raise IllegalTransition(f"payment cannot go from {current} to {target}")
+
+
+def check_order_transition(current: OrderStatus, target: OrderStatus) -> None:
+    if target not in ORDER_TRANSITIONS[current]:
+        raise IllegalTransition(f"order cannot go from {current} to {target}")

@@ -1,0 +1,94 @@
+"""The Daraja callback endpoint: ``POST <callback path prefix>/<secret>``.
+
+Daraja signs nothing, so the secret in the path is the credential: it is compared in
+constant time, a wrong one looks exactly like any unknown path (404), and it never
+reaches the logs. The raw body is stored before anything else; bad bodies get a 4xx
+with the reason and are kept for audit; nothing here answers 500.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from payments.inbox import CallbackInbox, InboxUnavailable
+from payments.results import MalformedCallback, parse_callback
+
+log = logging.getLogger(__name__)
+
+MAX_CALLBACK_BYTES = 64 * 1024  # real callbacks are under 1 KiB
+ACCEPTED = {"ResultCode": 0, "ResultDesc": "Accepted"}
+INBOX = web.AppKey("callback_inbox", CallbackInbox)
+
+
+class CallbackPath:
+    """Splits the configured callback URL into a public route prefix and its secret."""
+
+    def __init__(self, callback_url: str) -> None:
+        path = urlsplit(callback_url).path.rstrip("/")
+        self.prefix, _, secret = path.rpartition("/")
+        self._secret = secret.encode()
+
+    @property
+    def route(self) -> str:
+        return f"{self.prefix}/{{token}}"
+
+    def matches(self, token: str) -> bool:
+        return hmac.compare_digest(token.encode(), self._secret)
+
+    def redact(self, path: str) -> str:
+        """For access logs: the secret segment becomes ``***``."""
+        if path.startswith(self.prefix + "/"):
+            return self.prefix + "/***"
+        return path
+
+
+def callback_routes(callback_path: CallbackPath) -> list[web.RouteDef]:
+    async def receive_callback(request: web.Request) -> web.Response:
+        if not callback_path.matches(request.match_info["token"]):
+            raise web.HTTPNotFound()
+        inbox = request.config_dict[INBOX]
+        body, oversized = await _read_limited(request)
+        raw = body.decode("utf-8", errors="backslashreplace")
+        if oversized:
+            return await _reject(inbox, raw, f"body is larger than {MAX_CALLBACK_BYTES} bytes", 413)
+        try:
+            result = parse_callback(body)
+        except MalformedCallback as exc:
+            return await _reject(inbox, raw, str(exc), 400)
+        try:
+            await inbox.submit(raw, result)
+        except InboxUnavailable:
+            log.exception("callback for %s could not be stored", result.checkout_request_id)
+            return web.json_response(
+                {"ResultCode": 1, "ResultDesc": "Temporarily unable to store the callback"},
+                status=503,
+            )
+        return web.json_response(ACCEPTED)
+
+    return [web.post(callback_path.route, receive_callback)]
+
+
+async def _read_limited(request: web.Request) -> tuple[bytes, bool]:
+    """Read at most MAX_CALLBACK_BYTES; the flag says there was more."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= MAX_CALLBACK_BYTES:
+        chunk = await request.content.read(MAX_CALLBACK_BYTES + 1 - size)
+        if not chunk:
+            return b"".join(chunks), False
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)[:MAX_CALLBACK_BYTES], True
+
+
+async def _reject(inbox: CallbackInbox, raw: str, reason: str, status: int) -> web.Response:
+    log.warning("rejected a callback: %s", reason)
+    try:
+        await inbox.submit(raw, None, rejection=reason)
+    except InboxUnavailable:
+        log.exception("a rejected callback could not be stored for audit")
+    return web.json_response({"ResultCode": 1, "ResultDesc": f"Rejected: {reason}"}, status=status)

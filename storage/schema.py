@@ -1,0 +1,177 @@
+"""The database schema as SQLAlchemy Core tables; Alembic migrations create it.
+
+Core rather than ORM objects: the hot paths (callback settlement) work in batches of
+rows, and plain rows keep the data layer explicit. Money is whole KES in integers.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in and out; SQLite would otherwise hand back naive datetimes."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use an aware UTC datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("channel", String(16), nullable=False),  # telegram | whatsapp | terminal
+    Column("chat_id", String(64), nullable=False),
+    Column("name", String(128), nullable=False, server_default=""),
+    Column("msisdn", String(12)),
+    Column("language", String(2), nullable=False, server_default="en"),
+    Column("blocked_at", UtcDateTime),  # the customer blocked the bot: stop sending
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("channel", "chat_id"),
+)
+
+products = Table(
+    "products",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("sku", String(64), nullable=False, unique=True),
+    Column("name", String(128), nullable=False),
+    Column("price", Integer, nullable=False),
+    Column("category", String(64), nullable=False, server_default=""),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("reference", String(12), nullable=False, unique=True),
+    Column("customer_id", ForeignKey("customers.id"), nullable=False, index=True),
+    Column("status", String(24), nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("paid_at", UtcDateTime),
+    Index("ix_orders_status_paid_at", "status", "paid_at"),
+)
+
+order_items = Table(
+    "order_items",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("order_id", ForeignKey("orders.id"), nullable=False, index=True),
+    Column("product_id", ForeignKey("products.id")),
+    Column("sku", String(64), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("unit_price", Integer, nullable=False),
+    Column("quantity", Integer, nullable=False),
+)
+
+# Payment statuses in which an attempt is still open; at most one per order (see the index).
+OPEN_PAYMENT_STATUSES = ("created", "pending", "unknown")
+
+payments = Table(
+    "payments",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("order_id", ForeignKey("orders.id"), nullable=False, index=True),
+    Column("status", String(16), nullable=False),
+    Column("msisdn", String(12), nullable=False),
+    Column("amount", Integer, nullable=False),
+    Column("checkout_request_id", String(64), unique=True),
+    Column("merchant_request_id", String(64)),
+    Column("result_code", String(32)),
+    Column("result_desc", Text),
+    Column("mpesa_receipt", String(32), unique=True),
+    Column("paid_amount", Integer),
+    Column("paid_msisdn", String(12)),
+    Column("transaction_at", UtcDateTime),
+    Column("settled_by", String(16)),  # callback | query | expiry | push
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("push_accepted_at", UtcDateTime),
+    Column("query_count", Integer, nullable=False, server_default="0"),
+    Column("next_query_at", UtcDateTime),
+    Index(
+        "uq_payments_one_open_attempt_per_order",
+        "order_id",
+        unique=True,
+        sqlite_where=text("status IN ('created', 'pending', 'unknown')"),
+        postgresql_where=text("status IN ('created', 'pending', 'unknown')"),
+    ),
+    Index("ix_payments_status_next_query_at", "status", "next_query_at"),
+)
+
+payment_events = Table(
+    "payment_events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("source", String(16), nullable=False),  # callback | query | push
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("raw", Text, nullable=False),
+    Column("checkout_request_id", String(64), index=True),
+    Column("payment_id", ForeignKey("payments.id")),
+    # received | applied | duplicate | orphan | rejected | error
+    Column("status", String(16), nullable=False),
+    Column("note", Text, nullable=False, server_default=""),
+    Index("ix_payment_events_status", "status"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    # One message per fact: a duplicate callback cannot queue a second "paid" message.
+    Column("dedupe_key", String(128), nullable=False, unique=True),
+    Column("kind", String(32), nullable=False),  # payment_paid | payment_failed | ...
+    Column("audience", String(16), nullable=False),  # customer | merchant
+    Column("customer_id", ForeignKey("customers.id")),
+    Column("order_id", ForeignKey("orders.id")),
+    Column("payload", Text, nullable=False),  # JSON facts; the channel renders the words
+    Column("status", String(16), nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", UtcDateTime, nullable=False),
+    Column("last_error", Text),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("sent_at", UtcDateTime),
+    Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
+)

@@ -1,0 +1,154 @@
+"""Shared fixtures: databases (a SQLite file; PostgreSQL where reachable) and a running Duka."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.app import ENGINE, SIMULATOR, build_app
+from bot.config import AppConfig, load_config
+from payments.simulator import DarajaSimulator
+
+POSTGRES_URL = os.environ.get(
+    "DUKA_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+# CI sets this so that an unreachable PostgreSQL fails the run instead of skipping.
+REQUIRE_POSTGRES = os.environ.get("DUKA_REQUIRE_POSTGRES") == "1"
+
+
+async def _reset_postgres() -> str | None:
+    """Empty the test database; the reason it cannot be used, or None."""
+    dsn = POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://")
+    try:
+        conn = await asyncpg.connect(dsn, timeout=3)
+    except (OSError, asyncpg.PostgresError) as exc:
+        return f"PostgreSQL at {dsn} is not reachable ({exc})"
+    try:
+        await conn.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;")
+    finally:
+        await conn.close()
+    return None
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database of each kind."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'duka.sqlite3'}"
+    problem = await _reset_postgres()
+    if problem is not None:
+        if REQUIRE_POSTGRES:
+            pytest.fail(problem)
+        pytest.skip(problem)
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'duka.sqlite3'}"
+
+
+@pytest.fixture
+def free_socket() -> Iterator[socket.socket]:
+    """A listening-ready socket on 127.0.0.1, so the callback URL knows its port up front."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    yield sock
+    sock.close()
+
+
+CALLBACK_SECRET = "test-secret-0123456789abcdefghijklmnop"
+
+
+def make_config(
+    database_url: str, port: int, tmp_path: Path, toml: str = "", **env: str
+) -> AppConfig:
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(
+        toml
+        or """
+[shop]
+name = "Test Duka"
+[simulator]
+callback_delay_seconds = 0.05
+[reconciliation]
+query_after_seconds = 0.2
+query_interval_seconds = 0.2
+expire_after_seconds = 1.0
+max_queries_per_second = 50
+sweep_interval_seconds = 0.1
+"""
+    )
+    environment = {
+        "DUKA_DATABASE_URL": database_url,
+        "DUKA_HTTP_PORT": str(port),
+        "MPESA_ENVIRONMENT": "simulator",
+        "MPESA_CALLBACK_URL": f"http://127.0.0.1:{port}/hooks/stk/{CALLBACK_SECRET}",
+        **env,
+    }
+    return load_config(env=environment, path=config_file)
+
+
+@dataclass
+class RunningDuka:
+    app: web.Application
+    base_url: str
+    config: AppConfig
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self.app[ENGINE]
+
+    @property
+    def simulator(self) -> DarajaSimulator:
+        return self.app[SIMULATOR].simulator
+
+    @property
+    def callback_url(self) -> str:
+        return self.config.daraja.callback_url
+
+
+async def start_duka(
+    config: AppConfig, sock: socket.socket, *, run_reconciler: bool = False
+) -> tuple[RunningDuka, web.AppRunner]:
+    app = build_app(config, run_reconciler=run_reconciler)
+    runner = web.AppRunner(app, shutdown_timeout=2)
+    await runner.setup()
+    await web.SockSite(runner, sock).start()
+    host, port = sock.getsockname()[:2]
+    return RunningDuka(app, f"http://{host}:{port}", config), runner
+
+
+@pytest.fixture
+async def duka(
+    database_url: str, free_socket: socket.socket, tmp_path: Path
+) -> AsyncIterator[RunningDuka]:
+    """Duka with its embedded simulator, on SQLite and on PostgreSQL; reconciler off."""
+    config = make_config(database_url, free_socket.getsockname()[1], tmp_path)
+    running, runner = await start_duka(config, free_socket)
+    try:
+        yield running
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def duka_sqlite(
+    sqlite_url: str, free_socket: socket.socket, tmp_path: Path
+) -> AsyncIterator[RunningDuka]:
+    """Duka on SQLite only, for tests that are about HTTP, not the database."""
+    config = make_config(sqlite_url, free_socket.getsockname()[1], tmp_path)
+    running, runner = await start_duka(config, free_socket)
+    try:
+        yield running
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,147 @@
+"""Orders paid through the real server, the Daraja simulator and a real database, over HTTP.
+
+The outcome of each push is chosen by the simulator's phone-number rules
+(``payments.simulator.rules``): ...001 cancelled, ...005 duplicated callback, ...006
+callback dropped, ...007 never resolves, ...009 wrong amount paid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from bot.app import PAYMENTS, RECONCILER
+from payments.states import PaymentStatus
+from tests.conftest import RunningDuka
+from tests.helpers import (
+    event_rows,
+    make_order,
+    order_status,
+    outbox_rows,
+    payment_rows,
+    wait_for_payment_status,
+    wait_until,
+)
+
+
+def kinds(rows: list[dict[str, object]]) -> list[tuple[object, object]]:
+    return sorted((row["audience"], row["kind"]) for row in rows)
+
+
+async def test_order_paid_end_to_end(duka: RunningDuka) -> None:
+    """A push, the PIN, the callback: payment PAID with receipt, one message each."""
+    order = await make_order(duka.engine)
+    started = await duka.app[PAYMENTS].start_payment(order.id, "0712 345 678")
+    assert started.status is PaymentStatus.PENDING
+    assert started.amount == order.total == 350
+
+    payment = await wait_for_payment_status(duka.engine, order.id, "paid")
+    assert payment.mpesa_receipt and len(payment.mpesa_receipt) == 10
+    assert payment.paid_amount == 350
+    assert payment.paid_msisdn == "254712345678"
+    assert payment.settled_by == "callback"
+    assert await order_status(duka.engine, order.id) == "paid"
+    messages = await outbox_rows(duka.engine, order.id)
+    assert kinds(messages) == [("customer", "payment_paid"), ("merchant", "order_paid")]
+    assert all(m["payload"]["receipt"] == payment.mpesa_receipt for m in messages)
+    push = duka.simulator.push_requests[0]
+    assert push["AccountReference"] == order.reference
+    assert push["Amount"] == 350
+
+
+async def test_duplicate_callback_changes_nothing(duka: RunningDuka) -> None:
+    order = await make_order(duka.engine)
+    await duka.app[PAYMENTS].start_payment(order.id, "0712 000 005")
+    await wait_until(lambda: len(duka.simulator.callbacks_sent) == 2, what="two callbacks")
+    await wait_until(lambda: _events_settled(duka), what="both callbacks stored")
+    callbacks = await event_rows(duka.engine, "callback")
+    assert sorted(e.status for e in callbacks) == ["applied", "duplicate"]
+    assert len(await outbox_rows(duka.engine, order.id)) == 2
+    assert (await payment_rows(duka.engine, order.id))[0].status == "paid"
+
+
+async def test_failed_payment_then_retry_with_another_number(duka: RunningDuka) -> None:
+    order = await make_order(duka.engine)
+    await duka.app[PAYMENTS].start_payment(order.id, "0712000001")
+    failed = await wait_for_payment_status(duka.engine, order.id, "failed")
+    assert failed.result_code == "1032"
+    assert failed.result_desc.startswith("Request cancelled by user")
+    assert await order_status(duka.engine, order.id) == "awaiting_payment"
+    [message] = await outbox_rows(duka.engine, order.id)
+    assert (message["kind"], message["payload"]["reason"]) == ("payment_failed", "cancelled")
+
+    await duka.app[PAYMENTS].start_payment(order.id, "0712345678")
+    await wait_for_payment_status(duka.engine, order.id, "paid")
+    assert await order_status(duka.engine, order.id) == "paid"
+    assert kinds(await outbox_rows(duka.engine, order.id)) == [
+        ("customer", "payment_failed"),
+        ("customer", "payment_paid"),
+        ("merchant", "order_paid"),
+    ]
+
+
+async def test_missing_callback_is_reconciled_by_query(duka: RunningDuka) -> None:
+    """The simulator drops the callback; the reconciler's STK query finds the payment."""
+    order = await make_order(duka.engine)
+    await duka.app[PAYMENTS].start_payment(order.id, "0712000006")
+    await asyncio.sleep(0.3)  # past query_after (0.2 s in the test config)
+    report = await duka.app[RECONCILER].sweep()
+    assert report.queried == 1
+    payment = (await payment_rows(duka.engine, order.id))[0]
+    assert payment.status == "paid"
+    assert payment.settled_by == "query"
+    assert payment.mpesa_receipt is None  # the query answer carries no receipt
+    assert duka.simulator.callbacks_sent == []
+    assert kinds(await outbox_rows(duka.engine, order.id)) == [
+        ("customer", "payment_paid"),
+        ("merchant", "order_paid"),
+    ]
+
+
+async def test_unanswered_push_expires_after_last_query(duka: RunningDuka) -> None:
+    order = await make_order(duka.engine)
+    await duka.app[PAYMENTS].start_payment(order.id, "0712000007")
+    await asyncio.sleep(0.3)
+    await duka.app[RECONCILER].sweep()
+    assert (await payment_rows(duka.engine, order.id))[0].status == "pending"
+    await asyncio.sleep(0.8)  # past expire_after (1 s)
+    report = await duka.app[RECONCILER].sweep()
+    assert report.expired == 1
+    payment = (await payment_rows(duka.engine, order.id))[0]
+    assert payment.status == "expired"
+    assert payment.query_count >= 1
+    [message] = await outbox_rows(duka.engine, order.id)
+    assert message["payload"]["reason"] == "no_answer"
+    queries = await event_rows(duka.engine, "query")
+    assert queries and all(q.note == "still being processed" for q in queries)
+
+
+async def test_wrong_amount_flags_the_order_for_the_merchant(duka: RunningDuka) -> None:
+    order = await make_order(duka.engine)
+    await duka.app[PAYMENTS].start_payment(order.id, "0712000009")
+    payment = await wait_for_payment_status(duka.engine, order.id, "paid")
+    assert payment.paid_amount == order.total - 1
+    assert await order_status(duka.engine, order.id) == "needs_review"
+    messages = await outbox_rows(duka.engine, order.id)
+    assert kinds(messages) == [
+        ("customer", "payment_under_review"),
+        ("merchant", "payment_needs_review"),
+    ]
+    assert messages[1]["payload"]["why"] == "amount_mismatch"
+
+
+async def test_reconciler_never_downgrades_a_callback_confirmed_payment(
+    duka: RunningDuka,
+) -> None:
+    order = await make_order(duka.engine)
+    await duka.app[PAYMENTS].start_payment(order.id, "0712345678")
+    paid = await wait_for_payment_status(duka.engine, order.id, "paid")
+    await asyncio.sleep(0.3)
+    report = await duka.app[RECONCILER].sweep()
+    assert report.queried == 0  # only pending attempts are queried
+    assert (await payment_rows(duka.engine, order.id))[0].mpesa_receipt == paid.mpesa_receipt
+
+
+async def _events_settled(duka: RunningDuka) -> bool:
+    rows = await event_rows(duka.engine, "callback")
+    return len(rows) == 2 and all(r.status != "received" for r in rows)
+
