@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.app import ENGINE, SIMULATOR, build_app
+from bot.app import ENGINE, SIMULATOR, access_logger_for, build_app
 from bot.config import AppConfig, load_config
 from payments.simulator import DarajaSimulator
 
@@ -121,7 +121,7 @@ async def start_duka(
     config: AppConfig, sock: socket.socket, *, run_reconciler: bool = False
 ) -> tuple[RunningDuka, web.AppRunner]:
     app = build_app(config, run_reconciler=run_reconciler)
-    runner = web.AppRunner(app, shutdown_timeout=2)
+    runner = web.AppRunner(app, shutdown_timeout=2, access_log_class=access_logger_for(config))
     await runner.setup()
     await web.SockSite(runner, sock).start()
     host, port = sock.getsockname()[:2]

@@ -97,6 +97,7 @@ class DarajaSimulator:
         self.transactions: dict[str, SimTransaction] = {}
         self._next_outcome: Outcome | None = None
         self._next_push_fault: _PushFault | None = None
+        self._callback_before_next_answer = False
         self._timers: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
@@ -117,6 +118,11 @@ class DarajaSimulator:
         Internal Server Error body after ``delay_seconds``: the case where the client must
         not push again because it cannot know the first push did nothing."""
         self._next_push_fault = _PushFault(status, delay_seconds)
+
+    def answer_next_push_after_callback(self) -> None:
+        """The next accepted push resolves at once, and its callback is delivered before the
+        push is answered: the race where the callback beats the push response."""
+        self._callback_before_next_answer = True
 
     def expire_tokens(self) -> None:
         """Every issued token stops working (404.001.03) until a new one is fetched."""
@@ -193,7 +199,12 @@ class DarajaSimulator:
         if not self._tokens.is_valid(bearer_token(authorization)):
             return self.error_reply(INVALID_ACCESS_TOKEN)
         fault, self._next_push_fault = self._next_push_fault, None
+        callback_first, self._callback_before_next_answer = self._callback_before_next_answer, False
         reply = self._process_push(content_type, raw_body)
+        if callback_first and reply.status == 200:
+            delivered = len(self.callbacks_sent)
+            self.resolve(reply.body["CheckoutRequestID"])
+            await self._wait_until(lambda: len(self.callbacks_sent) > delivered, 5.0)
         if fault is None:
             return reply
         # The push has been processed (a transaction may exist) before the answer fails.
