@@ -31,6 +31,8 @@ WARMUP_GROUP = "warm"
 MEASURED_GROUP = "bench"
 _RECEIPT_PREFIX = {WARMUP_GROUP: "WRM", MEASURED_GROUP: "BEN"}
 REQUEST_TIMEOUT_SECONDS = 30.0
+MEASURE_START = "measure-start"
+MEASURE_END = "measure-end"
 
 
 def order_total(index: int) -> int:
@@ -167,6 +169,11 @@ async def _phase(
     return outcome, time.perf_counter() - started
 
 
+def _marker(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
 def percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100) of already sorted values."""
     if not sorted_values:
@@ -183,7 +190,13 @@ async def run(url: str, count: int, warmup: int, concurrency: int) -> dict[str, 
         # Warm-up on the same connections: opens the sockets, fills caches and
         # SQLAlchemy's statement cache, so the measured phase is steady state.
         warm, _ = await _phase(connections, path, bodies(WARMUP_GROUP, warmup))
-        measured, wall = await _phase(connections, path, bodies(MEASURED_GROUP, count))
+        work = bodies(MEASURED_GROUP, count)
+        # Markers on stdout let the parent time its own (server) side of this phase.
+        _marker(MEASURE_START)
+        cpu_before = time.process_time()
+        measured, wall = await _phase(connections, path, work)
+        cpu = time.process_time() - cpu_before
+        _marker(MEASURE_END)
     finally:
         await asyncio.gather(*(c.close() for c in connections))
     latencies = sorted(measured.latencies)
@@ -195,6 +208,9 @@ async def run(url: str, count: int, warmup: int, concurrency: int) -> dict[str, 
         "p50_ms": percentile(latencies, 50) * 1000,
         "p99_ms": percentile(latencies, 99) * 1000,
         "max_ms": (latencies[-1] if latencies else math.nan) * 1000,
+        # Our own CPU share: near 100% would mean the client, not the server, is the limit.
+        "client_cpu_seconds": cpu,
+        "client_wall_seconds": wall,
         "errors": measured.errors,
         "error_samples": measured.error_samples,
         "warmup_errors": warm.errors,

@@ -49,6 +49,13 @@ class PaymentStarted:
     warning: str | None  # e.g. the number is in another network's range
 
 
+_NOT_PAYABLE = {
+    OrderStatus.PAID: "Order {} is already paid.",
+    OrderStatus.CANCELLED: "Order {} was cancelled.",
+    OrderStatus.NEEDS_REVIEW: "The shop is checking the payment for order {}.",
+}
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -114,9 +121,7 @@ class PaymentService:
                 if order is None:
                     raise OrderNotPayable("That order does not exist.")
                 if order.status != OrderStatus.AWAITING_PAYMENT:
-                    raise OrderNotPayable(
-                        f"Order {order.reference} is {order.status}; it cannot be paid."
-                    )
+                    raise OrderNotPayable(_NOT_PAYABLE[order.status].format(order.reference))
                 open_attempt = (
                     await conn.execute(
                         select(payments.c.id).where(

@@ -67,15 +67,7 @@ def free_socket() -> Iterator[socket.socket]:
 
 
 CALLBACK_SECRET = "test-secret-0123456789abcdefghijklmnop"
-
-
-def make_config(
-    database_url: str, port: int, tmp_path: Path, toml: str = "", **env: str
-) -> AppConfig:
-    config_file = tmp_path / "config.toml"
-    config_file.write_text(
-        toml
-        or """
+TEST_TOML = """
 [shop]
 name = "Test Duka"
 [simulator]
@@ -87,7 +79,13 @@ expire_after_seconds = 1.0
 max_queries_per_second = 50
 sweep_interval_seconds = 0.1
 """
-    )
+
+
+def make_config(
+    database_url: str, port: int, tmp_path: Path, toml: str = "", **env: str
+) -> AppConfig:
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(toml or TEST_TOML)
     environment = {
         "DUKA_DATABASE_URL": database_url,
         "DUKA_HTTP_PORT": str(port),

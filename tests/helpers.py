@@ -27,8 +27,10 @@ async def make_order(
         return await create_order(
             conn,
             customer_id,
-            [NewOrderItem(name.lower().replace(" ", "-"), name, price, qty)
-             for name, price, qty in lines],
+            [
+                NewOrderItem(name.lower().replace(" ", "-"), name, price, qty)
+                for name, price, qty in lines
+            ],
             now,
         )
 
@@ -63,7 +65,9 @@ async def event_rows(engine: AsyncEngine, source: str | None = None) -> list[Any
 
 
 async def wait_until(
-    condition: Callable[[], bool | Awaitable[bool]], timeout: float = 5.0, what: str = "condition"
+    condition: Callable[[], bool | Awaitable[bool]],
+    timeout: float = 5.0,  # noqa: ASYNC109 - a default keeps a broken test from hanging
+    what: str = "condition",
 ) -> None:
     """Poll ``condition`` (sync or async) until it holds; fail after ``timeout`` seconds."""
     loop = asyncio.get_running_loop()
@@ -80,7 +84,10 @@ async def _holds(condition: Callable[[], bool | Awaitable[bool]]) -> bool:
 
 
 async def wait_for_payment_status(
-    engine: AsyncEngine, order_id: int, status: str, timeout: float = 5.0
+    engine: AsyncEngine,
+    order_id: int,
+    status: str,
+    timeout: float = 5.0,  # noqa: ASYNC109
 ) -> Any:
     async def reached() -> bool:
         rows = await payment_rows(engine, order_id)

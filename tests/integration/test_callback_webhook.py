@@ -94,8 +94,11 @@ async def test_malformed_callback_changes_no_payment(duka: RunningDuka) -> None:
     started = await duka.app[PAYMENTS].start_payment(order.id, "0712345678")
     [payment] = await payment_rows(duka.engine, order.id)
     bad = json.dumps(
-        {"Body": {"stkCallback": {"CheckoutRequestID": payment.checkout_request_id,
-                                  "ResultCode": 0}}}
+        {
+            "Body": {
+                "stkCallback": {"CheckoutRequestID": payment.checkout_request_id, "ResultCode": 0}
+            }
+        }
     ).encode()
     assert (await post(duka, bad)).status_code == 400
     assert (await payment_rows(duka.engine, order.id))[0].status == "pending"

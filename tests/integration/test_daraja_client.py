@@ -90,7 +90,9 @@ async def test_expired_token_is_refreshed_once_and_the_push_sent_once(
     assert len(sim.simulator.transactions) == 2
 
 
-async def test_no_second_push_after_a_timeout(sim: RunningSimulator, http: httpx.AsyncClient) -> None:
+async def test_no_second_push_after_a_timeout(
+    sim: RunningSimulator, http: httpx.AsyncClient
+) -> None:
     """The push reached Daraja but the answer did not come back in time: never resend."""
     client = client_for(sim, http, request_timeout_seconds=0.3)
     sim.simulator.fail_next_push(delay_seconds=1.0)

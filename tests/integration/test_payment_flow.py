@@ -8,10 +8,23 @@ callback dropped, ...007 never resolves, ...009 wrong amount paid.
 from __future__ import annotations
 
 import asyncio
+import socket
+from pathlib import Path
+
+import pytest
 
 from bot.app import PAYMENTS, RECONCILER
+from payments.errors import SubscriberBusy
+from payments.phone import InvalidPhoneNumber
+from payments.service import (
+    OrderNotPayable,
+    PaymentInProgress,
+    PaymentNotStarted,
+    PaymentStarted,
+)
+from payments.simulator import SimulatorConfig, start_simulator
 from payments.states import PaymentStatus
-from tests.conftest import RunningDuka
+from tests.conftest import TEST_TOML, RunningDuka, make_config, start_duka
 from tests.helpers import (
     event_rows,
     make_order,
@@ -35,7 +48,8 @@ async def test_order_paid_end_to_end(duka: RunningDuka) -> None:
     assert started.amount == order.total == 350
 
     payment = await wait_for_payment_status(duka.engine, order.id, "paid")
-    assert payment.mpesa_receipt and len(payment.mpesa_receipt) == 10
+    assert payment.mpesa_receipt is not None
+    assert len(payment.mpesa_receipt) == 10
     assert payment.paid_amount == 350
     assert payment.paid_msisdn == "254712345678"
     assert payment.settled_by == "callback"
@@ -112,7 +126,8 @@ async def test_unanswered_push_expires_after_last_query(duka: RunningDuka) -> No
     [message] = await outbox_rows(duka.engine, order.id)
     assert message["payload"]["reason"] == "no_answer"
     queries = await event_rows(duka.engine, "query")
-    assert queries and all(q.note == "still being processed" for q in queries)
+    assert queries
+    assert all(q.note == "still being processed" for q in queries)
 
 
 async def test_wrong_amount_flags_the_order_for_the_merchant(duka: RunningDuka) -> None:
@@ -145,3 +160,95 @@ async def _events_settled(duka: RunningDuka) -> bool:
     rows = await event_rows(duka.engine, "callback")
     return len(rows) == 2 and all(r.status != "received" for r in rows)
 
+
+async def test_push_timeout_leaves_attempt_unknown_and_blocks_a_second_push(
+    database_url: str, free_socket: socket.socket, tmp_path: Path
+) -> None:
+    toml = TEST_TOML + "\n[mpesa]\nrequest_timeout_seconds = 0.3\n"
+    config = make_config(database_url, free_socket.getsockname()[1], tmp_path, toml=toml)
+    duka, runner = await start_duka(config, free_socket)
+    try:
+        order = await make_order(duka.engine)
+        duka.simulator.fail_next_push(delay_seconds=1.0)
+        started = await duka.app[PAYMENTS].start_payment(order.id, "0712345678")
+        assert started.status is PaymentStatus.UNKNOWN
+        with pytest.raises(PaymentInProgress):
+            await duka.app[PAYMENTS].start_payment(order.id, "0712345678")
+        assert len(duka.simulator.push_requests) == 1
+        [payment] = await payment_rows(duka.engine, order.id)
+        assert payment.status == "unknown"
+        await asyncio.sleep(1.1)  # past expire_after: the reconciler closes the attempt
+        assert (await duka.app[RECONCILER].sweep()).expired == 1
+        assert (await payment_rows(duka.engine, order.id))[0].status == "expired"
+    finally:
+        await runner.cleanup()
+
+
+async def test_refused_push_fails_the_attempt_and_the_customer_can_retry(
+    duka: RunningDuka,
+) -> None:
+    order = await make_order(duka.engine)
+    with pytest.raises(SubscriberBusy):
+        await duka.app[PAYMENTS].start_payment(order.id, "0712000008")
+    [refused] = await payment_rows(duka.engine, order.id)
+    assert (refused.status, refused.result_code) == ("failed", "500.001.1001")
+    await duka.app[PAYMENTS].start_payment(order.id, "0712345678")
+    await wait_for_payment_status(duka.engine, order.id, "paid")
+
+
+async def test_two_simultaneous_pay_taps_send_one_push(duka: RunningDuka) -> None:
+    order = await make_order(duka.engine)
+    service = duka.app[PAYMENTS]
+    outcomes = await asyncio.gather(
+        *(service.start_payment(order.id, "0712345678") for _ in range(5)),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(o, PaymentStarted) for o in outcomes) == 1
+    # The others were refused: still in progress, or (if the PIN was fast) already paid.
+    assert all(isinstance(o, PaymentStarted | PaymentNotStarted) for o in outcomes), outcomes
+    assert len(duka.simulator.push_requests) == 1
+
+
+async def test_paid_order_cannot_be_paid_again(duka: RunningDuka) -> None:
+    order = await make_order(duka.engine)
+    await duka.app[PAYMENTS].start_payment(order.id, "0712345678")
+    await wait_for_payment_status(duka.engine, order.id, "paid")
+    with pytest.raises(OrderNotPayable):
+        await duka.app[PAYMENTS].start_payment(order.id, "0712345678")
+
+
+async def test_invalid_phone_is_refused_and_nothing_is_stored(duka: RunningDuka) -> None:
+    order = await make_order(duka.engine)
+    with pytest.raises(InvalidPhoneNumber, match="not a Kenyan mobile number"):
+        await duka.app[PAYMENTS].start_payment(order.id, "0712 34")
+    assert await payment_rows(duka.engine, order.id) == []
+    assert duka.simulator.push_requests == []
+
+
+async def test_restart_reconciles_an_attempt_left_pending(
+    database_url: str, free_socket: socket.socket, tmp_path: Path
+) -> None:
+    """The process stops while a callback is lost; the next start-up settles the payment."""
+    daraja = await start_simulator(SimulatorConfig(callback_delay_seconds=0.05))
+    try:
+        port = free_socket.getsockname()[1]
+        config = make_config(database_url, port, tmp_path, MPESA_BASE_URL=daraja.base_url)
+        duka, runner = await start_duka(config, free_socket)
+        order = await make_order(duka.engine)
+        await duka.app[PAYMENTS].start_payment(order.id, "0712000006")  # callback dropped
+        await runner.cleanup()
+        await asyncio.sleep(0.25)  # past query_after while the process is down
+
+        with socket.socket() as fresh:
+            fresh.bind(("127.0.0.1", 0))
+            config = make_config(
+                database_url, fresh.getsockname()[1], tmp_path, MPESA_BASE_URL=daraja.base_url
+            )
+            restarted, runner = await start_duka(config, fresh, run_reconciler=True)
+            try:
+                payment = await wait_for_payment_status(restarted.engine, order.id, "paid")
+                assert payment.settled_by == "query"
+            finally:
+                await runner.cleanup()
+    finally:
+        await daraja.stop()
