@@ -423,20 +423,53 @@ async def run_duka(workdir: Path, n: int, warmup: int, profile: bool = False) ->
 # --------------------------------------------------------------------------- profiling
 
 
-class Profiler:
-    """cProfile for the event-loop thread and for aiosqlite's worker threads, plus the
-    wall time of each SQL statement kind as SQLAlchemy issued it.
+class _TimedQueue:
+    """Stands in for aiosqlite's request queue inside its worker thread, timing each call.
 
-    cProfile only sees the thread it is enabled in, and aiosqlite runs every SQLite call
-    on a thread of its own; so for the profiled run the worker-thread function is
-    wrapped (a runtime patch of aiosqlite, undone afterwards) and the engine's pool is
-    emptied, so that the connections opened under load run profiled threads.
+    cProfile cannot see the SQLite calls there (aiosqlite hands the thread
+    ``functools.partial`` objects of C methods, which cProfile does not report), so
+    the profiled run times them by name: execute, executemany, fetchall, commit...
+    """
+
+    def __init__(self, inner: Any, busy: dict[str, list[float]]) -> None:
+        self._inner = inner
+        self._busy = busy
+
+    def get(self) -> tuple[Any, Callable[[], Any]]:
+        started = time.perf_counter()
+        future, function = self._inner.get()
+        self._busy["(idle: waiting for work)"][1] += time.perf_counter() - started
+        name = getattr(getattr(function, "func", function), "__name__", repr(function))
+        busy = self._busy[name]
+
+        def timed() -> Any:
+            began = time.perf_counter()
+            try:
+                return function()
+            finally:
+                busy[0] += 1
+                busy[1] += time.perf_counter() - began
+
+        return future, timed
+
+
+class Profiler:
+    """Where a Duka run spends its time, three ways:
+
+    * cProfile on the event-loop thread (HTTP, parsing, SQLAlchemy, settlement), only
+      during the measured phase;
+    * aiosqlite's worker thread(s), where SQLite itself runs: calls timed by name
+      (a runtime patch of aiosqlite's worker function, undone afterwards; the engine's
+      pool is emptied first so the connections opened under load get the patch);
+    * each SQL statement kind as SQLAlchemy issued it, wall time including the hop to
+      that thread and back.
+    The last two cover the warm-up too (a small share of the run).
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.loop_profile = cProfile.Profile()
-        self.thread_profiles: list[cProfile.Profile] = []
+        self.thread_busy: list[dict[str, list[float]]] = []
         self.threads: list[threading.Thread] = []
         self.statements: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
         self._original_worker = aiosqlite.core._connection_worker_thread  # noqa: SLF001
@@ -444,17 +477,15 @@ class Profiler:
     async def prepare(self) -> None:
         """Patch aiosqlite and listen for statements; the caller enables loop_profile."""
         await self.engine.dispose()  # close the idle connections opened while seeding
-        original, profiles = self._original_worker, self.thread_profiles
+        original, threads, thread_busy = self._original_worker, self.threads, self.thread_busy
 
-        threads = self.threads
-
-        def profiled_worker(*args: Any) -> None:
-            profile = cProfile.Profile()
-            profiles.append(profile)
+        def timed_worker(tx: Any) -> None:
+            busy: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+            thread_busy.append(busy)
             threads.append(threading.current_thread())
-            profile.runcall(original, *args)
+            original(_TimedQueue(tx, busy))
 
-        aiosqlite.core._connection_worker_thread = profiled_worker  # noqa: SLF001
+        aiosqlite.core._connection_worker_thread = timed_worker  # noqa: SLF001
         event.listen(self.engine.sync_engine, "before_cursor_execute", self._before)
         event.listen(self.engine.sync_engine, "after_cursor_execute", self._after)
 
@@ -475,23 +506,26 @@ class Profiler:
         entry[1] += time.perf_counter() - conn.info.pop("bench_started", time.perf_counter())
 
     def report(self, top: int = 25) -> str:
+        # Read the thread timings only after the app's shutdown ended those threads.
         for thread in self.threads:
             thread.join(timeout=5)
         out = io.StringIO()
         out.write("\n=== profile: SQL statements as issued (wall time incl. thread hop) ===\n")
         for key, (count, seconds) in sorted(self.statements.items(), key=lambda kv: -kv[1][1]):
-            out.write(f"  {key:32} {count:6d} calls {seconds * 1000:9.1f} ms total\n")
+            out.write(f"  {key:32} {count:6.0f} calls {seconds * 1000:9.1f} ms total\n")
+        out.write("\n=== profile: aiosqlite worker thread(s): SQLite calls by name ===\n")
+        merged: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+        for busy in self.thread_busy:
+            for name, (count, seconds) in busy.items():
+                merged[name][0] += count
+                merged[name][1] += seconds
+        for name, (count, seconds) in sorted(merged.items(), key=lambda kv: -kv[1][1]):
+            out.write(f"  {name:32} {count:6.0f} calls {seconds * 1000:9.1f} ms total\n")
         out.write(f"\n=== profile: event-loop thread, top {top} by own time ===\n")
         stats = pstats.Stats(self.loop_profile, stream=out)
         stats.sort_stats("tottime").print_stats(top)
         out.write(f"=== profile: event-loop thread, top {top} by cumulative time ===\n")
         stats.sort_stats("cumulative").print_stats(top)
-        if self.thread_profiles:
-            out.write("=== profile: aiosqlite worker thread(s), top 12 by own time ===\n")
-            thread_stats = pstats.Stats(self.thread_profiles[0], stream=out)
-            for extra in self.thread_profiles[1:]:
-                thread_stats.add(extra)
-            thread_stats.sort_stats("tottime").print_stats(12)
         return out.getvalue()
 
 
