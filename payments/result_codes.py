@@ -7,6 +7,7 @@ Unknown codes are a failure of that one attempt; the customer may try again.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from enum import StrEnum
 
 SUCCESS_CODE = "0"
@@ -63,9 +64,9 @@ RETRYABLE = frozenset(
 
 def normalize_result_code(value: object) -> str:
     """``0``, ``"0"`` and ``0.0`` are all success; ``"SFC_IC0003"`` stays as it is."""
-    if isinstance(value, bool):
-        raise ValueError("ResultCode is a boolean")
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
+        raise ValueError(f"ResultCode must be a number or a text, not {type(value).__name__}")
+    if isinstance(value, float | Decimal) and value == int(value):
         return str(int(value))
     text = str(value).strip()
     if not text:

@@ -127,7 +127,7 @@ async def test_string_result_code_fails_the_payment(duka: RunningDuka) -> None:
     await duka.app[PAYMENTS].start_payment(order.id, "0712345678")
 
     async def failed() -> bool:
-        return (await payment_rows(duka.engine, order.id))[0].status == "failed"
+        return bool((await payment_rows(duka.engine, order.id))[0].status == "failed")
 
     await wait_until(failed, what="the SFC_IC0003 callback")
     [message] = await outbox_rows(duka.engine, order.id)
