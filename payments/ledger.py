@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Row, bindparam, insert, select, update
@@ -55,6 +55,10 @@ _SNAPSHOT_COLUMNS = (
     payments.c.transaction_at,
     payments.c.settled_by,
 )
+
+
+# A push whose answer was lost is matched to a paid callback only within this window.
+UNLINKED_MATCH_WINDOW = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +156,14 @@ async def apply_results(
     """
     current = await snapshots_by_checkout_id(conn, (r.checkout_request_id for _, r in results))
     before = dict(current)
+    for _, result in results:
+        if result.checkout_request_id not in current and result.succeeded:
+            unlinked = await _unlinked_attempt(conn, result, now)
+            if unlinked is not None:
+                before[result.checkout_request_id] = unlinked
+                current[result.checkout_request_id] = replace(
+                    unlinked, checkout_request_id=result.checkout_request_id
+                )
     order_status: dict[int, OrderStatus] = {s.order_id: s.order_status for s in current.values()}
     settlements: list[Settlement | None] = []
     marks: list[tuple[int, EventStatus, str, int | None]] = []
@@ -176,6 +188,31 @@ async def apply_results(
     await insert_outbox(conn, messages, now)
     await mark_events(conn, marks)
     return settlements
+
+
+async def _unlinked_attempt(
+    conn: AsyncConnection, result: StkResult, now: datetime
+) -> PaymentSnapshot | None:
+    """The attempt a paid callback belongs to when its push answer was lost.
+
+    After a push timeout we never learned the CheckoutRequestID, but the customer may
+    still have paid. A success callback carries the phone and amount: if exactly one
+    recent unlinked attempt matches both, the money is that attempt's; if several do,
+    it stays an orphan for the merchant to see rather than be guessed.
+    """
+    if result.msisdn is None or result.amount is None:
+        return None
+    query = (
+        _snapshot_query()
+        .where(payments.c.checkout_request_id.is_(None))
+        .where(payments.c.status.in_([str(PaymentStatus.UNKNOWN), str(PaymentStatus.EXPIRED)]))
+        .where(payments.c.msisdn == result.msisdn)
+        .where(payments.c.amount == int(result.amount))
+        .where(payments.c.created_at >= now - UNLINKED_MATCH_WINDOW)
+        .limit(2)
+    )
+    rows = (await conn.execute(query.with_for_update(of=payments))).all()
+    return _snapshot(rows[0]) if len(rows) == 1 else None
 
 
 async def write_payment_changes(
@@ -349,3 +386,8 @@ async def schedule_next_query(
         .where(payments.c.id == payment_id)
         .values(query_count=payments.c.query_count + 1, next_query_at=next_query_at)
     )
+
+
+async def created_at(conn: AsyncConnection, payment_id: int) -> datetime:
+    query = select(payments.c.created_at).where(payments.c.id == payment_id)
+    return (await conn.execute(query)).scalar_one()  # type: ignore[no-any-return]

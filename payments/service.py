@@ -203,3 +203,7 @@ class PaymentService:
             if accepted is not None:
                 # The callback can beat the push answer; it waits as an orphan until now.
                 await ledger.adopt_orphans(conn, now, checkout_ids=[accepted.checkout_request_id])
+            elif status is PaymentStatus.UNKNOWN:
+                # Its callback may already be here, with an id we never learned.
+                created_at = await ledger.created_at(conn, payment_id)
+                await ledger.adopt_orphans(conn, now, received_after=created_at)

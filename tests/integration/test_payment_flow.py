@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from payments.service import (
     PaymentNotStarted,
     PaymentStarted,
 )
-from payments.simulator import SimulatorConfig, start_simulator
+from payments.simulator import SimulatorConfig, rules, start_simulator
 from payments.states import PaymentStatus
 from tests.conftest import TEST_TOML, RunningDuka, make_config, start_duka
 from tests.helpers import (
@@ -161,27 +162,53 @@ async def _events_settled(duka: RunningDuka) -> bool:
     return len(rows) == 2 and all(r.status != "received" for r in rows)
 
 
-async def test_push_timeout_leaves_attempt_unknown_and_blocks_a_second_push(
+@pytest.fixture
+async def duka_with_short_timeout(
     database_url: str, free_socket: socket.socket, tmp_path: Path
-) -> None:
+) -> AsyncIterator[RunningDuka]:
+    """Pushes time out after 0.3 s."""
     toml = TEST_TOML + "\n[mpesa]\nrequest_timeout_seconds = 0.3\n"
     config = make_config(database_url, free_socket.getsockname()[1], tmp_path, toml=toml)
     duka, runner = await start_duka(config, free_socket)
     try:
-        order = await make_order(duka.engine)
-        duka.simulator.fail_next_push(delay_seconds=1.0)
-        started = await duka.app[PAYMENTS].start_payment(order.id, "0712345678")
-        assert started.status is PaymentStatus.UNKNOWN
-        with pytest.raises(PaymentInProgress):
-            await duka.app[PAYMENTS].start_payment(order.id, "0712345678")
-        assert len(duka.simulator.push_requests) == 1
-        [payment] = await payment_rows(duka.engine, order.id)
-        assert payment.status == "unknown"
-        await asyncio.sleep(1.1)  # past expire_after: the reconciler closes the attempt
-        assert (await duka.app[RECONCILER].sweep()).expired == 1
-        assert (await payment_rows(duka.engine, order.id))[0].status == "expired"
+        yield duka
     finally:
         await runner.cleanup()
+
+
+async def test_paid_callback_after_a_lost_push_answer_is_matched_by_phone_and_amount(
+    duka_with_short_timeout: RunningDuka,
+) -> None:
+    """The push timed out, so we never learned its id; the customer paid anyway."""
+    duka = duka_with_short_timeout
+    order = await make_order(duka.engine)
+    duka.simulator.fail_next_push(delay_seconds=1.0)
+    started = await duka.app[PAYMENTS].start_payment(order.id, "0712345678")
+    assert started.status is PaymentStatus.UNKNOWN
+    payment = await wait_for_payment_status(duka.engine, order.id, "paid")
+    assert payment.mpesa_receipt is not None
+    assert payment.checkout_request_id == next(iter(duka.simulator.transactions))
+    assert len(duka.simulator.push_requests) == 1
+    assert len(await outbox_rows(duka.engine, order.id)) == 2
+
+
+async def test_push_timeout_leaves_attempt_unknown_and_blocks_a_second_push(
+    duka_with_short_timeout: RunningDuka,
+) -> None:
+    duka = duka_with_short_timeout
+    order = await make_order(duka.engine)
+    duka.simulator.force_next_outcome(rules.NEVER_RESOLVES)
+    duka.simulator.fail_next_push(delay_seconds=1.0)
+    started = await duka.app[PAYMENTS].start_payment(order.id, "0712345678")
+    assert started.status is PaymentStatus.UNKNOWN
+    with pytest.raises(PaymentInProgress):
+        await duka.app[PAYMENTS].start_payment(order.id, "0712345678")
+    assert len(duka.simulator.push_requests) == 1
+    [payment] = await payment_rows(duka.engine, order.id)
+    assert payment.status == "unknown"
+    await asyncio.sleep(1.1)  # past expire_after: the reconciler closes the attempt
+    assert (await duka.app[RECONCILER].sweep()).expired == 1
+    assert (await payment_rows(duka.engine, order.id))[0].status == "expired"
 
 
 async def test_refused_push_fails_the_attempt_and_the_customer_can_retry(
