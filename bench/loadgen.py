@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import sys
@@ -117,10 +118,8 @@ class _Connection:
     async def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
-            try:
+            with contextlib.suppress(OSError):
                 await self._writer.wait_closed()
-            except OSError:
-                pass
         self._reader = self._writer = None
 
 
@@ -143,20 +142,20 @@ async def _worker(
             status, payload, _ = await asyncio.wait_for(
                 connection.post(head, body), REQUEST_TIMEOUT_SECONDS
             )
-        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, RuntimeError) as exc:
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, RuntimeError) as exc:
             outcome.error(f"{type(exc).__name__}: {exc}")
             await connection.close()  # the stream state is unknown: start afresh
             continue
         outcome.latencies.append(time.perf_counter() - started)
         if status != 200:
-            outcome.error(f"HTTP {status}: {payload[:200]!r}")
+            outcome.error(f"HTTP {status}: {payload[:120]!r}")
             continue
         try:
             result_code = json.loads(payload).get("ResultCode")
         except ValueError:
             result_code = None
         if result_code != 0:
-            outcome.error(f"ResultCode {result_code!r}: {payload[:200]!r}")
+            outcome.error(f"ResultCode {result_code!r}: {payload[:120]!r}")
 
 
 async def _phase(
