@@ -41,13 +41,15 @@ class _Item:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
-    def event(self, status: EventStatus | None = None) -> ledger.NewEvent:
+    def event(self, mark: ledger.EventMark | None = None) -> ledger.NewEvent:
+        """The stored form; ``mark`` is what applying it did (None: not applied yet)."""
         if self.result is None:
             return ledger.NewEvent(
                 "callback", self.raw, None, EventStatus.REJECTED, note=self.rejection or ""
             )
+        status, note, payment_id = mark or (EventStatus.RECEIVED, "", None)
         return ledger.NewEvent(
-            "callback", self.raw, self.result.checkout_request_id, status or EventStatus.RECEIVED
+            "callback", self.raw, self.result.checkout_request_id, status, note, payment_id
         )
 
 
@@ -97,11 +99,13 @@ class CallbackInbox:
         now = self._clock()
         try:
             async with self._engine.begin() as conn:
-                ids = await ledger.insert_events(conn, [i.event() for i in batch], now)
-                applicable = [
-                    (eid, i.result) for eid, i in zip(ids, batch, strict=True) if i.result
-                ]
-                await ledger.apply_results(conn, applicable, now)
+                results = [item.result for item in batch if item.result is not None]
+                plan = await ledger.plan_results(conn, results, now)
+                marks = iter(plan.event_marks())
+                events = [item.event(next(marks) if item.result else None) for item in batch]
+                # The raw bodies are the first rows this transaction writes.
+                await ledger.insert_events(conn, events, now)
+                await ledger.write_plan(conn, plan, now)
         except Exception:
             log.exception(
                 "applying a batch of %d callbacks failed; storing them one by one", len(batch)
@@ -115,7 +119,7 @@ class CallbackInbox:
         now = self._clock()
         try:
             async with self._engine.begin() as conn:
-                ids = await ledger.insert_events(conn, [i.event() for i in batch], now)
+                ids = [await ledger.insert_event(conn, item.event(), now) for item in batch]
         except Exception as exc:
             log.exception("could not store %d callbacks", len(batch))
             for item in batch:
@@ -137,9 +141,8 @@ class CallbackInbox:
             log.exception("callback event %d could not be applied", event_id)
             with contextlib.suppress(Exception):
                 async with self._engine.begin() as conn:
-                    await ledger.mark_events(
-                        conn, [(event_id, EventStatus.ERROR, f"{type(exc).__name__}: {exc}", None)]
-                    )
+                    note = f"{type(exc).__name__}: {exc}"
+                    await ledger.mark_events(conn, [(event_id, EventStatus.ERROR, note, None)])
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -61,6 +61,9 @@ _SNAPSHOT_COLUMNS = (
 UNLINKED_MATCH_WINDOW = timedelta(hours=1)
 
 
+EventMark = tuple[EventStatus, str, int | None]  # status, note, payment id
+
+
 @dataclass(frozen=True, slots=True)
 class NewEvent:
     source: str
@@ -100,26 +103,28 @@ async def snapshot_by_id(conn: AsyncConnection, payment_id: int) -> PaymentSnaps
     return None if row is None else _snapshot(row)
 
 
-async def insert_events(
-    conn: AsyncConnection, events: Sequence[NewEvent], now: datetime
-) -> list[int]:
-    if not events:
-        return []
-    rows = [
-        {
-            "source": e.source,
-            "received_at": now,
-            "raw": e.raw,
-            "checkout_request_id": e.checkout_request_id,
-            "payment_id": e.payment_id,
-            "status": str(e.status),
-            "note": e.note,
-        }
-        for e in events
-    ]
-    statement = insert(payment_events).returning(payment_events.c.id, sort_by_parameter_order=True)
-    result = await conn.execute(statement, rows)
-    return [row.id for row in result]
+async def insert_events(conn: AsyncConnection, events: Sequence[NewEvent], now: datetime) -> None:
+    """Store events in one multi-row statement (no RETURNING: SQLite would go row by row)."""
+    if events:
+        await conn.execute(insert(payment_events), [_event_row(e, now) for e in events])
+
+
+async def insert_event(conn: AsyncConnection, event: NewEvent, now: datetime) -> int:
+    """Store one event and return its id."""
+    statement = insert(payment_events).returning(payment_events.c.id)
+    return int((await conn.execute(statement, _event_row(event, now))).scalar_one())
+
+
+def _event_row(event: NewEvent, now: datetime) -> dict[str, Any]:
+    return {
+        "source": event.source,
+        "received_at": now,
+        "raw": event.raw,
+        "checkout_request_id": event.checkout_request_id,
+        "payment_id": event.payment_id,
+        "status": str(event.status),
+        "note": event.note[:500],
+    }
 
 
 async def mark_events(
@@ -146,17 +151,33 @@ async def mark_events(
     )
 
 
-async def apply_results(
-    conn: AsyncConnection, results: Sequence[tuple[int, StkResult]], now: datetime
-) -> list[Settlement | None]:
-    """Apply stored results (event id, result) in order; ``None`` where no attempt matches yet.
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a batch of results does, decided but not yet written."""
 
-    Several results for one payment in a batch (a duplicated callback) are applied one
-    after the other against the updated state, so the second one is a duplicate.
+    settlements: list[Settlement | None]  # one per result; None: no attempt matches (yet)
+    changes: list[tuple[PaymentSnapshot, PaymentSnapshot]]  # (as read, as to be stored)
+    messages: list[OutboxMessage]
+
+    def event_marks(self) -> list[EventMark]:
+        """(status, note, payment id) for the event that carried each result."""
+        return [
+            (EventStatus.ORPHAN, "no attempt with this id yet", None)
+            if s is None
+            else (s.event_status, s.note, s.after.payment_id)
+            for s in self.settlements
+        ]
+
+
+async def plan_results(conn: AsyncConnection, results: Sequence[StkResult], now: datetime) -> Plan:
+    """Read (and on PostgreSQL lock) the payments these results concern and decide.
+
+    Several results for one payment (a duplicated callback in one batch) are decided one
+    after the other against the updated state, so the second is a duplicate.
     """
-    current = await snapshots_by_checkout_id(conn, (r.checkout_request_id for _, r in results))
+    current = await snapshots_by_checkout_id(conn, (r.checkout_request_id for r in results))
     before = dict(current)
-    for _, result in results:
+    for result in results:
         if result.checkout_request_id not in current and result.succeeded:
             unlinked = await _unlinked_attempt(conn, result, now)
             if unlinked is not None:
@@ -164,30 +185,40 @@ async def apply_results(
                 current[result.checkout_request_id] = replace(
                     unlinked, checkout_request_id=result.checkout_request_id
                 )
-    order_status: dict[int, OrderStatus] = {s.order_id: s.order_status for s in current.values()}
+    order_status = {s.order_id: s.order_status for s in current.values()}
     settlements: list[Settlement | None] = []
-    marks: list[tuple[int, EventStatus, str, int | None]] = []
     messages: list[OutboxMessage] = []
-    for event_id, result in results:
+    for result in results:
         snapshot = current.get(result.checkout_request_id)
         if snapshot is None:
             settlements.append(None)
-            marks.append((event_id, EventStatus.ORPHAN, "no attempt with this id yet", None))
             continue
-        snapshot = replace(snapshot, order_status=order_status[snapshot.order_id])
+        if snapshot.order_status is not order_status[snapshot.order_id]:
+            snapshot = replace(snapshot, order_status=order_status[snapshot.order_id])
         settlement = settle(snapshot, result)
         settlements.append(settlement)
         current[result.checkout_request_id] = settlement.after
         order_status[snapshot.order_id] = settlement.after.order_status
-        marks.append((event_id, settlement.event_status, settlement.note, snapshot.payment_id))
         messages.extend(settlement.messages)
+    changes = [(before[key], after) for key, after in current.items() if after is not before[key]]
+    return Plan(settlements, changes, messages)
 
-    changed = [(before[key], after) for key, after in current.items() if after is not before[key]]
-    await write_payment_changes(conn, changed, now)
-    await write_order_changes(conn, [(b, a) for b, a in changed], now)
-    await insert_outbox(conn, messages, now)
-    await mark_events(conn, marks)
-    return settlements
+
+async def write_plan(conn: AsyncConnection, plan: Plan, now: datetime) -> None:
+    await write_payment_changes(conn, plan.changes, now)
+    await write_order_changes(conn, plan.changes, now)
+    await insert_outbox(conn, plan.messages, now)
+
+
+async def apply_results(
+    conn: AsyncConnection, results: Sequence[tuple[int, StkResult]], now: datetime
+) -> list[Settlement | None]:
+    """Apply results already stored as events (event id, result), and mark those events."""
+    plan = await plan_results(conn, [result for _, result in results], now)
+    await write_plan(conn, plan, now)
+    marks = plan.event_marks()
+    await mark_events(conn, [(eid, *mark) for (eid, _), mark in zip(results, marks, strict=True)])
+    return plan.settlements
 
 
 async def _unlinked_attempt(

@@ -104,21 +104,24 @@ class Reconciler:
         now = self._clock()
         expires_at = accepted_at + timedelta(seconds=self._settings.expire_after_seconds)
         async with self._engine.begin() as conn:
+            if answer is not None and answer.result is not None:
+                plan = await ledger.plan_results(conn, [answer.result], now)
+                [mark] = plan.event_marks()
+                event = ledger.NewEvent("query", json.dumps(answer.raw), checkout_id, *mark)
+                await ledger.insert_events(conn, [event], now)
+                await ledger.write_plan(conn, plan, now)
+                [settled] = plan.settlements
+                return "settled" if settled is not None and settled.changed else "unchanged"
             if answer is not None:
                 event = ledger.NewEvent(
                     "query",
                     json.dumps(answer.raw),
                     checkout_id,
-                    EventStatus.RECEIVED,
-                    payment_id=payment_id,
+                    EventStatus.IGNORED,
+                    "still being processed",
+                    payment_id,
                 )
-                [event_id] = await ledger.insert_events(conn, [event], now)
-                if answer.result is not None:
-                    [settled] = await ledger.apply_results(conn, [(event_id, answer.result)], now)
-                    return "settled" if settled is not None and settled.changed else "unchanged"
-                await ledger.mark_events(
-                    conn, [(event_id, EventStatus.IGNORED, "still being processed", payment_id)]
-                )
+                await ledger.insert_events(conn, [event], now)
             if now >= expires_at:
                 expired = await ledger.expire_payment(conn, payment_id, now)
                 return "expired" if expired is not None else "unchanged"
