@@ -16,6 +16,7 @@ from datetime import datetime
 
 import httpx
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import AppConfig
@@ -52,9 +53,11 @@ def build_app(
     ``run_reconciler=False`` leaves the background sweep off so a test can call
     ``app[RECONCILER].sweep()`` itself at the moments it chooses.
     """
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
-    app[CONFIG] = config
     callback_path = CallbackPath(config.daraja.callback_url)
+    app = web.Application(
+        client_max_size=MAX_BODY_BYTES, middlewares=[_error_middleware(callback_path)]
+    )
+    app[CONFIG] = config
     app.add_routes(callback_routes(callback_path))
     app.add_routes([web.get("/healthz", _health)])
     app.cleanup_ctx.append(_database)
@@ -69,7 +72,26 @@ def access_logger_for(config: AppConfig) -> type[RedactingAccessLogger]:
 
 
 async def _health(request: web.Request) -> web.Response:
+    """200 while callbacks can be taken in; 503 when the inbox has stopped."""
+    inbox = request.app.get(INBOX)
+    if inbox is None or not inbox.running:
+        return web.json_response({"status": "callback inbox not running"}, status=503)
     return web.json_response({"status": "ok"})
+
+
+def _error_middleware(callback_path: CallbackPath) -> Middleware:
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except Exception:
+            path = callback_path.redact(request.path)
+            log.exception("unhandled error in %s %s", request.method, path)
+            return web.json_response({"error": "internal error"}, status=500)
+
+    return errors
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:

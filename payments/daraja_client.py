@@ -39,7 +39,8 @@ OAUTH_PATH = "/oauth/v1/generate"
 STK_PUSH_PATH = "/mpesa/stkpush/v1/processrequest"
 STK_QUERY_PATH = "/mpesa/stkpushquery/v1/query"
 MAX_AMOUNT = 250_000
-INVALID_TOKEN = "404.001.03"  # noqa: S105 - an error code, not a password
+# Invalid or expired token; and "no API product match", which a stale token can also cause.
+TOKEN_REFUSED = frozenset({"404.001.03", "401.003.01"})
 _MSISDN = re.compile(r"254[17]\d{8}")
 _REFERENCE = re.compile(r"[A-Za-z0-9 -]{1,12}")
 
@@ -171,18 +172,24 @@ class DarajaClient:
     async def _post(
         self, path: str, body: dict[str, Any], *, sent_may_matter: bool
     ) -> httpx.Response:
-        for attempt in (1, 2):
-            token = await self._tokens.get()
-            response = await self._send(path, body, token, sent_may_matter=sent_may_matter)
-            if _json(response).get("errorCode") == INVALID_TOKEN and attempt == 1:
-                # Rejected at the gateway before any processing: safe to send again.
-                log.warning("Daraja said the access token is invalid; fetching a new one")
-                self._tokens.invalidate(token)
-                continue
+        token = await self._tokens.get()
+        response = await self._send(path, body, token, sent_may_matter=sent_may_matter)
+        if _json(response).get("errorCode") not in TOKEN_REFUSED:
             return response
-        raise DarajaConfigError(
-            "Daraja keeps refusing fresh access tokens", error_code=INVALID_TOKEN
-        )
+        # Refused at the gateway before any processing: safe to send again, once.
+        log.warning("Daraja refused the access token; fetching a new one")
+        self._tokens.invalidate(token)
+        token = await self._tokens.get()
+        response = await self._send(path, body, token, sent_may_matter=sent_may_matter)
+        code = _json(response).get("errorCode")
+        if code in TOKEN_REFUSED:
+            raise DarajaConfigError(
+                "Daraja refuses a fresh access token: check that the app has the M-Pesa Express "
+                "product and that the keys match MPESA_ENVIRONMENT",
+                error_code=str(code),
+                http_status=response.status_code,
+            )
+        return response
 
     async def _send(
         self, path: str, body: dict[str, Any], token: str, *, sent_may_matter: bool

@@ -5,8 +5,8 @@ its answer. Doing that in one transaction per request caps throughput at SQLite'
 commit rate, so one writer task takes every callback waiting in the queue, stores
 and applies them in a single transaction, and then answers all their requests.
 
-If applying the batch fails, the raw bodies are stored on their own (status
-``received``) and each result is applied separately, so one bad callback cannot take
+If applying the batch fails, each callback is stored in a transaction of its own
+(status ``received``) and then applied on its own, so one bad callback cannot take
 others down with it; the reconciler retries whatever is left unapplied.
 """
 
@@ -65,11 +65,15 @@ class CallbackInbox:
         self, raw: str, result: StkResult | None, rejection: str | None = None
     ) -> None:
         """Return once the callback is durably stored (and, normally, applied)."""
-        if self._task is None or self._task.done():
+        if not self.running:
             raise InboxUnavailable("the callback inbox is not running")
         item = _Item(raw, result, rejection)
         await self._queue.put(item)
         await asyncio.shield(item.done)  # a dropped client connection must not lose our write
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="callback-inbox")
@@ -116,19 +120,17 @@ class CallbackInbox:
             _resolve(item.done)
 
     async def _store_separately(self, batch: list[_Item]) -> None:
-        now = self._clock()
-        try:
-            async with self._engine.begin() as conn:
-                ids = [await ledger.insert_event(conn, item.event(), now) for item in batch]
-        except Exception as exc:
-            log.exception("could not store %d callbacks", len(batch))
-            for item in batch:
-                if not item.done.done():
-                    item.done.set_exception(InboxUnavailable(str(exc)))
-            return
+        """One transaction per callback, so one that cannot be stored fails alone."""
         for item in batch:
+            now = self._clock()
+            try:
+                async with self._engine.begin() as conn:
+                    event_id = await ledger.insert_event(conn, item.event(), now)
+            except Exception as exc:
+                log.exception("could not store a callback")
+                item.done.set_exception(InboxUnavailable(type(exc).__name__))
+                continue
             _resolve(item.done)  # stored: Daraja can be told "accepted"
-        for event_id, item in zip(ids, batch, strict=True):
             if item.result is not None:
                 await self._apply_one(event_id, item.result)
 
@@ -138,11 +140,12 @@ class CallbackInbox:
             async with self._engine.begin() as conn:
                 await ledger.apply_results(conn, [(event_id, result)], now)
         except Exception as exc:
+            # Left as "received" with the reason: the reconciler tries it again.
             log.exception("callback event %d could not be applied", event_id)
             with contextlib.suppress(Exception):
                 async with self._engine.begin() as conn:
-                    note = f"{type(exc).__name__}: {exc}"
-                    await ledger.mark_events(conn, [(event_id, EventStatus.ERROR, note, None)])
+                    note = f"not applied yet: {type(exc).__name__}"
+                    await ledger.mark_events(conn, [(event_id, EventStatus.RECEIVED, note, None)])
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

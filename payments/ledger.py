@@ -9,6 +9,7 @@ and the outbox messages it causes commit together or not at all.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -17,6 +18,7 @@ from typing import Any
 from sqlalchemy import Row, bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payments.results import MalformedCallback, StkResult, parse_callback
@@ -35,6 +37,8 @@ from payments.states import (
     check_payment_transition,
 )
 from storage.schema import orders, outbox, payment_events, payments
+
+log = logging.getLogger(__name__)
 
 _SNAPSHOT_COLUMNS = (
     payments.c.id.label("payment_id"),
@@ -74,6 +78,12 @@ class NewEvent:
     payment_id: int | None = None
 
 
+# On PostgreSQL a settling transaction locks the payment and its order, so two results for
+# two attempts at one order (say a late callback and a query answer) are applied one after
+# the other. SQLite has no row locks: BEGIN IMMEDIATE serializes all writers instead.
+_LOCKED = (payments, orders)
+
+
 def _snapshot(row: Row[Any]) -> PaymentSnapshot:
     values = row._asdict()
     values["status"] = PaymentStatus(values["status"])
@@ -93,13 +103,13 @@ async def snapshots_by_checkout_id(
     if not ids:
         return {}
     query = _snapshot_query().where(payments.c.checkout_request_id.in_(ids))
-    rows = await conn.execute(query.with_for_update(of=payments))
+    rows = await conn.execute(query.with_for_update(of=_LOCKED))
     return {row.checkout_request_id: _snapshot(row) for row in rows}
 
 
 async def snapshot_by_id(conn: AsyncConnection, payment_id: int) -> PaymentSnapshot | None:
     query = _snapshot_query().where(payments.c.id == payment_id)
-    row = (await conn.execute(query.with_for_update(of=payments))).first()
+    row = (await conn.execute(query.with_for_update(of=_LOCKED))).first()
     return None if row is None else _snapshot(row)
 
 
@@ -229,9 +239,18 @@ async def _unlinked_attempt(
     After a push timeout we never learned the CheckoutRequestID, but the customer may
     still have paid. A success callback carries the phone and amount: if exactly one
     recent unlinked attempt matches both, the money is that attempt's; if several do,
-    it stays an orphan for the merchant to see rather than be guessed.
+    it stays an orphan for the merchant to see rather than be guessed. While another
+    push to that phone is in flight (``created``), the callback may be that push's, whose
+    answer will claim it by id: no guess is made until then.
     """
     if result.msisdn is None or result.amount is None:
+        return None
+    in_flight = (
+        select(payments.c.id)
+        .where(payments.c.msisdn == result.msisdn)
+        .where(payments.c.status == str(PaymentStatus.CREATED))
+    )
+    if (await conn.execute(in_flight.limit(1))).first() is not None:
         return None
     query = (
         _snapshot_query()
@@ -242,7 +261,7 @@ async def _unlinked_attempt(
         .where(payments.c.created_at >= now - UNLINKED_MATCH_WINDOW)
         .limit(2)
     )
-    rows = (await conn.execute(query.with_for_update(of=payments))).all()
+    rows = (await conn.execute(query.with_for_update(of=_LOCKED))).all()
     return _snapshot(rows[0]) if len(rows) == 1 else None
 
 
@@ -291,8 +310,8 @@ async def write_payment_changes(
     values.update({k: bindparam(f"new_{k}") for k in extra_columns})
     statement = (
         update(payments)
-        # The status guard is redundant under our locks, and cheap insurance without them.
         .where(payments.c.id == bindparam("pid"))
+        # Redundant under the locks above; stops a stale write should they ever be missing.
         .where(payments.c.status == bindparam("expected_status"))
         .values(values)
     )
@@ -305,7 +324,7 @@ async def write_order_changes(
     now: datetime,
 ) -> None:
     """Store order statuses that changed; the only writer of ``orders.status``."""
-    final: dict[int, tuple[OrderStatus, OrderStatus]] = {}
+    final: dict[int, tuple[OrderStatus, OrderStatus]] = {}  # order id -> (as read, to store)
     for before, after in changes:
         first = final.get(before.order_id, (before.order_status, before.order_status))[0]
         final[before.order_id] = (first, after.order_status)
@@ -317,6 +336,7 @@ async def write_order_changes(
         rows.append(
             {
                 "oid": order_id,
+                "expected_status": str(old),
                 "new_status": str(new),
                 "new_updated_at": now,
                 "new_paid_at": now if new is OrderStatus.PAID else None,
@@ -326,6 +346,7 @@ async def write_order_changes(
         statement = (
             update(orders)
             .where(orders.c.id == bindparam("oid"))
+            .where(orders.c.status == bindparam("expected_status"))
             .values(
                 status=bindparam("new_status"),
                 updated_at=bindparam("new_updated_at"),
@@ -369,31 +390,37 @@ async def adopt_orphans(
     received_after: datetime | None = None,
     limit: int = 200,
 ) -> list[Settlement | None]:
-    """Apply stored callbacks that arrived before their attempt was known (or failed to apply)."""
+    """Apply stored callbacks that arrived before their attempt was known, or not applied.
+
+    Newest first, each in a savepoint: one event that cannot be applied is marked
+    ``error`` (for a person to look at) and never blocks the others.
+    """
     query = (
         select(payment_events.c.id, payment_events.c.raw)
         .where(payment_events.c.source == "callback")
-        .where(
-            payment_events.c.status.in_(
-                [str(EventStatus.ORPHAN), str(EventStatus.RECEIVED), str(EventStatus.ERROR)]
-            )
-        )
-        .order_by(payment_events.c.id)
+        .where(payment_events.c.status.in_([str(EventStatus.ORPHAN), str(EventStatus.RECEIVED)]))
+        .order_by(payment_events.c.id.desc())
         .limit(limit)
     )
     if checkout_ids is not None:
         query = query.where(payment_events.c.checkout_request_id.in_(checkout_ids))
     if received_after is not None:
         query = query.where(payment_events.c.received_at >= received_after)
-    results: list[tuple[int, StkResult]] = []
-    rejected: list[tuple[int, EventStatus, str, int | None]] = []
-    for row in await conn.execute(query):
+    settlements: list[Settlement | None] = []
+    for row in (await conn.execute(query)).all():
         try:
-            results.append((row.id, parse_callback(row.raw.encode())))
+            result = parse_callback(row.raw.encode())
         except MalformedCallback as exc:
-            rejected.append((row.id, EventStatus.REJECTED, str(exc), None))
-    await mark_events(conn, rejected)
-    return await apply_results(conn, results, now) if results else []
+            await mark_events(conn, [(row.id, EventStatus.REJECTED, str(exc), None)])
+            continue
+        try:
+            async with conn.begin_nested():
+                settlements.extend(await apply_results(conn, [(row.id, result)], now))
+        except SQLAlchemyError as exc:
+            log.exception("stored callback %d cannot be applied", row.id)
+            note = f"cannot be applied: {type(exc).__name__}"
+            await mark_events(conn, [(row.id, EventStatus.ERROR, note, None)])
+    return settlements
 
 
 async def expire_payment(

@@ -3,8 +3,9 @@
 Every sweep (and one at start-up, so a restart never leaves an attempt stuck):
 1. callbacks stored without a matching attempt (or not yet applied) are applied;
 2. pending attempts whose next query is due are queried, at a bounded rate; answers
-   go through the same ``ledger.apply_results`` as callbacks; once an attempt is older
-   than ``expire_after`` its last query is made and, still unresolved, it expires;
+   go through the same ``ledger.plan_results`` as callbacks; once an attempt is older
+   than ``expire_after`` its last query is made and, if Daraja still says "being
+   processed", it expires (while queries fail, it keeps being asked instead);
 3. attempts that never got a CheckoutRequestID (push outcome unknown, or a crash
    mid-push) cannot be queried and expire after ``expire_after``.
 """
@@ -31,6 +32,10 @@ from storage.schema import payments
 
 log = logging.getLogger(__name__)
 ORPHAN_LOOKBACK = timedelta(days=1)
+# Past the deadline, an attempt is expired only on Daraja's word ("being processed"); while
+# queries fail it is asked again this often, and given up only after GIVE_UP_AFTER.
+RETRY_AFTER_FAILED_QUERY = timedelta(minutes=1)
+GIVE_UP_AFTER = timedelta(days=1)
 
 
 @dataclass(slots=True)
@@ -64,20 +69,33 @@ class Reconciler:
             await asyncio.sleep(self._settings.sweep_interval_seconds)
 
     async def sweep(self) -> SweepReport:
+        """One pass; each phase on its own, so a failing one does not stop the others."""
         report = SweepReport()
+        for phase in (self._adopt_orphans, self._query_due, self._expire_unqueryable):
+            try:
+                await phase(report)
+            except Exception:
+                log.exception("reconciliation phase %s failed", phase.__name__)
+        return report
+
+    async def _adopt_orphans(self, report: SweepReport) -> None:
         now = self._clock()
         async with self._engine.begin() as conn:
             adopted = await ledger.adopt_orphans(conn, now, received_after=now - ORPHAN_LOOKBACK)
         report.adopted = sum(1 for s in adopted if s is not None and s.changed)
-        for payment_id, checkout_id, accepted_at in await self._due_queries(now):
+
+    async def _query_due(self, report: SweepReport) -> None:
+        for payment_id, checkout_id, accepted_at in await self._due_queries(self._clock()):
             if report.queried:
                 await asyncio.sleep(self._min_gap)  # bounded rate: Spike Arrest is per app
             report.queried += 1
-            outcome = await self._query_one(payment_id, checkout_id, accepted_at)
+            try:
+                outcome = await self._query_one(payment_id, checkout_id, accepted_at)
+            except Exception:
+                log.exception("reconciling payment %d failed", payment_id)
+                continue
             report.settled += outcome == "settled"
             report.expired += outcome == "expired"
-        report.expired += await self._expire_unqueryable()
-        return report
 
     async def _due_queries(self, now: datetime) -> list[tuple[int, str, datetime]]:
         limit = max(
@@ -122,16 +140,22 @@ class Reconciler:
                     payment_id,
                 )
                 await ledger.insert_events(conn, [event], now)
-            if now >= expires_at:
+            past_deadline = now >= expires_at
+            if past_deadline and (answer is not None or now >= expires_at + GIVE_UP_AFTER):
+                # Still "being processed" after the prompt's lifetime: it was never answered.
                 expired = await ledger.expire_payment(conn, payment_id, now)
                 return "expired" if expired is not None else "unchanged"
-            next_query = min(
-                now + timedelta(seconds=self._settings.query_interval_seconds), expires_at
-            )
+            if past_deadline:
+                # No answer from Daraja at all: expiring now could invite a second payment
+                # of money that already moved. Keep asking, less and less often.
+                next_query = now + RETRY_AFTER_FAILED_QUERY
+            else:
+                interval = timedelta(seconds=self._settings.query_interval_seconds)
+                next_query = min(now + interval, expires_at)
             await ledger.schedule_next_query(conn, payment_id, next_query)
             return "pending"
 
-    async def _expire_unqueryable(self) -> int:
+    async def _expire_unqueryable(self, report: SweepReport) -> None:
         now = self._clock()
         cutoff = now - timedelta(seconds=self._settings.expire_after_seconds)
         query = (
@@ -139,8 +163,6 @@ class Reconciler:
             .where(payments.c.status.in_([str(PaymentStatus.CREATED), str(PaymentStatus.UNKNOWN)]))
             .where(payments.c.created_at <= cutoff)
         )
-        expired = 0
         async with self._engine.begin() as conn:
             for (payment_id,) in (await conn.execute(query)).all():
-                expired += await ledger.expire_payment(conn, payment_id, now) is not None
-        return expired
+                report.expired += await ledger.expire_payment(conn, payment_id, now) is not None

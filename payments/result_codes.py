@@ -7,6 +7,7 @@ Unknown codes are a failure of that one attempt; the customer may try again.
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 from enum import StrEnum
 
@@ -66,8 +67,11 @@ def normalize_result_code(value: object) -> str:
     """``0``, ``"0"`` and ``0.0`` are all success; ``"SFC_IC0003"`` stays as it is."""
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
         raise ValueError(f"ResultCode must be a number or a text, not {type(value).__name__}")
-    if isinstance(value, float | Decimal) and value == int(value):
-        return str(int(value))
+    if isinstance(value, float | Decimal):
+        if not math.isfinite(value):
+            raise ValueError("ResultCode is not a finite number")
+        if value == int(value):
+            return str(int(value))
     text = str(value).strip()
     if not text:
         raise ValueError("ResultCode is empty")

@@ -48,21 +48,25 @@ class StkResult:
 def parse_callback(body: bytes) -> StkResult:
     """Parse an STK callback body or raise ``MalformedCallback`` with the reason."""
     try:
-        document = json.loads(body, parse_float=Decimal)
+        document = json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MalformedCallback(f"body is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise MalformedCallback("body is nested too deeply") from None
     callback = _object(_object(document, "top level").get("Body"), "Body")
     stk = _object(callback.get("stkCallback"), "Body.stkCallback")
-    checkout_id = _required_text(stk, "CheckoutRequestID")
+    checkout_id = _limited(_required_text(stk, "CheckoutRequestID"), "CheckoutRequestID", 64)
     if "ResultCode" not in stk:
         raise MalformedCallback("Body.stkCallback.ResultCode is missing")
     try:
-        result_code = normalize_result_code(stk["ResultCode"])
+        result_code = _limited(normalize_result_code(stk["ResultCode"]), "ResultCode", 32)
     except ValueError as exc:
         raise MalformedCallback(f"Body.stkCallback.ResultCode is invalid ({exc})") from None
     outcome = StkResult(
         checkout_request_id=checkout_id,
-        merchant_request_id=_optional_text(stk, "MerchantRequestID"),
+        merchant_request_id=_limited(
+            _optional_text(stk, "MerchantRequestID"), "MerchantRequestID", 64
+        ),
         result_code=result_code,
         result_desc=_optional_text(stk, "ResultDesc"),
         source=ResultSource.CALLBACK,
@@ -77,7 +81,7 @@ def parse_callback(body: bytes) -> StkResult:
     return replace(
         outcome,
         amount=_amount(items.get("Amount")),
-        receipt=receipt.strip(),
+        receipt=_limited(receipt.strip(), "MpesaReceiptNumber", 32),
         transaction_at=_transaction_date(items.get("TransactionDate")),
         msisdn=_msisdn(items.get("PhoneNumber")),
     )
@@ -95,6 +99,16 @@ def parse_query_answer(answer: dict[str, Any]) -> StkResult:
         )
     except (KeyError, ValueError) as exc:
         raise MalformedCallback(f"STK query answer lacks a usable field ({exc})") from None
+
+
+def _reject_constant(name: str) -> None:
+    raise MalformedCallback(f"{name} is not a number Daraja sends")
+
+
+def _limited(text: str, field: str, limit: int) -> str:
+    if len(text) > limit:
+        raise MalformedCallback(f"{field} is longer than {limit} characters")
+    return text
 
 
 def _object(value: object, where: str) -> dict[str, Any]:
@@ -153,4 +167,5 @@ def _msisdn(value: object) -> str | None:
     if value is None or isinstance(value, bool):
         return None
     text = str(value).strip()
-    return text if text.isdigit() else None
+    # A full MSISDN is 12 digits; anything else (masked, garbled) is not a number we can use.
+    return text if text.isdigit() and len(text) == 12 else None

@@ -95,9 +95,7 @@ def settle(payment: PaymentSnapshot, result: StkResult) -> Settlement:
     """What ``result`` does to ``payment``; duplicates and stale answers change nothing."""
     if payment.status is PaymentStatus.PAID:
         return _already_paid(payment, result)
-    if result.source is ResultSource.QUERY and not (
-        payment.status.is_open or payment.status is PaymentStatus.EXPIRED
-    ):
+    if result.source is ResultSource.QUERY and not payment.status.is_open:
         # A query never overrides what a callback settled (the sandbox query is known to
         # report failure for payments that a callback confirmed with a receipt).
         return Settlement(EventStatus.IGNORED, f"query answer after {payment.status}", payment)
@@ -129,14 +127,23 @@ def _already_paid(payment: PaymentSnapshot, result: StkResult) -> Settlement:
         and payment.mpesa_receipt is None
         and result.receipt is not None
     ):
-        # Paid on the query's word, which has no receipt; the late callback brings it.
+        # Paid on the query's word, which has no receipt; the late callback brings it,
+        # and the amount actually paid, which the query answer could not tell.
         after = replace(
             payment,
             mpesa_receipt=result.receipt,
+            paid_amount=int(result.amount) if result.amount is not None else payment.paid_amount,
             paid_msisdn=result.msisdn,
             transaction_at=result.transaction_at,
         )
-        return Settlement(EventStatus.APPLIED, "receipt added to a paid payment", after)
+        why = _review_reason(replace(payment, order_status=OrderStatus.AWAITING_PAYMENT), result)
+        if why is None:
+            return Settlement(EventStatus.APPLIED, "receipt added to a paid payment", after)
+        extra = {"why": why, "paid_amount_exact": str(result.amount)}
+        flag = _message(after, MessageKind.PAYMENT_NEEDS_REVIEW, Audience.MERCHANT, extra=extra)
+        return Settlement(
+            EventStatus.APPLIED, f"receipt added, needs review: {why}", after, (flag,)
+        )
     return Settlement(EventStatus.DUPLICATE, "payment already paid", payment)
 
 
@@ -153,7 +160,7 @@ def _paid(payment: PaymentSnapshot, result: StkResult) -> Settlement:
         transaction_at=result.transaction_at,
         settled_by=str(result.source),
     )
-    review_reason = _review_reason(payment, paid_amount)
+    review_reason = _review_reason(payment, result)
     if review_reason is None:
         after = replace(after, order_status=OrderStatus.PAID)
         messages = (
@@ -172,9 +179,15 @@ def _paid(payment: PaymentSnapshot, result: StkResult) -> Settlement:
     return Settlement(EventStatus.APPLIED, f"paid, needs review: {review_reason}", after, messages)
 
 
-def _review_reason(payment: PaymentSnapshot, paid_amount: Decimal) -> str | None:
+def _review_reason(payment: PaymentSnapshot, result: StkResult) -> str | None:
+    """Why money that arrived does not simply pay the order, or None when it does."""
+    paid_amount = result.amount if result.amount is not None else Decimal(payment.amount)
     if paid_amount != Decimal(payment.order_total) or payment.amount != payment.order_total:
         return "amount_mismatch"
+    if result.msisdn is not None and result.msisdn != payment.msisdn:
+        # Daraja reports the phone that was pushed to; another one means a forged callback
+        # or a mix-up: either way a person should look before goods leave the shop.
+        return "phone_mismatch"
     if payment.order_status is OrderStatus.PAID:
         return "order_already_paid"
     if payment.order_status is OrderStatus.CANCELLED:

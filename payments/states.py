@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from storage.schema import OPEN_PAYMENT_STATUSES
+
 
 class PaymentStatus(StrEnum):
     CREATED = "created"  # row written, push not answered yet
@@ -36,7 +38,8 @@ class OrderStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
-_OPEN = frozenset({PaymentStatus.CREATED, PaymentStatus.PENDING, PaymentStatus.UNKNOWN})
+# The database's partial unique index is built from the same list.
+_OPEN = frozenset(PaymentStatus(status) for status in OPEN_PAYMENT_STATUSES)
 
 PAYMENT_TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
     PaymentStatus.CREATED: frozenset(

@@ -9,6 +9,7 @@ with the reason and are kept for audit; nothing here answers 500.
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 from urllib.parse import urlsplit
 
@@ -20,7 +21,7 @@ from payments.results import MalformedCallback, parse_callback
 log = logging.getLogger(__name__)
 
 MAX_CALLBACK_BYTES = 64 * 1024  # real callbacks are under 1 KiB
-ACCEPTED = {"ResultCode": 0, "ResultDesc": "Accepted"}
+ACCEPTED_BODY = json.dumps({"ResultCode": 0, "ResultDesc": "Accepted"}).encode()
 INBOX = web.AppKey("callback_inbox", CallbackInbox)
 
 
@@ -52,13 +53,17 @@ def callback_routes(callback_path: CallbackPath) -> list[web.RouteDef]:
             raise web.HTTPNotFound()
         inbox = request.config_dict[INBOX]
         body, oversized = await _read_limited(request)
-        raw = body.decode("utf-8", errors="backslashreplace")
+        # Text a database accepts whatever arrived: PostgreSQL refuses NUL characters.
+        raw = body.decode("utf-8", errors="backslashreplace").replace("\x00", "\\x00")
         if oversized:
             return await _reject(inbox, raw, f"body is larger than {MAX_CALLBACK_BYTES} bytes", 413)
         try:
             result = parse_callback(body)
         except MalformedCallback as exc:
             return await _reject(inbox, raw, str(exc), 400)
+        except Exception as exc:  # a parser bug must not become a 500 or lose the body
+            log.exception("unexpected error parsing a callback")
+            return await _reject(inbox, raw, f"unreadable body ({type(exc).__name__})", 400)
         try:
             await inbox.submit(raw, result)
         except InboxUnavailable:
@@ -67,7 +72,7 @@ def callback_routes(callback_path: CallbackPath) -> list[web.RouteDef]:
                 {"ResultCode": 1, "ResultDesc": "Temporarily unable to store the callback"},
                 status=503,
             )
-        return web.json_response(ACCEPTED)
+        return web.Response(body=ACCEPTED_BODY, content_type="application/json")
 
     return [web.post(callback_path.route, receive_callback)]
 

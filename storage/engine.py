@@ -17,13 +17,14 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 def create_engine(url: str) -> AsyncEngine:
     """An async engine; on SQLite every transaction takes the write lock up front (see below)."""
     parsed = make_url(url)
+    # hide_parameters: error messages would otherwise quote phone numbers and raw bodies.
     if parsed.get_backend_name() != "sqlite":
-        return create_async_engine(url, pool_pre_ping=True)
+        return create_async_engine(url, pool_pre_ping=True, hide_parameters=True)
 
     database = parsed.database or ""
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url)
+    engine = create_async_engine(url, hide_parameters=True)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -45,10 +46,6 @@ def create_engine(url: str) -> AsyncEngine:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
-
-
-def is_sqlite(engine: AsyncEngine) -> bool:
-    return engine.dialect.name == "sqlite"
 
 
 def _alembic_config(connection: Connection) -> AlembicConfig:

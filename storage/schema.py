@@ -107,7 +107,9 @@ order_items = Table(
 )
 
 # Payment statuses in which an attempt is still open; at most one per order (see the index).
+# payments.states.PaymentStatus.is_open reads this too.
 OPEN_PAYMENT_STATUSES = ("created", "pending", "unknown")
+_OPEN_ATTEMPT = text("status IN ({})".format(", ".join(f"'{s}'" for s in OPEN_PAYMENT_STATUSES)))
 
 payments = Table(
     "payments",
@@ -135,8 +137,8 @@ payments = Table(
         "uq_payments_one_open_attempt_per_order",
         "order_id",
         unique=True,
-        sqlite_where=text("status IN ('created', 'pending', 'unknown')"),
-        postgresql_where=text("status IN ('created', 'pending', 'unknown')"),
+        sqlite_where=_OPEN_ATTEMPT,
+        postgresql_where=_OPEN_ATTEMPT,
     ),
     Index("ix_payments_status_next_query_at", "status", "next_query_at"),
 )

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 
 from bot.config import SANDBOX_PASSKEY, SIMULATOR_CONSUMER_KEY, SIMULATOR_CONSUMER_SECRET
 from payments.daraja_client import DarajaClient, InvalidPushRequest, StkPushRequest
@@ -37,9 +38,13 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 def client_for(sim: RunningSimulator, http: httpx.AsyncClient, **changes: Any) -> DarajaClient:
+    return client_at(sim.base_url, http, **changes)
+
+
+def client_at(base_url: str, http: httpx.AsyncClient, **changes: Any) -> DarajaClient:
     settings = DarajaSettings(
         environment=DarajaEnvironment.SIMULATOR,
-        base_url=sim.base_url,
+        base_url=base_url,
         consumer_key=SIMULATOR_CONSUMER_KEY,
         consumer_secret=SIMULATOR_CONSUMER_SECRET,
         passkey=SANDBOX_PASSKEY,
@@ -181,3 +186,37 @@ async def test_invalid_push_is_refused_before_sending(
         await client.stk_push(request_)
     assert sim.simulator.push_requests == []
     assert sim.simulator.oauth_calls == 0
+
+
+async def test_a_token_refused_twice_is_a_configuration_error(http: httpx.AsyncClient) -> None:
+    """A gateway that refuses every token (say, the product is not on the app)."""
+    calls = {"oauth": 0, "push": 0}
+
+    async def token(request: web.Request) -> web.Response:
+        calls["oauth"] += 1
+        return web.json_response({"access_token": f"t{calls['oauth']}", "expires_in": "3599"})
+
+    async def push(request: web.Request) -> web.Response:
+        calls["push"] += 1
+        refusal = {
+            "requestId": "1",
+            "errorCode": "404.001.03",
+            "errorMessage": "Invalid Access Token",
+        }
+        return web.json_response(refusal, status=404)
+
+    gateway = web.Application()
+    gateway.add_routes(
+        [web.get("/oauth/v1/generate", token), web.post("/mpesa/stkpush/v1/processrequest", push)]
+    )
+    runner = web.AppRunner(gateway)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        client = client_at(f"http://127.0.0.1:{runner.addresses[0][1]}", http)
+        with pytest.raises(DarajaConfigError, match="refuses a fresh access token"):
+            await client.stk_push(PUSH)
+        assert calls == {"oauth": 2, "push": 2}
+    finally:
+        await runner.cleanup()

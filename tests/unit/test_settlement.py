@@ -191,3 +191,24 @@ def test_order_transition_table_is_enforced(current: OrderStatus, target: OrderS
     else:
         with pytest.raises(IllegalTransition):
             check_order_transition(current, target)
+
+
+def test_callback_from_another_phone_needs_review() -> None:
+    s = settle(PENDING, replace(PAID_CALLBACK, msisdn="254799999999"))
+    assert s.after.status is PaymentStatus.PAID
+    assert s.after.order_status is OrderStatus.NEEDS_REVIEW
+    assert s.messages[1].payload["why"] == "phone_mismatch"
+
+
+def test_late_receipt_with_a_different_amount_is_flagged_for_the_merchant() -> None:
+    by_query = settle(PENDING, PAID_QUERY).after
+    late = settle(by_query, replace(PAID_CALLBACK, amount=Decimal("1000.00")))
+    assert late.after.paid_amount == 1000
+    assert late.after.mpesa_receipt == "NLJ7RT61SV"
+    [flag] = late.messages
+    assert (flag.kind, flag.payload["why"]) == ("payment_needs_review", "amount_mismatch")
+
+
+def test_query_answer_after_expiry_is_ignored() -> None:
+    s = settle(expire(PENDING).after, PAID_QUERY)
+    assert s.event_status is EventStatus.IGNORED
