@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import ClassVar
 
 from aiohttp import web
@@ -16,6 +17,11 @@ class RedactingAccessLogger(AbstractAccessLogger):
     @classmethod
     def for_path(cls, callback_path: CallbackPath) -> type[RedactingAccessLogger]:
         return type("RedactingAccessLogger", (cls,), {"callback_path": callback_path})
+
+    @property
+    def enabled(self) -> bool:
+        """aiohttp skips the call entirely when access logging is off."""
+        return self.logger.isEnabledFor(logging.INFO)
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         path = request.path
