@@ -28,11 +28,12 @@ from payments.service import PaymentService, utc_now
 from payments.settings import DarajaEnvironment
 from payments.simulator import RunningSimulator, SimulatorConfig, start_simulator
 from payments.webhook import INBOX, CallbackPath, callback_routes
-from storage.engine import create_engine, migrate
+from storage.engine import Database, migrate
 
 log = logging.getLogger(__name__)
 
 CONFIG = web.AppKey("config", AppConfig)
+DATABASE = web.AppKey("database", Database)
 ENGINE = web.AppKey("engine", AsyncEngine)
 DARAJA = web.AppKey("daraja_client", DarajaClient)
 PAYMENTS = web.AppKey("payment_service", PaymentService)
@@ -95,13 +96,14 @@ def _error_middleware(callback_path: CallbackPath) -> Middleware:
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
-    engine = create_engine(app[CONFIG].database_url)
+    database = Database(app[CONFIG].database_url)
     try:
-        await migrate(engine)
-        app[ENGINE] = engine
+        await migrate(database.engine)
+        app[DATABASE] = database
+        app[ENGINE] = database.engine
         yield
     finally:
-        await engine.dispose()
+        await database.dispose()
 
 
 async def _daraja(app: web.Application) -> AsyncIterator[None]:
@@ -129,7 +131,7 @@ async def _daraja(app: web.Application) -> AsyncIterator[None]:
         client = DarajaClient(settings, http)
         app[DARAJA] = client
         app[PAYMENTS] = PaymentService(
-            app[ENGINE], client, query_after_seconds=config.reconcile.query_after_seconds
+            app[DATABASE], client, query_after_seconds=config.reconcile.query_after_seconds
         )
         yield
 
@@ -138,10 +140,10 @@ def _settlement(
     clock: Callable[[], datetime], run_reconciler: bool
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def settlement(app: web.Application) -> AsyncIterator[None]:
-        inbox = CallbackInbox(app[ENGINE], clock)
+        inbox = CallbackInbox(app[DATABASE], clock)
         inbox.start()
         app[INBOX] = inbox
-        reconciler = Reconciler(app[ENGINE], app[DARAJA], app[CONFIG].reconcile, clock)
+        reconciler = Reconciler(app[DATABASE], app[DARAJA], app[CONFIG].reconcile, clock)
         app[RECONCILER] = reconciler
         task = asyncio.create_task(reconciler.run_forever()) if run_reconciler else None
         try:

@@ -15,15 +15,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Connection
 
 from payments import ledger
 from payments.results import StkResult
 from payments.settlement import EventStatus
+from storage.engine import Database
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,20 @@ class _Item:
         )
 
 
+def store_and_apply(conn: Connection, batch: Sequence[_Item], now: datetime) -> None:
+    """One transaction: the batch's raw bodies, what their results change, their messages."""
+    results = [item.result for item in batch if item.result is not None]
+    plan = ledger.plan_results(conn, results, now)
+    marks = iter(plan.event_marks())
+    events = [item.event(next(marks) if item.result else None) for item in batch]
+    # The raw bodies are the first rows this transaction writes.
+    ledger.insert_events(conn, events, now)
+    ledger.write_plan(conn, plan, now)
+
+
 class CallbackInbox:
-    def __init__(self, engine: AsyncEngine, clock: Callable[[], datetime], max_batch: int = 500):
-        self._engine = engine
+    def __init__(self, database: Database, clock: Callable[[], datetime], max_batch: int = 500):
+        self._database = database
         self._clock = clock
         self._max_batch = max_batch
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
@@ -100,16 +112,8 @@ class CallbackInbox:
                     self._queue.task_done()
 
     async def _store_batch(self, batch: list[_Item]) -> None:
-        now = self._clock()
         try:
-            async with self._engine.begin() as conn:
-                results = [item.result for item in batch if item.result is not None]
-                plan = await ledger.plan_results(conn, results, now)
-                marks = iter(plan.event_marks())
-                events = [item.event(next(marks) if item.result else None) for item in batch]
-                # The raw bodies are the first rows this transaction writes.
-                await ledger.insert_events(conn, events, now)
-                await ledger.write_plan(conn, plan, now)
+            await self._database.transaction(store_and_apply, batch, self._clock())
         except Exception:
             log.exception(
                 "applying a batch of %d callbacks failed; storing them one by one", len(batch)
@@ -122,10 +126,10 @@ class CallbackInbox:
     async def _store_separately(self, batch: list[_Item]) -> None:
         """One transaction per callback, so one that cannot be stored fails alone."""
         for item in batch:
-            now = self._clock()
             try:
-                async with self._engine.begin() as conn:
-                    event_id = await ledger.insert_event(conn, item.event(), now)
+                event_id = await self._database.transaction(
+                    ledger.insert_event, item.event(), self._clock()
+                )
             except Exception as exc:
                 log.exception("could not store a callback")
                 item.done.set_exception(InboxUnavailable(type(exc).__name__))
@@ -135,17 +139,18 @@ class CallbackInbox:
                 await self._apply_one(event_id, item.result)
 
     async def _apply_one(self, event_id: int, result: StkResult) -> None:
-        now = self._clock()
         try:
-            async with self._engine.begin() as conn:
-                await ledger.apply_results(conn, [(event_id, result)], now)
+            await self._database.transaction(
+                ledger.apply_results, [(event_id, result)], self._clock()
+            )
         except Exception as exc:
             # Left as "received" with the reason: the reconciler tries it again.
             log.exception("callback event %d could not be applied", event_id)
+            note = f"not applied yet: {type(exc).__name__}"
             with contextlib.suppress(Exception):
-                async with self._engine.begin() as conn:
-                    note = f"not applied yet: {type(exc).__name__}"
-                    await ledger.mark_events(conn, [(event_id, EventStatus.RECEIVED, note, None)])
+                await self._database.transaction(
+                    ledger.mark_events, [(event_id, EventStatus.RECEIVED, note, None)]
+                )
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -15,11 +15,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, bindparam, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payments.results import MalformedCallback, StkResult, parse_callback
 from payments.settlement import (
@@ -91,38 +90,49 @@ def _snapshot(row: Row[Any]) -> PaymentSnapshot:
     return PaymentSnapshot(**values)
 
 
+# The statements of the callback path are built once: constructing and cache-keying them
+# per batch was a measurable share of its cost (see bench/).
 def _snapshot_query() -> Any:
     return select(*_SNAPSHOT_COLUMNS).join(orders, orders.c.id == payments.c.order_id)
 
 
-async def snapshots_by_checkout_id(
-    conn: AsyncConnection, checkout_ids: Iterable[str]
+_SNAPSHOTS_BY_CHECKOUT_ID = (
+    _snapshot_query()
+    .where(payments.c.checkout_request_id.in_(bindparam("ids", expanding=True)))
+    .with_for_update(of=_LOCKED)
+)
+_SNAPSHOT_BY_ID = (
+    _snapshot_query().where(payments.c.id == bindparam("pid")).with_for_update(of=_LOCKED)
+)
+_INSERT_EVENTS = insert(payment_events)
+
+
+def snapshots_by_checkout_id(
+    conn: Connection, checkout_ids: Iterable[str]
 ) -> dict[str, PaymentSnapshot]:
     """Lock (on PostgreSQL) and read the payments with these CheckoutRequestIDs."""
     ids = sorted(set(checkout_ids))
     if not ids:
         return {}
-    query = _snapshot_query().where(payments.c.checkout_request_id.in_(ids))
-    rows = await conn.execute(query.with_for_update(of=_LOCKED))
+    rows = conn.execute(_SNAPSHOTS_BY_CHECKOUT_ID, {"ids": ids})
     return {row.checkout_request_id: _snapshot(row) for row in rows}
 
 
-async def snapshot_by_id(conn: AsyncConnection, payment_id: int) -> PaymentSnapshot | None:
-    query = _snapshot_query().where(payments.c.id == payment_id)
-    row = (await conn.execute(query.with_for_update(of=_LOCKED))).first()
+def snapshot_by_id(conn: Connection, payment_id: int) -> PaymentSnapshot | None:
+    row = conn.execute(_SNAPSHOT_BY_ID, {"pid": payment_id}).first()
     return None if row is None else _snapshot(row)
 
 
-async def insert_events(conn: AsyncConnection, events: Sequence[NewEvent], now: datetime) -> None:
+def insert_events(conn: Connection, events: Sequence[NewEvent], now: datetime) -> None:
     """Store events in one multi-row statement (no RETURNING: SQLite would go row by row)."""
     if events:
-        await conn.execute(insert(payment_events), [_event_row(e, now) for e in events])
+        conn.execute(_INSERT_EVENTS, [_event_row(e, now) for e in events])
 
 
-async def insert_event(conn: AsyncConnection, event: NewEvent, now: datetime) -> int:
+def insert_event(conn: Connection, event: NewEvent, now: datetime) -> int:
     """Store one event and return its id."""
     statement = insert(payment_events).returning(payment_events.c.id)
-    return int((await conn.execute(statement, _event_row(event, now))).scalar_one())
+    return int((conn.execute(statement, _event_row(event, now))).scalar_one())
 
 
 def _event_row(event: NewEvent, now: datetime) -> dict[str, Any]:
@@ -137,23 +147,25 @@ def _event_row(event: NewEvent, now: datetime) -> dict[str, Any]:
     }
 
 
-async def mark_events(
-    conn: AsyncConnection, marks: Sequence[tuple[int, EventStatus, str, int | None]]
+_MARK_EVENTS = (
+    update(payment_events)
+    .where(payment_events.c.id == bindparam("event_id"))
+    .values(
+        status=bindparam("new_status"),
+        note=bindparam("new_note"),
+        payment_id=bindparam("new_payment_id"),
+    )
+)
+
+
+def mark_events(
+    conn: Connection, marks: Sequence[tuple[int, EventStatus, str, int | None]]
 ) -> None:
     """Set (status, note, payment_id) on stored events, by id."""
     if not marks:
         return
-    statement = (
-        update(payment_events)
-        .where(payment_events.c.id == bindparam("event_id"))
-        .values(
-            status=bindparam("new_status"),
-            note=bindparam("new_note"),
-            payment_id=bindparam("new_payment_id"),
-        )
-    )
-    await conn.execute(
-        statement,
+    conn.execute(
+        _MARK_EVENTS,
         [
             {"event_id": i, "new_status": str(s), "new_note": n[:500], "new_payment_id": p}
             for i, s, n, p in marks
@@ -179,17 +191,17 @@ class Plan:
         ]
 
 
-async def plan_results(conn: AsyncConnection, results: Sequence[StkResult], now: datetime) -> Plan:
+def plan_results(conn: Connection, results: Sequence[StkResult], now: datetime) -> Plan:
     """Read (and on PostgreSQL lock) the payments these results concern and decide.
 
     Several results for one payment (a duplicated callback in one batch) are decided one
     after the other against the updated state, so the second is a duplicate.
     """
-    current = await snapshots_by_checkout_id(conn, (r.checkout_request_id for r in results))
+    current = snapshots_by_checkout_id(conn, (r.checkout_request_id for r in results))
     before = dict(current)
     for result in results:
         if result.checkout_request_id not in current and result.succeeded:
-            unlinked = await _unlinked_attempt(conn, result, now)
+            unlinked = _unlinked_attempt(conn, result, now)
             if unlinked is not None:
                 before[result.checkout_request_id] = unlinked
                 current[result.checkout_request_id] = replace(
@@ -214,26 +226,24 @@ async def plan_results(conn: AsyncConnection, results: Sequence[StkResult], now:
     return Plan(settlements, changes, messages)
 
 
-async def write_plan(conn: AsyncConnection, plan: Plan, now: datetime) -> None:
-    await write_payment_changes(conn, plan.changes, now)
-    await write_order_changes(conn, plan.changes, now)
-    await insert_outbox(conn, plan.messages, now)
+def write_plan(conn: Connection, plan: Plan, now: datetime) -> None:
+    write_payment_changes(conn, plan.changes, now)
+    write_order_changes(conn, plan.changes, now)
+    insert_outbox(conn, plan.messages, now)
 
 
-async def apply_results(
-    conn: AsyncConnection, results: Sequence[tuple[int, StkResult]], now: datetime
+def apply_results(
+    conn: Connection, results: Sequence[tuple[int, StkResult]], now: datetime
 ) -> list[Settlement | None]:
     """Apply results already stored as events (event id, result), and mark those events."""
-    plan = await plan_results(conn, [result for _, result in results], now)
-    await write_plan(conn, plan, now)
+    plan = plan_results(conn, [result for _, result in results], now)
+    write_plan(conn, plan, now)
     marks = plan.event_marks()
-    await mark_events(conn, [(eid, *mark) for (eid, _), mark in zip(results, marks, strict=True)])
+    mark_events(conn, [(eid, *mark) for (eid, _), mark in zip(results, marks, strict=True)])
     return plan.settlements
 
 
-async def _unlinked_attempt(
-    conn: AsyncConnection, result: StkResult, now: datetime
-) -> PaymentSnapshot | None:
+def _unlinked_attempt(conn: Connection, result: StkResult, now: datetime) -> PaymentSnapshot | None:
     """The attempt a paid callback belongs to when its push answer was lost.
 
     After a push timeout we never learned the CheckoutRequestID, but the customer may
@@ -250,7 +260,7 @@ async def _unlinked_attempt(
         .where(payments.c.msisdn == result.msisdn)
         .where(payments.c.status == str(PaymentStatus.CREATED))
     )
-    if (await conn.execute(in_flight.limit(1))).first() is not None:
+    if (conn.execute(in_flight.limit(1))).first() is not None:
         return None
     query = (
         _snapshot_query()
@@ -261,12 +271,47 @@ async def _unlinked_attempt(
         .where(payments.c.created_at >= now - UNLINKED_MATCH_WINDOW)
         .limit(2)
     )
-    rows = (await conn.execute(query.with_for_update(of=_LOCKED))).all()
+    rows = (conn.execute(query.with_for_update(of=_LOCKED))).all()
     return _snapshot(rows[0]) if len(rows) == 1 else None
 
 
-async def write_payment_changes(
-    conn: AsyncConnection,
+_UPDATE_PAYMENTS = (
+    update(payments)
+    .where(payments.c.id == bindparam("pid"))
+    # Redundant under the locks above; stops a stale write should they ever be missing.
+    .where(payments.c.status == bindparam("expected_status"))
+    .values(
+        {
+            column: bindparam(f"new_{column}")
+            for column in (
+                "status",
+                "checkout_request_id",
+                "result_code",
+                "result_desc",
+                "mpesa_receipt",
+                "paid_amount",
+                "paid_msisdn",
+                "transaction_at",
+                "settled_by",
+                "updated_at",
+            )
+        }
+    )
+)
+_UPDATE_ORDERS = (
+    update(orders)
+    .where(orders.c.id == bindparam("oid"))
+    .where(orders.c.status == bindparam("expected_status"))
+    .values(
+        status=bindparam("new_status"),
+        updated_at=bindparam("new_updated_at"),
+        paid_at=bindparam("new_paid_at"),
+    )
+)
+
+
+def write_payment_changes(
+    conn: Connection,
     changes: Sequence[tuple[PaymentSnapshot, PaymentSnapshot]],
     now: datetime,
     **extra_columns: Any,
@@ -295,31 +340,14 @@ async def write_payment_changes(
         )
     if not rows:
         return
-    values: dict[str, Any] = {
-        "status": bindparam("new_status"),
-        "checkout_request_id": bindparam("new_checkout_request_id"),
-        "result_code": bindparam("new_result_code"),
-        "result_desc": bindparam("new_result_desc"),
-        "mpesa_receipt": bindparam("new_mpesa_receipt"),
-        "paid_amount": bindparam("new_paid_amount"),
-        "paid_msisdn": bindparam("new_paid_msisdn"),
-        "transaction_at": bindparam("new_transaction_at"),
-        "settled_by": bindparam("new_settled_by"),
-        "updated_at": bindparam("new_updated_at"),
-    }
-    values.update({k: bindparam(f"new_{k}") for k in extra_columns})
-    statement = (
-        update(payments)
-        .where(payments.c.id == bindparam("pid"))
-        # Redundant under the locks above; stops a stale write should they ever be missing.
-        .where(payments.c.status == bindparam("expected_status"))
-        .values(values)
-    )
-    await conn.execute(statement, rows)
+    statement = _UPDATE_PAYMENTS
+    if extra_columns:
+        statement = statement.values({k: bindparam(f"new_{k}") for k in extra_columns})
+    conn.execute(statement, rows)
 
 
-async def write_order_changes(
-    conn: AsyncConnection,
+def write_order_changes(
+    conn: Connection,
     changes: Sequence[tuple[PaymentSnapshot, PaymentSnapshot]],
     now: datetime,
 ) -> None:
@@ -343,22 +371,16 @@ async def write_order_changes(
             }
         )
     if rows:
-        statement = (
-            update(orders)
-            .where(orders.c.id == bindparam("oid"))
-            .where(orders.c.status == bindparam("expected_status"))
-            .values(
-                status=bindparam("new_status"),
-                updated_at=bindparam("new_updated_at"),
-                paid_at=bindparam("new_paid_at"),
-            )
-        )
-        await conn.execute(statement, rows)
+        conn.execute(_UPDATE_ORDERS, rows)
 
 
-async def insert_outbox(
-    conn: AsyncConnection, messages: Sequence[OutboxMessage], now: datetime
-) -> None:
+_INSERT_OUTBOX = {
+    dialect: insert_for(outbox).on_conflict_do_nothing(index_elements=["dedupe_key"])
+    for dialect, insert_for in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+}
+
+
+def insert_outbox(conn: Connection, messages: Sequence[OutboxMessage], now: datetime) -> None:
     """Queue messages; a message whose dedupe key exists already is skipped, not doubled."""
     if not messages:
         return
@@ -377,13 +399,11 @@ async def insert_outbox(
         }
         for m in messages
     ]
-    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    statement = dialect_insert(outbox).on_conflict_do_nothing(index_elements=["dedupe_key"])
-    await conn.execute(statement, rows)
+    conn.execute(_INSERT_OUTBOX[conn.dialect.name], rows)
 
 
-async def adopt_orphans(
-    conn: AsyncConnection,
+def adopt_orphans(
+    conn: Connection,
     now: datetime,
     *,
     checkout_ids: Sequence[str] | None = None,
@@ -407,45 +427,70 @@ async def adopt_orphans(
     if received_after is not None:
         query = query.where(payment_events.c.received_at >= received_after)
     settlements: list[Settlement | None] = []
-    for row in (await conn.execute(query)).all():
+    for row in (conn.execute(query)).all():
         try:
             result = parse_callback(row.raw.encode())
         except MalformedCallback as exc:
-            await mark_events(conn, [(row.id, EventStatus.REJECTED, str(exc), None)])
+            mark_events(conn, [(row.id, EventStatus.REJECTED, str(exc), None)])
             continue
         try:
-            async with conn.begin_nested():
-                settlements.extend(await apply_results(conn, [(row.id, result)], now))
+            with conn.begin_nested():
+                settlements.extend(apply_results(conn, [(row.id, result)], now))
         except SQLAlchemyError as exc:
             log.exception("stored callback %d cannot be applied", row.id)
             note = f"cannot be applied: {type(exc).__name__}"
-            await mark_events(conn, [(row.id, EventStatus.ERROR, note, None)])
+            mark_events(conn, [(row.id, EventStatus.ERROR, note, None)])
     return settlements
 
 
-async def expire_payment(
-    conn: AsyncConnection, payment_id: int, now: datetime
-) -> Settlement | None:
+def expire_payment(conn: Connection, payment_id: int, now: datetime) -> Settlement | None:
     """Expire an attempt that is still open; ``None`` if a result settled it meanwhile."""
-    snapshot = await snapshot_by_id(conn, payment_id)
+    snapshot = snapshot_by_id(conn, payment_id)
     if snapshot is None or not snapshot.status.is_open:
         return None
     settlement = expire(snapshot)
-    await write_payment_changes(conn, [(snapshot, settlement.after)], now)
-    await insert_outbox(conn, settlement.messages, now)
+    write_payment_changes(conn, [(snapshot, settlement.after)], now)
+    insert_outbox(conn, settlement.messages, now)
     return settlement
 
 
-async def schedule_next_query(
-    conn: AsyncConnection, payment_id: int, next_query_at: datetime
-) -> None:
-    await conn.execute(
+def schedule_next_query(conn: Connection, payment_id: int, next_query_at: datetime) -> None:
+    conn.execute(
         update(payments)
         .where(payments.c.id == payment_id)
         .values(query_count=payments.c.query_count + 1, next_query_at=next_query_at)
     )
 
 
-async def created_at(conn: AsyncConnection, payment_id: int) -> datetime:
+def created_at(conn: Connection, payment_id: int) -> datetime:
     query = select(payments.c.created_at).where(payments.c.id == payment_id)
-    return (await conn.execute(query)).scalar_one()  # type: ignore[no-any-return]
+    return (conn.execute(query)).scalar_one()  # type: ignore[no-any-return]
+
+
+def due_queries(conn: Connection, now: datetime, limit: int) -> list[tuple[int, str, datetime]]:
+    """Pending attempts whose next STK query is due: (payment id, CheckoutRequestID, accepted)."""
+    query = (
+        select(payments.c.id, payments.c.checkout_request_id, payments.c.push_accepted_at)
+        .where(payments.c.status == str(PaymentStatus.PENDING))
+        .where(or_(payments.c.next_query_at.is_(None), payments.c.next_query_at <= now))
+        .order_by(payments.c.next_query_at)
+        .limit(limit)
+    )
+    return [
+        (row.id, row.checkout_request_id, row.push_accepted_at or now)
+        for row in conn.execute(query)
+    ]
+
+
+def expire_unlinked(conn: Connection, created_before: datetime, now: datetime) -> int:
+    """Expire attempts that never got a CheckoutRequestID (push answer lost, or a crash
+    mid-push): they cannot be queried. A late paid callback can still revive them."""
+    query = (
+        select(payments.c.id)
+        .where(payments.c.status.in_([str(PaymentStatus.CREATED), str(PaymentStatus.UNKNOWN)]))
+        .where(payments.c.created_at <= created_before)
+    )
+    expired = 0
+    for (payment_id,) in conn.execute(query).all():
+        expired += expire_payment(conn, payment_id, now) is not None
+    return expired

@@ -12,9 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from payments import ledger
 from payments.daraja_client import DarajaClient, InvalidPushRequest, PushAccepted, StkPushRequest
@@ -22,6 +21,7 @@ from payments.errors import DarajaError, PushOutcomeUnknown
 from payments.phone import MpesaNumber, mask_msisdn, normalize_msisdn
 from payments.settlement import EventStatus
 from payments.states import OrderStatus, PaymentStatus
+from storage.engine import Database
 from storage.schema import OPEN_PAYMENT_STATUSES, orders, payments
 
 log = logging.getLogger(__name__)
@@ -63,13 +63,13 @@ def utc_now() -> datetime:
 class PaymentService:
     def __init__(
         self,
-        engine: AsyncEngine,
+        database: Database,
         client: DarajaClient,
         *,
         query_after_seconds: float,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        self._engine = engine
+        self._database = database
         self._client = client
         self._query_after = timedelta(seconds=query_after_seconds)
         self._clock = clock
@@ -108,50 +108,13 @@ class PaymentService:
         )
 
     async def _create_attempt(self, order_id: int, msisdn: str) -> tuple[int, str, int]:
-        now = self._clock()
         try:
-            async with self._engine.begin() as conn:
-                order = (
-                    await conn.execute(
-                        select(orders.c.reference, orders.c.status, orders.c.total)
-                        .where(orders.c.id == order_id)
-                        .with_for_update()
-                    )
-                ).first()
-                if order is None:
-                    raise OrderNotPayable("That order does not exist.")
-                if order.status != OrderStatus.AWAITING_PAYMENT:
-                    raise OrderNotPayable(_NOT_PAYABLE[order.status].format(order.reference))
-                open_attempt = (
-                    await conn.execute(
-                        select(payments.c.id).where(
-                            payments.c.order_id == order_id,
-                            payments.c.status.in_(OPEN_PAYMENT_STATUSES),
-                        )
-                    )
-                ).first()
-                if open_attempt is not None:
-                    raise PaymentInProgress(
-                        f"A payment for order {order.reference} is already waiting for your PIN."
-                    )
-                payment_id = (
-                    await conn.execute(
-                        insert(payments)
-                        .values(
-                            order_id=order_id,
-                            status=str(PaymentStatus.CREATED),
-                            msisdn=msisdn,
-                            amount=order.total,
-                            created_at=now,
-                            updated_at=now,
-                        )
-                        .returning(payments.c.id)
-                    )
-                ).scalar_one()
+            return await self._database.transaction(
+                _create_attempt, order_id, msisdn, self._clock()
+            )
         except IntegrityError as exc:
             # Two concurrent "pay" taps: the partial unique index let only one through.
             raise PaymentInProgress("A payment for this order is already in progress.") from exc
-        return int(payment_id), str(order.reference), int(order.total)
 
     async def _record_push(
         self,
@@ -161,49 +124,84 @@ class PaymentService:
         accepted: PushAccepted | None = None,
         error: BaseException | None = None,
     ) -> None:
-        now = self._clock()
-        async with self._engine.begin() as conn:
-            before = await ledger.snapshot_by_id(conn, payment_id)
-            if before is None or before.status is not PaymentStatus.CREATED:
-                return
-            after = replace(before, status=status, settled_by="push")
-            extra: dict[str, object] = {}
-            if accepted is not None:
-                after = replace(
-                    after, checkout_request_id=accepted.checkout_request_id, settled_by=None
-                )
-                extra = {
-                    "push_accepted_at": now,
-                    "next_query_at": now + self._query_after,
-                    "merchant_request_id": accepted.merchant_request_id,
-                }
-                raw = json.dumps(accepted.raw)
-            else:
-                code = getattr(error, "error_code", "") or type(error).__name__
-                message = getattr(error, "error_message", None) or str(error)
-                after = replace(after, result_code=code, result_desc=message)
-                raw = json.dumps({"error": code, "message": message})
-                if status is PaymentStatus.UNKNOWN:
-                    extra = {"next_query_at": None}
-            await ledger.write_payment_changes(conn, [(before, after)], now, **extra)
-            await ledger.insert_events(
-                conn,
-                [
-                    ledger.NewEvent(
-                        "push",
-                        raw,
-                        after.checkout_request_id,
-                        EventStatus.APPLIED,
-                        note=str(status),
-                        payment_id=payment_id,
-                    )
-                ],
-                now,
+        await self._database.transaction(
+            self._record_push_outcome, payment_id, status, accepted, error, self._clock()
+        )
+
+    def _record_push_outcome(
+        self,
+        conn: Connection,
+        payment_id: int,
+        status: PaymentStatus,
+        accepted: PushAccepted | None,
+        error: BaseException | None,
+        now: datetime,
+    ) -> None:
+        before = ledger.snapshot_by_id(conn, payment_id)
+        if before is None or before.status is not PaymentStatus.CREATED:
+            return
+        after = replace(before, status=status, settled_by="push")
+        extra: dict[str, object] = {}
+        if accepted is not None:
+            after = replace(
+                after, checkout_request_id=accepted.checkout_request_id, settled_by=None
             )
-            if accepted is not None:
-                # The callback can beat the push answer; it waits as an orphan until now.
-                await ledger.adopt_orphans(conn, now, checkout_ids=[accepted.checkout_request_id])
-            elif status is PaymentStatus.UNKNOWN:
-                # Its callback may already be here, with an id we never learned.
-                created_at = await ledger.created_at(conn, payment_id)
-                await ledger.adopt_orphans(conn, now, received_after=created_at)
+            extra = {
+                "push_accepted_at": now,
+                "next_query_at": now + self._query_after,
+                "merchant_request_id": accepted.merchant_request_id,
+            }
+            raw = json.dumps(accepted.raw)
+        else:
+            code = getattr(error, "error_code", "") or type(error).__name__
+            message = getattr(error, "error_message", None) or str(error)
+            after = replace(after, result_code=code, result_desc=message)
+            raw = json.dumps({"error": code, "message": message})
+        ledger.write_payment_changes(conn, [(before, after)], now, **extra)
+        event = ledger.NewEvent(
+            "push", raw, after.checkout_request_id, EventStatus.APPLIED, str(status), payment_id
+        )
+        ledger.insert_events(conn, [event], now)
+        if accepted is not None:
+            # The callback can beat the push answer; it waits as an orphan until now.
+            ledger.adopt_orphans(conn, now, checkout_ids=[accepted.checkout_request_id])
+        elif status is PaymentStatus.UNKNOWN:
+            # Its callback may already be here, with an id we never learned.
+            ledger.adopt_orphans(conn, now, received_after=ledger.created_at(conn, payment_id))
+
+
+def _create_attempt(
+    conn: Connection, order_id: int, msisdn: str, now: datetime
+) -> tuple[int, str, int]:
+    """Write the attempt (``created``) before anything is sent: (id, reference, amount)."""
+    order = conn.execute(
+        select(orders.c.reference, orders.c.status, orders.c.total)
+        .where(orders.c.id == order_id)
+        .with_for_update()
+    ).first()
+    if order is None:
+        raise OrderNotPayable("That order does not exist.")
+    if order.status != OrderStatus.AWAITING_PAYMENT:
+        raise OrderNotPayable(_NOT_PAYABLE[order.status].format(order.reference))
+    open_attempt = conn.execute(
+        select(payments.c.id).where(
+            payments.c.order_id == order_id, payments.c.status.in_(OPEN_PAYMENT_STATUSES)
+        )
+    ).first()
+    if open_attempt is not None:
+        raise PaymentInProgress(
+            f"A payment for order {order.reference} is already waiting for your PIN."
+        )
+    payment_id = conn.execute(
+        insert(payments)
+        .values(
+            order_id=order_id,
+            status=str(PaymentStatus.CREATED),
+            msisdn=msisdn,
+            amount=order.total,
+            created_at=now,
+            updated_at=now,
+        )
+        .returning(payments.c.id)
+    ).scalar_one()
+    return int(payment_id), str(order.reference), int(order.total)

@@ -149,9 +149,17 @@ def _already_paid(payment: PaymentSnapshot, result: StkResult) -> Settlement:
 
 def _paid(payment: PaymentSnapshot, result: StkResult) -> Settlement:
     paid_amount = result.amount if result.amount is not None else Decimal(payment.amount)
+    review_reason = _review_reason(payment, result)
+    if review_reason is None:
+        order_status = OrderStatus.PAID
+    elif payment.order_status is OrderStatus.PAID:
+        order_status = OrderStatus.PAID  # paid by another attempt: this one is extra money
+    else:
+        order_status = OrderStatus.NEEDS_REVIEW
     after = replace(
         payment,
         status=PaymentStatus.PAID,
+        order_status=order_status,
         result_code=result.result_code,
         result_desc=result.result_desc,
         mpesa_receipt=result.receipt,
@@ -160,17 +168,13 @@ def _paid(payment: PaymentSnapshot, result: StkResult) -> Settlement:
         transaction_at=result.transaction_at,
         settled_by=str(result.source),
     )
-    review_reason = _review_reason(payment, result)
     if review_reason is None:
-        after = replace(after, order_status=OrderStatus.PAID)
         messages = (
             _message(after, MessageKind.PAYMENT_PAID, Audience.CUSTOMER),
             _message(after, MessageKind.ORDER_PAID, Audience.MERCHANT),
         )
         return Settlement(EventStatus.APPLIED, "paid", after, messages)
 
-    if after.order_status is not OrderStatus.PAID:
-        after = replace(after, order_status=OrderStatus.NEEDS_REVIEW)
     extra = {"why": review_reason, "paid_amount_exact": str(paid_amount)}
     messages = (
         _message(after, MessageKind.PAYMENT_UNDER_REVIEW, Audience.CUSTOMER, extra=extra),

@@ -6,7 +6,9 @@ rows, and plain rows keep the data layer explicit. Money is whole KES in integer
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     Boolean,
@@ -47,6 +49,24 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             raise ValueError("naive datetime given to the database; use an aware UTC datetime")
         return value.astimezone(UTC)
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        """Remember the last conversion: a batch binds the same ``now`` many times over."""
+        convert = super().bind_processor(dialect)
+        if convert is None:
+            return None
+        last: tuple[Any, Any] = (object(), None)  # one tuple, swapped whole: thread-safe
+
+        def process(value: Any) -> Any:
+            nonlocal last
+            seen = last
+            if value is seen[0]:
+                return seen[1]
+            converted = convert(value)
+            last = (value, converted)
+            return converted
+
+        return process
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
