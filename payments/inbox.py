@@ -80,7 +80,7 @@ class CallbackInbox:
         if not self.running:
             raise InboxUnavailable("the callback inbox is not running")
         item = _Item(raw, result, rejection)
-        await self._queue.put(item)
+        self._queue.put_nowait(item)  # unbounded: the writer drains everything each turn
         await asyncio.shield(item.done)  # a dropped client connection must not lose our write
 
     @property

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -83,11 +83,19 @@ class NewEvent:
 _LOCKED = (payments, orders)
 
 
+# Rows become snapshots by position (a measurable saving on the callback path), so the
+# column list and the dataclass must stay in the same order.
+if [c.name for c in _SNAPSHOT_COLUMNS] != [f.name for f in fields(PaymentSnapshot)]:
+    raise RuntimeError("_SNAPSHOT_COLUMNS must list PaymentSnapshot's fields in order")
+_ORDER_STATUS_AT = [c.name for c in _SNAPSHOT_COLUMNS].index("order_status")
+_STATUS_AT = [c.name for c in _SNAPSHOT_COLUMNS].index("status")
+
+
 def _snapshot(row: Row[Any]) -> PaymentSnapshot:
-    values = row._asdict()
-    values["status"] = PaymentStatus(values["status"])
-    values["order_status"] = OrderStatus(values["order_status"])
-    return PaymentSnapshot(**values)
+    values = list(row)
+    values[_ORDER_STATUS_AT] = OrderStatus(values[_ORDER_STATUS_AT])
+    values[_STATUS_AT] = PaymentStatus(values[_STATUS_AT])
+    return PaymentSnapshot(*values)
 
 
 # The statements of the callback path are built once: constructing and cache-keying them
@@ -391,7 +399,7 @@ def insert_outbox(conn: Connection, messages: Sequence[OutboxMessage], now: date
             "audience": str(m.audience),
             "customer_id": m.customer_id,
             "order_id": m.order_id,
-            "payload": json.dumps(m.payload, sort_keys=True, default=str),
+            "payload": json.dumps(m.payload),
             "status": "pending",
             "attempts": 0,
             "next_attempt_at": now,

@@ -8,6 +8,7 @@ with the reason and are kept for audit; nothing here answers 500.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -79,6 +80,12 @@ def callback_routes(callback_path: CallbackPath) -> list[web.RouteDef]:
 
 async def _read_limited(request: web.Request) -> tuple[bytes, bool]:
     """Read at most MAX_CALLBACK_BYTES; the flag says there was more."""
+    length = request.content_length
+    if length is not None and length <= MAX_CALLBACK_BYTES:
+        try:
+            return await request.content.readexactly(length), False
+        except asyncio.IncompleteReadError as exc:
+            return exc.partial, False
     chunks: list[bytes] = []
     size = 0
     while size <= MAX_CALLBACK_BYTES:
