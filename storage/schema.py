@@ -189,6 +189,8 @@ outbox = Table(
     Column("customer_id", ForeignKey("customers.id")),
     Column("order_id", ForeignKey("orders.id")),
     Column("payload", Text, nullable=False),  # JSON facts; the channel renders the words
+    # Where it goes, "<channel>:<chat id>"; empty for customer messages until dispatched.
+    Column("recipient", String(80)),
     Column("status", String(16), nullable=False, server_default="pending"),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", UtcDateTime, nullable=False),
@@ -196,4 +198,29 @@ outbox = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("sent_at", UtcDateTime),
     Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
+)
+
+# Each chat's place in the conversation and its cart, so both survive restarts.
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("channel", String(16), nullable=False),
+    Column("chat_id", String(64), nullable=False),
+    Column("state", Text, nullable=False),  # JSON, see bot.conversation.state
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("channel", "chat_id"),
+)
+
+# Messages we may edit later ("check your phone" becomes "paid"), by a tag we choose.
+message_refs = Table(
+    "message_refs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("channel", String(16), nullable=False),
+    Column("chat_id", String(64), nullable=False),
+    Column("tag", String(64), nullable=False),
+    Column("message_id", String(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("channel", "chat_id", "tag"),
 )
