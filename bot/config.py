@@ -12,11 +12,12 @@ import re
 import secrets
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bot.catalog import CatalogError, ProductSpec, parse_products, read_catalog_file
 from payments.settings import (
     BANNED_CALLBACK_WORDS,
     DARAJA_BASE_URLS,
@@ -48,6 +49,18 @@ class SimulatorSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TelegramSettings:
+    token: str = field(repr=False)
+    api_base_url: str  # "" for Telegram's own; else e.g. http://127.0.0.1:8081 (we add /bot)
+    webhook_url: str  # "" for polling
+    webhook_secret: str = field(repr=False)
+
+    @property
+    def webhook_path(self) -> str:
+        return urlsplit(self.webhook_url).path or "/"
+
+
+@dataclass(frozen=True, slots=True)
 class AppConfig:
     shop_name: str
     http_host: str
@@ -56,6 +69,9 @@ class AppConfig:
     daraja: DarajaSettings
     reconcile: ReconcileSettings
     simulator: SimulatorSettings
+    catalog: tuple[ProductSpec, ...] = ()
+    merchant_telegram_ids: tuple[int, ...] = ()
+    telegram: TelegramSettings | None = None  # None: no TELEGRAM_BOT_TOKEN, channel off
 
 
 _KNOWN_KEYS: dict[str, set[str]] = {
@@ -80,6 +96,7 @@ _KNOWN_KEYS: dict[str, set[str]] = {
     },
     "simulator": {"callback_delay_seconds"},
     "catalog": {"products"},
+    "merchant": {"telegram_ids"},
 }
 _SECRET_KEYS = {"consumer_key", "consumer_secret", "passkey"}
 
@@ -145,6 +162,9 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> AppConfig:
         http_host=host,
         http_port=port,
         database_url=database_url,
+        catalog=tuple(_catalog(data.get("catalog", {}), env)),
+        merchant_telegram_ids=_merchant_ids(data.get("merchant", {}), env),
+        telegram=_telegram(env),
         daraja=_daraja(mpesa, env, host, port),
         reconcile=_reconcile(data.get("reconciliation", {})),
         simulator=SimulatorSettings(
@@ -232,6 +252,55 @@ def _daraja(
             "mpesa.request_timeout_seconds", mpesa.get("request_timeout_seconds", 20)
         ),
     )
+
+
+def _catalog(section: Mapping[str, Any], env: Mapping[str, str]) -> list[ProductSpec]:
+    try:
+        if env.get("DUKA_CATALOG"):
+            return read_catalog_file(Path(env["DUKA_CATALOG"]))
+        return parse_products(section.get("products", []), source="catalog.products")
+    except CatalogError as exc:
+        raise ConfigError(exc.key, exc.problem, exc.fix) from None
+
+
+def _merchant_ids(section: Mapping[str, Any], env: Mapping[str, str]) -> tuple[int, ...]:
+    raw: object = env.get("DUKA_MERCHANT_TELEGRAM_IDS")
+    key = "DUKA_MERCHANT_TELEGRAM_IDS"
+    if raw is None:
+        raw, key = section.get("telegram_ids", []), "merchant.telegram_ids"
+    parts = [p.strip() for p in raw.split(",") if p.strip()] if isinstance(raw, str) else raw
+    if not isinstance(parts, list):
+        raise ConfigError(key, "is not a list of chat ids", "write e.g. 12345678,87654321")
+    try:
+        return tuple(int(p) for p in parts)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            key, f"{parts!r} are not all numeric chat ids", "write e.g. 12345678,87654321"
+        ) from None
+
+
+def _telegram(env: Mapping[str, str]) -> TelegramSettings | None:
+    token = env.get("TELEGRAM_BOT_TOKEN", "").strip()
+    if not token:
+        return None
+    if not re.fullmatch(r"\d+:[A-Za-z0-9_-]+", token):
+        raise ConfigError(
+            "TELEGRAM_BOT_TOKEN", "does not look like a bot token", "copy it from @BotFather"
+        )
+    base_url = env.get("TELEGRAM_API_BASE_URL", "").strip().rstrip("/")
+    if base_url:
+        _check_http_url("TELEGRAM_API_BASE_URL", base_url)
+    webhook_url = env.get("TELEGRAM_WEBHOOK_URL", "").strip()
+    if webhook_url:
+        _check_http_url("TELEGRAM_WEBHOOK_URL", webhook_url)
+    secret = env.get("TELEGRAM_WEBHOOK_SECRET", "").strip() or secrets.token_hex(32)
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", secret):
+        raise ConfigError(
+            "TELEGRAM_WEBHOOK_SECRET",
+            "has characters Telegram does not allow",
+            "use A-Z a-z 0-9 _ -",
+        )
+    return TelegramSettings(token, base_url, webhook_url, secret)
 
 
 def _reconcile(section: Mapping[str, Any]) -> ReconcileSettings:

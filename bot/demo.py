@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from aiohttp import web
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.app import ENGINE, PAYMENTS, SIMULATOR, access_logger_for, build_app
@@ -25,7 +25,7 @@ from bot.config import load_config
 from bot.texts import kes, outbox_text
 from payments.phone import display_msisdn, normalize_msisdn
 from payments.service import PaymentService
-from storage.orders import NewOrderItem, create_order, get_or_create_customer
+from storage.orders import NewOrderItem, OrderRecord, create_order, get_or_create_customer
 from storage.schema import outbox, payments
 
 Say = Callable[[str], None]
@@ -75,9 +75,13 @@ async def _pay(
         NewOrderItem("sukuma", "Sukuma wiki", 50, 2),
         NewOrderItem("unga-2kg", "Unga 2kg", 250, 1),
     ]
+
+    def create(conn: Connection) -> OrderRecord:
+        customer = get_or_create_customer(conn, "terminal", name, name, now)
+        return create_order(conn, customer.id, items, now)
+
     async with engine.begin() as conn:
-        customer_id = await get_or_create_customer(conn, "terminal", name, name, now)
-        order = await create_order(conn, customer_id, items, now)
+        order = await conn.run_sync(create)
     lines = ", ".join(f"{i.quantity} x {i.name} @ {kes(i.unit_price)}" for i in items)
     say(f"\n[{name}] order {order.reference}: {lines}; total {kes(order.total)}")
     shown = 0

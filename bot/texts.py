@@ -1,7 +1,7 @@
-"""Every customer- and merchant-facing sentence, in one place.
+"""Every customer- and merchant-facing sentence, in one place, in English and Swahili.
 
-Money is always shown as ``KES 1,250``. Swahili arrives with the chat (``/language``);
-until then every language falls back to English.
+Money is always shown as ``KES 1,250``. ``say(language, key, **values)`` picks the
+sentence; a key missing in Swahili falls back to English rather than failing.
 """
 
 from __future__ import annotations
@@ -11,55 +11,280 @@ from typing import Any
 
 from payments.result_codes import FailureReason
 
+LANGUAGES = ("en", "sw")
+
 
 def kes(amount: int) -> str:
     return f"KES {amount:,}"
 
 
-FAILURE_REASONS: dict[str, str] = {
-    FailureReason.CANCELLED: "The M-Pesa request was cancelled on your phone.",
-    FailureReason.NO_ANSWER: "Your phone did not answer the M-Pesa request in time.",
-    FailureReason.WRONG_PIN: "The M-Pesa PIN was wrong.",
-    FailureReason.INSUFFICIENT_FUNDS: "There was not enough money in your M-Pesa account.",
-    FailureReason.MPESA_BUSY: "M-Pesa is busy right now. Please try again in a minute.",
-    FailureReason.LIMIT_REACHED: "This payment is over your M-Pesa daily limit.",
-    FailureReason.PIN_LOCKED: "Your M-Pesa PIN is locked. Call Safaricom on 100 to unlock it.",
-    FailureReason.SHOP_SETUP: "The shop's M-Pesa setup has a problem. The shop has been told.",
-    FailureReason.UNREACHABLE: "We could not reach M-Pesa. Please try again in a minute.",
-    FailureReason.INVALID_NUMBER: "M-Pesa did not accept that phone number.",
-    FailureReason.OTHER: "M-Pesa could not complete the payment.",
+def masked_phone(msisdn: str) -> str:
+    """``254712345678`` -> ``07XX XXX 678``: enough to recognise one's own number."""
+    national = "0" + msisdn[3:]
+    return f"{national[:2]}XX XXX {national[-3:]}"
+
+
+_EN: dict[str, str] = {
+    "welcome": "Karibu to {shop}! What would you like today?",
+    "choose_category": "Pick a category:",
+    "no_products": "The shop has no products listed yet. Please check back later.",
+    "category_products": "{category}: pick a product.",
+    "product": "{name} — {price}\n{description}\n\nHow many?",
+    "quantity": "Quantity: {quantity} ({total})",
+    "added": "Added {quantity} × {name}. Your cart: {total}.",
+    "product_gone": "Sorry, that product is no longer available.",
+    "cart_empty": "Your cart is empty. Tap Menu to pick products.",
+    "cart": "Your cart:\n{lines}\n\nTotal: {total}",
+    "cart_line": "• {quantity} × {name} @ {price} = {line_total}",
+    "cart_emptied": "Your cart is now empty.",
+    "summary": "Your order:\n{lines}\n\nTotal: {total}\n\nConfirm to pay with M-Pesa.",
+    "confirm_phone": "Pay from {phone}?",
+    "ask_phone": (
+        "Which M-Pesa number should pay {total}? Tap the button to share your number, "
+        "or type it (like 0712 345 678)."
+    ),
+    "contact_not_own": (
+        "That contact is not your own number. Tap the button to share your own number, "
+        "or type the number you want to pay from."
+    ),
+    "phone_invalid": "{problem} Please send the M-Pesa number again.",
+    "check_phone": "Check your phone: M-Pesa will ask for your PIN to pay {total} to {shop}.",
+    "push_unknown": (
+        "We could not confirm that M-Pesa sent the PIN request for {total}. If your phone "
+        "shows it, enter your PIN; we will tell you the result here."
+    ),
+    "payment_refused": "M-Pesa did not start the payment. {reason}",
+    "paid": "Paid! {amount} for order {reference}.\nM-Pesa receipt: {receipt}\n{lines}",
+    "paid_receipt_pending": "(the receipt number comes by SMS from M-Pesa)",
+    "failed": "The payment for order {reference} did not go through. {reason}",
+    "under_review": (
+        "We received {amount} for order {reference}. The shop is checking it and will contact you."
+    ),
+    "waiting_payment": (
+        "We are waiting for M-Pesa to confirm order {reference}. You will get a message here."
+    ),
+    "order_cancelled": "Order {reference} is cancelled.",
+    "cannot_cancel": "Order {reference} cannot be cancelled now.",
+    "not_your_order": "That order is not one of yours.",
+    "orders": "Your recent orders:\n{lines}",
+    "orders_none": "You have no orders yet.",
+    "order_line": "• {reference} — {total} — {status}",
+    "help": (
+        "Tap Menu to see products, add them to your cart and pay with M-Pesa.\n"
+        "/start menu  /cart your cart  /orders your orders  /language English/Kiswahili  "
+        "/cancel stop what you are doing"
+    ),
+    "hint": "I did not understand that. Tap Menu to shop, or send /help.",
+    "cancelled_step": "Stopped. Your cart is kept. Tap Menu to carry on.",
+    "choose_language": "Choose your language:",
+    "language_set": "Language: English.",
+    "status_awaiting_payment": "waiting for payment",
+    "status_paid": "paid",
+    "status_needs_review": "being checked",
+    "status_cancelled": "cancelled",
+    # Buttons (short: WhatsApp allows 20 characters).
+    "btn_menu": "Menu",
+    "btn_cart": "Cart",
+    "btn_checkout": "Checkout",
+    "btn_add": "Add to cart",
+    "btn_back": "Back",
+    "btn_empty": "Empty cart",
+    "btn_confirm": "Confirm order",
+    "btn_edit_cart": "Edit cart",
+    "btn_yes": "Yes",
+    "btn_other_number": "Use another number",
+    "btn_share_number": "Share my number",
+    "btn_try_again": "Try again",
+    "btn_cancel_order": "Cancel order",
+    # Payment failure reasons, in plain words.
+    f"reason_{FailureReason.CANCELLED}": "The request was cancelled on your phone.",
+    f"reason_{FailureReason.NO_ANSWER}": "Your phone did not answer the M-Pesa request in time.",
+    f"reason_{FailureReason.WRONG_PIN}": "The M-Pesa PIN was wrong.",
+    f"reason_{FailureReason.INSUFFICIENT_FUNDS}": "There was not enough money on M-Pesa.",
+    f"reason_{FailureReason.MPESA_BUSY}": "M-Pesa is busy. Please try again in a minute.",
+    f"reason_{FailureReason.LIMIT_REACHED}": "This is over your M-Pesa daily limit.",
+    f"reason_{FailureReason.PIN_LOCKED}": "Your M-Pesa PIN is locked. Call Safaricom on 100.",
+    f"reason_{FailureReason.SHOP_SETUP}": (
+        "The shop's M-Pesa setup has a problem; it has been told."
+    ),
+    f"reason_{FailureReason.UNREACHABLE}": (
+        "We could not reach M-Pesa. Please try again in a minute."
+    ),
+    f"reason_{FailureReason.INVALID_NUMBER}": "M-Pesa did not accept that number.",
+    f"reason_{FailureReason.OTHER}": "M-Pesa could not complete the payment.",
+    # Merchant.
+    "m_paid": (
+        "New paid order {reference}: {amount}\n{lines}\nReceipt: {receipt}\n"
+        "Customer: {customer} ({phone})"
+    ),
+    "m_review": (
+        "Check order {reference}: {why}. Paid {amount} (order total {total}), receipt "
+        "{receipt}, customer {customer} ({phone})."
+    ),
+    "m_today": "Paid today (Nairobi time): {count} orders, {total}.",
+    "m_pending": "Waiting for payment:\n{lines}",
+    "m_pending_none": "No orders are waiting for payment.",
+    "m_order": "Order {reference} — {status} — {total}\n{lines}\nCustomer: {customer}\n"
+    "Payment attempts:\n{attempts}",
+    "m_attempt": "• {when} {phone} {status} {detail}",
+    "m_no_order": "No order {reference}.",
+    "m_order_usage": "Send /order followed by the reference, e.g. /order DK-7KX3M9.",
+    "why_amount_mismatch": "the amount paid differs from the total",
+    "why_phone_mismatch": "paid from a different phone than the one asked",
+    "why_order_already_paid": "the order was already paid (a second payment)",
+    "why_order_cancelled": "money arrived for a cancelled order",
+    "why_order_under_review": "another payment for an order under review",
 }
 
+_SW: dict[str, str] = {
+    "welcome": "Karibu {shop}! Ungependa nini leo?",
+    "choose_category": "Chagua aina:",
+    "no_products": "Duka bado halina bidhaa. Tafadhali rudi baadaye.",
+    "category_products": "{category}: chagua bidhaa.",
+    "product": "{name} — {price}\n{description}\n\nNgapi?",
+    "quantity": "Idadi: {quantity} ({total})",
+    "added": "Umeongeza {quantity} × {name}. Kikapu chako: {total}.",
+    "product_gone": "Samahani, bidhaa hiyo haipatikani tena.",
+    "cart_empty": "Kikapu chako ni tupu. Gusa Menyu kuchagua bidhaa.",
+    "cart": "Kikapu chako:\n{lines}\n\nJumla: {total}",
+    "cart_emptied": "Kikapu chako sasa ni tupu.",
+    "summary": "Agizo lako:\n{lines}\n\nJumla: {total}\n\nThibitisha ili ulipe kwa M-Pesa.",
+    "confirm_phone": "Ulipe kutoka {phone}?",
+    "ask_phone": (
+        "Namba gani ya M-Pesa ilipe {total}? Gusa kitufe kushiriki namba yako, au iandike "
+        "(kama 0712 345 678)."
+    ),
+    "contact_not_own": (
+        "Hiyo si namba yako mwenyewe. Gusa kitufe kushiriki namba yako, au andika namba "
+        "unayotaka kulipa nayo."
+    ),
+    "phone_invalid": "{problem} Tafadhali tuma namba ya M-Pesa tena.",
+    "check_phone": "Angalia simu yako: M-Pesa itakuomba PIN ili ulipe {total} kwa {shop}.",
+    "push_unknown": (
+        "Hatukuweza kuthibitisha kama M-Pesa ilituma ombi la PIN la {total}. Likionekana "
+        "kwenye simu yako, weka PIN; tutakuambia matokeo hapa."
+    ),
+    "payment_refused": "M-Pesa haikuanza malipo. {reason}",
+    "paid": "Umelipa! {amount} kwa agizo {reference}.\nRisiti ya M-Pesa: {receipt}\n{lines}",
+    "paid_receipt_pending": "(namba ya risiti itakuja kwa SMS kutoka M-Pesa)",
+    "failed": "Malipo ya agizo {reference} hayakufanikiwa. {reason}",
+    "under_review": (
+        "Tumepokea {amount} kwa agizo {reference}. Duka linakagua na litawasiliana nawe."
+    ),
+    "waiting_payment": "Tunasubiri M-Pesa ithibitishe agizo {reference}. Utapata ujumbe hapa.",
+    "order_cancelled": "Agizo {reference} limeghairiwa.",
+    "cannot_cancel": "Agizo {reference} haliwezi kughairiwa sasa.",
+    "not_your_order": "Agizo hilo si lako.",
+    "orders": "Maagizo yako ya karibuni:\n{lines}",
+    "orders_none": "Bado huna maagizo.",
+    "help": (
+        "Gusa Menyu kuona bidhaa, uziweke kikapuni na ulipe kwa M-Pesa.\n"
+        "/start menyu  /cart kikapu  /orders maagizo  /language lugha  /cancel acha"
+    ),
+    "hint": "Sijaelewa. Gusa Menyu kununua, au tuma /help.",
+    "cancelled_step": "Imesimamishwa. Kikapu chako kimehifadhiwa. Gusa Menyu kuendelea.",
+    "choose_language": "Chagua lugha:",
+    "language_set": "Lugha: Kiswahili.",
+    "status_awaiting_payment": "inasubiri malipo",
+    "status_paid": "imelipwa",
+    "status_needs_review": "inakaguliwa",
+    "status_cancelled": "imeghairiwa",
+    "btn_menu": "Menyu",
+    "btn_cart": "Kikapu",
+    "btn_checkout": "Lipa",
+    "btn_add": "Weka kikapuni",
+    "btn_back": "Rudi",
+    "btn_empty": "Futa kikapu",
+    "btn_confirm": "Thibitisha agizo",
+    "btn_edit_cart": "Badili kikapu",
+    "btn_yes": "Ndiyo",
+    "btn_other_number": "Namba nyingine",
+    "btn_share_number": "Shiriki namba yangu",
+    "btn_try_again": "Jaribu tena",
+    "btn_cancel_order": "Ghairi agizo",
+    f"reason_{FailureReason.CANCELLED}": "Ombi lilighairiwa kwenye simu yako.",
+    f"reason_{FailureReason.NO_ANSWER}": "Simu yako haikujibu ombi la M-Pesa kwa wakati.",
+    f"reason_{FailureReason.WRONG_PIN}": "PIN ya M-Pesa haikuwa sahihi.",
+    f"reason_{FailureReason.INSUFFICIENT_FUNDS}": "Hakukuwa na pesa za kutosha kwenye M-Pesa.",
+    f"reason_{FailureReason.MPESA_BUSY}": (
+        "M-Pesa ina shughuli nyingi. Jaribu tena baada ya dakika moja."
+    ),
+    f"reason_{FailureReason.LIMIT_REACHED}": "Hii inazidi kikomo chako cha siku cha M-Pesa.",
+    f"reason_{FailureReason.PIN_LOCKED}": "PIN yako ya M-Pesa imefungwa. Piga Safaricom 100.",
+    f"reason_{FailureReason.SHOP_SETUP}": (
+        "Mipangilio ya M-Pesa ya duka ina tatizo; duka limeambiwa."
+    ),
+    f"reason_{FailureReason.UNREACHABLE}": (
+        "Hatukuweza kufikia M-Pesa. Jaribu tena baada ya dakika moja."
+    ),
+    f"reason_{FailureReason.INVALID_NUMBER}": "M-Pesa haikukubali namba hiyo.",
+    f"reason_{FailureReason.OTHER}": "M-Pesa haikuweza kukamilisha malipo.",
+}
 
-def failure_reason_text(reason: str) -> str:
-    return FAILURE_REASONS.get(reason, FAILURE_REASONS[FailureReason.OTHER])
+_TEXTS: dict[str, dict[str, str]] = {"en": _EN, "sw": _SW}
 
 
-def outbox_text(kind: str, payload: Mapping[str, Any]) -> str:
-    """The words for an outbox message (kinds from ``payments.settlement.MessageKind``)."""
-    ref = payload["order_reference"]
+def say(language: str, key: str, **values: Any) -> str:
+    """The sentence ``key`` in ``language`` (English when missing), filled with ``values``."""
+    template = _TEXTS.get(language, _EN).get(key) or _EN[key]
+    return template.format(**values)
+
+
+def reason_text(language: str, reason: str) -> str:
+    key = f"reason_{reason}"
+    return say(language, key if key in _EN else f"reason_{FailureReason.OTHER}")
+
+
+def status_text(language: str, status: str) -> str:
+    key = f"status_{status}"
+    return say(language, key) if key in _EN else status
+
+
+def outbox_text(kind: str, payload: Mapping[str, Any], language: str = "en") -> str:
+    """Plain words for an outbox message, without item lines (the demo's short form)."""
+    reference = payload["order_reference"]
     if kind == "payment_paid":
-        receipt = payload.get("receipt") or "(the receipt number will follow by SMS)"
-        return f"Paid: {kes(payload['paid_amount'])} for order {ref}. M-Pesa receipt {receipt}."
+        receipt = payload.get("receipt") or say(language, "paid_receipt_pending")
+        return say(
+            language,
+            "paid",
+            amount=kes(payload["paid_amount"]),
+            reference=reference,
+            receipt=receipt,
+            lines="",
+        ).strip()
     if kind == "payment_failed":
-        reason = failure_reason_text(str(payload.get("reason", "")))
-        return f"Payment for order {ref} did not go through. {reason} You can try again."
+        return say(
+            language,
+            "failed",
+            reference=reference,
+            reason=reason_text(language, str(payload.get("reason", ""))),
+        )
     if kind == "payment_under_review":
-        return (
-            f"We received {kes(payload['paid_amount'])} for order {ref}. "
-            "The shop is checking it and will contact you."
+        return say(
+            language, "under_review", amount=kes(payload["paid_amount"]), reference=reference
         )
     if kind == "order_paid":
-        receipt = payload.get("receipt") or "receipt pending"
-        return (
-            f"New paid order {ref}: {kes(payload['paid_amount'])} from {payload['masked_phone']} "
-            f"({receipt})."
+        return say(
+            language,
+            "m_paid",
+            reference=reference,
+            amount=kes(payload["paid_amount"]),
+            lines="",
+            receipt=payload.get("receipt") or "pending",
+            customer="",
+            phone=payload["masked_phone"],
         )
     if kind == "payment_needs_review":
-        why = str(payload.get("why", "")).replace("_", " ")
-        return (
-            f"Check order {ref}: {why}. Paid {kes(payload['paid_amount'])} "
-            f"against a total of {kes(payload['order_total'])} "
-            f"(receipt {payload.get('receipt') or 'pending'})."
+        return say(
+            language,
+            "m_review",
+            reference=reference,
+            why=say(language, f"why_{payload.get('why', 'amount_mismatch')}"),
+            amount=kes(payload["paid_amount"]),
+            total=kes(payload["order_total"]),
+            receipt=payload.get("receipt") or "pending",
+            customer="",
+            phone=payload["masked_phone"],
         )
     raise ValueError(f"no text for outbox message kind {kind!r}")

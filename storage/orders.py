@@ -1,17 +1,20 @@
-"""Customers, products and orders: creating and reading them."""
+"""Customers, orders and chat state: creating and reading them (blocking code for
+``Database.transaction``; order *status* changes live in ``payments.ledger``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, Row, Table, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.references import new_order_reference
-from storage.schema import customers, order_items, orders
+from storage.schema import conversations, customers, message_refs, order_items, orders
 
 AWAITING_PAYMENT = "awaiting_payment"  # payments.states.OrderStatus.AWAITING_PAYMENT
 
@@ -52,29 +55,60 @@ class OrderItemRecord:
         return self.unit_price * self.quantity
 
 
+@dataclass(frozen=True, slots=True)
+class CustomerRecord:
+    id: int
+    channel: str
+    chat_id: str
+    name: str
+    msisdn: str | None
+    language: str
+    blocked: bool
+
+
 class EmptyOrder(ValueError):
     pass
 
 
-async def get_or_create_customer(
-    conn: AsyncConnection, channel: str, chat_id: str, name: str, now: datetime
-) -> int:
-    query = select(customers.c.id).where(
-        customers.c.channel == channel, customers.c.chat_id == chat_id
+def get_or_create_customer(
+    conn: Connection, channel: str, chat_id: str, name: str, now: datetime
+) -> CustomerRecord:
+    found = customer_by_chat(conn, channel, chat_id)
+    if found is not None:
+        return found
+    conn.execute(
+        insert(customers).values(channel=channel, chat_id=chat_id, name=name[:128], created_at=now)
     )
-    existing = (await conn.execute(query)).scalar_one_or_none()
-    if existing is not None:
-        return int(existing)
-    result = await conn.execute(
-        insert(customers)
-        .values(channel=channel, chat_id=chat_id, name=name, created_at=now)
-        .returning(customers.c.id)
-    )
-    return int(result.scalar_one())
+    created = customer_by_chat(conn, channel, chat_id)
+    assert created is not None
+    return created
 
 
-async def create_order(
-    conn: AsyncConnection, customer_id: int, items: Sequence[NewOrderItem], now: datetime
+def customer_by_chat(conn: Connection, channel: str, chat_id: str) -> CustomerRecord | None:
+    row = conn.execute(
+        select(customers).where(customers.c.channel == channel, customers.c.chat_id == chat_id)
+    ).first()
+    return None if row is None else _customer(row)
+
+
+def customer_by_id(conn: Connection, customer_id: int) -> CustomerRecord | None:
+    row = conn.execute(select(customers).where(customers.c.id == customer_id)).first()
+    return None if row is None else _customer(row)
+
+
+def _customer(r: Row[Any]) -> CustomerRecord:
+    return CustomerRecord(
+        r.id, r.channel, r.chat_id, r.name, r.msisdn, r.language, r.blocked_at is not None
+    )
+
+
+def update_customer(conn: Connection, customer_id: int, **values: object) -> None:
+    """Set msisdn, language, name or blocked_at."""
+    conn.execute(update(customers).where(customers.c.id == customer_id).values(**values))
+
+
+def create_order(
+    conn: Connection, customer_id: int, items: Sequence[NewOrderItem], now: datetime
 ) -> OrderRecord:
     """Insert an order awaiting payment, with a fresh unique reference."""
     if not items or any(i.quantity < 1 or i.unit_price < 1 for i in items):
@@ -83,27 +117,25 @@ async def create_order(
     for _ in range(5):
         reference = new_order_reference()
         try:
-            async with conn.begin_nested():
-                order_id = (
-                    await conn.execute(
-                        insert(orders)
-                        .values(
-                            reference=reference,
-                            customer_id=customer_id,
-                            status=AWAITING_PAYMENT,
-                            total=total,
-                            created_at=now,
-                            updated_at=now,
-                        )
-                        .returning(orders.c.id)
+            with conn.begin_nested():
+                order_id = conn.execute(
+                    insert(orders)
+                    .values(
+                        reference=reference,
+                        customer_id=customer_id,
+                        status=AWAITING_PAYMENT,
+                        total=total,
+                        created_at=now,
+                        updated_at=now,
                     )
+                    .returning(orders.c.id)
                 ).scalar_one()
             break
         except IntegrityError:
             continue  # the reference was taken: draw again
     else:
         raise RuntimeError("could not draw a unique order reference")
-    await conn.execute(
+    conn.execute(
         insert(order_items),
         [
             {
@@ -120,17 +152,32 @@ async def create_order(
     return OrderRecord(order_id, reference, customer_id, AWAITING_PAYMENT, total, now, None)
 
 
-async def get_order(conn: AsyncConnection, order_id: int) -> OrderRecord | None:
-    row = (await conn.execute(select(orders).where(orders.c.id == order_id))).first()
-    if row is None:
-        return None
-    return OrderRecord(
-        row.id, row.reference, row.customer_id, row.status, row.total, row.created_at, row.paid_at
+def get_order(conn: Connection, order_id: int) -> OrderRecord | None:
+    row = conn.execute(select(orders).where(orders.c.id == order_id)).first()
+    return None if row is None else _order(row)
+
+
+def order_by_reference(conn: Connection, reference: str) -> OrderRecord | None:
+    row = conn.execute(select(orders).where(orders.c.reference == reference)).first()
+    return None if row is None else _order(row)
+
+
+def recent_orders(conn: Connection, customer_id: int, limit: int = 5) -> list[OrderRecord]:
+    rows = conn.execute(
+        select(orders)
+        .where(orders.c.customer_id == customer_id)
+        .order_by(orders.c.id.desc())
+        .limit(limit)
     )
+    return [_order(row) for row in rows]
 
 
-async def get_order_items(conn: AsyncConnection, order_id: int) -> list[OrderItemRecord]:
-    rows = await conn.execute(
+def _order(r: Row[Any]) -> OrderRecord:
+    return OrderRecord(r.id, r.reference, r.customer_id, r.status, r.total, r.created_at, r.paid_at)
+
+
+def get_order_items(conn: Connection, order_id: int) -> list[OrderItemRecord]:
+    rows = conn.execute(
         select(
             order_items.c.sku, order_items.c.name, order_items.c.unit_price, order_items.c.quantity
         )
@@ -138,3 +185,63 @@ async def get_order_items(conn: AsyncConnection, order_id: int) -> list[OrderIte
         .order_by(order_items.c.id)
     )
     return [OrderItemRecord(r.sku, r.name, r.unit_price, r.quantity) for r in rows]
+
+
+def load_chat_state(conn: Connection, channel: str, chat_id: str) -> str | None:
+    return conn.execute(
+        select(conversations.c.state).where(
+            conversations.c.channel == channel, conversations.c.chat_id == chat_id
+        )
+    ).scalar_one_or_none()
+
+
+def save_chat_state(
+    conn: Connection, channel: str, chat_id: str, state: str, now: datetime
+) -> None:
+    _upsert(
+        conn,
+        conversations,
+        ["channel", "chat_id"],
+        {"channel": channel, "chat_id": chat_id, "state": state, "updated_at": now},
+        {"state": state, "updated_at": now},
+    )
+
+
+def remember_message(
+    conn: Connection, channel: str, chat_id: str, tag: str, message_id: str, now: datetime
+) -> None:
+    _upsert(
+        conn,
+        message_refs,
+        ["channel", "chat_id", "tag"],
+        {
+            "channel": channel,
+            "chat_id": chat_id,
+            "tag": tag,
+            "message_id": message_id,
+            "created_at": now,
+        },
+        {"message_id": message_id, "created_at": now},
+    )
+
+
+def remembered_message(conn: Connection, channel: str, chat_id: str, tag: str) -> str | None:
+    return conn.execute(
+        select(message_refs.c.message_id).where(
+            message_refs.c.channel == channel,
+            message_refs.c.chat_id == chat_id,
+            message_refs.c.tag == tag,
+        )
+    ).scalar_one_or_none()
+
+
+def _upsert(
+    conn: Connection,
+    table: Table,
+    keys: list[str],
+    values: dict[str, object],
+    changes: dict[str, object],
+) -> None:
+    insert_for = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = insert_for(table).values(**values)
+    conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=changes))

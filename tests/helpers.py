@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.orders import NewOrderItem, OrderRecord, create_order, get_or_create_customer
@@ -22,17 +22,16 @@ async def make_order(
     """An order awaiting payment; items are (name, unit price, quantity)."""
     now = datetime.now(UTC)
     lines = items or (("Sukuma wiki", 50, 2), ("Unga 2kg", 250, 1))
+    order_items = [
+        NewOrderItem(name.lower().replace(" ", "-"), name, price, qty) for name, price, qty in lines
+    ]
+
+    def create(conn: Connection) -> OrderRecord:
+        customer = get_or_create_customer(conn, "terminal", chat_id, "Wanjiru", now)
+        return create_order(conn, customer.id, order_items, now)
+
     async with engine.begin() as conn:
-        customer_id = await get_or_create_customer(conn, "terminal", chat_id, "Wanjiru", now)
-        return await create_order(
-            conn,
-            customer_id,
-            [
-                NewOrderItem(name.lower().replace(" ", "-"), name, price, qty)
-                for name, price, qty in lines
-            ],
-            now,
-        )
+        return await conn.run_sync(create)
 
 
 async def payment_rows(engine: AsyncEngine, order_id: int) -> list[Any]:

@@ -10,5 +10,5 @@ async def test_demo_pays_both_orders_and_says_so() -> None:
     assert await run_demo(lines.append, callback_delay_seconds=0.05)
     transcript = "\n".join(lines)
     assert transcript.count("OK: order DK-") == 2
-    assert "did not go through. The M-Pesa request was cancelled on your phone." in transcript
+    assert "did not go through. The request was cancelled on your phone." in transcript
     assert transcript.count("message to merchant: New paid order") == 2

@@ -1,0 +1,158 @@
+"""The shop's products: read from TOML, checked, and loaded into the database at start-up.
+
+Products come from ``[[catalog.products]]`` in config.toml, or from the file named by
+``DUKA_CATALOG`` (a ``[[products]]`` table). Loading upserts by ``sku``; a product that
+is no longer listed is hidden, never deleted, so old orders keep it.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from storage.schema import products
+
+MAX_PRICE = 250_000  # what one M-Pesa STK push can carry
+
+
+class CatalogError(ValueError):
+    """The catalog cannot be used; ``key`` says where, the message what to fix."""
+
+    def __init__(self, key: str, problem: str, fix: str) -> None:
+        super().__init__(f"{problem}. Fix: {fix}")
+        self.key = key
+        self.problem = problem
+        self.fix = fix
+
+
+@dataclass(frozen=True, slots=True)
+class ProductSpec:
+    sku: str
+    name: str
+    price: int  # whole KES
+    category: str = ""
+    description: str = ""
+
+
+def read_catalog_file(path: Path) -> list[ProductSpec]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise CatalogError(
+            "DUKA_CATALOG", f"{path} does not exist", "point it at a TOML file"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogError(str(path), f"not valid TOML ({exc})", "correct the syntax") from None
+    unknown = set(data) - {"products"}
+    if unknown:
+        raise CatalogError(str(path), f"unknown tables {sorted(unknown)}", "use [[products]] only")
+    return parse_products(data.get("products", []), source=f"{path}: products")
+
+
+def parse_products(entries: object, source: str) -> list[ProductSpec]:
+    if not isinstance(entries, list):
+        raise CatalogError(source, "must be a list of tables", "write each as [[products]]")
+    specs: list[ProductSpec] = []
+    seen: set[str] = set()
+    for position, entry in enumerate(entries, start=1):
+        where = f"{source}[{position}]"
+        spec = _product(entry, where)
+        if spec.sku in seen:
+            raise CatalogError(
+                where, f"sku {spec.sku!r} appears twice", "give each product its own sku"
+            )
+        seen.add(spec.sku)
+        specs.append(spec)
+    return specs
+
+
+def _product(entry: object, where: str) -> ProductSpec:
+    if not isinstance(entry, Mapping):
+        raise CatalogError(where, "is not a table", "write sku, name and price")
+    unknown = set(entry) - {"sku", "name", "price", "category", "description"}
+    if unknown:
+        raise CatalogError(
+            where, f"unknown keys {sorted(unknown)}", "use sku, name, price, category, description"
+        )
+    sku, name = entry.get("sku"), entry.get("name")
+    if not isinstance(sku, str) or not sku.strip() or len(sku) > 32 or ":" in sku:
+        raise CatalogError(where, f"sku {sku!r} is not usable", "use a short code like 'unga-2kg'")
+    if not isinstance(name, str) or not name.strip():
+        raise CatalogError(where, f"product {sku!r} has no name", 'add name = "..."')
+    price = entry.get("price")
+    if isinstance(price, bool) or not isinstance(price, int) or not 1 <= price <= MAX_PRICE:
+        raise CatalogError(
+            where,
+            f"price of {sku!r} is {price!r}, not a whole number of shillings",
+            f"use a whole number from 1 to {MAX_PRICE:,}, e.g. price = 120",
+        )
+    return ProductSpec(
+        sku=sku.strip(),
+        name=name.strip(),
+        price=price,
+        category=_text(entry, "category", where),
+        description=_text(entry, "description", where),
+    )
+
+
+def _text(entry: Mapping[str, Any], key: str, where: str) -> str:
+    value = entry.get(key, "")
+    if not isinstance(value, str):
+        raise CatalogError(where, f"{key} must be text", f'write {key} = "..."')
+    return value.strip()
+
+
+def sync_catalog(conn: Connection, specs: Sequence[ProductSpec]) -> None:
+    """Upsert the listed products (active) and hide the rest."""
+    if specs:
+        insert_for = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        statement = insert_for(products)
+        statement = statement.on_conflict_do_update(
+            index_elements=["sku"],
+            set_={
+                "name": statement.excluded.name,
+                "price": statement.excluded.price,
+                "category": statement.excluded.category,
+                "description": statement.excluded.description,
+                "active": True,
+            },
+        )
+        conn.execute(
+            statement,
+            [
+                {
+                    "sku": s.sku,
+                    "name": s.name,
+                    "price": s.price,
+                    "category": s.category,
+                    "description": s.description,
+                    "active": True,
+                }
+                for s in specs
+            ],
+        )
+    listed = [s.sku for s in specs]
+    conn.execute(update(products).where(products.c.sku.not_in(listed)).values(active=False))
+
+
+def active_products(conn: Connection) -> list[ProductSpec]:
+    rows = conn.execute(
+        select(
+            products.c.sku,
+            products.c.name,
+            products.c.price,
+            products.c.category,
+            products.c.description,
+        )
+        .where(products.c.active.is_(True))
+        .order_by(products.c.id)
+    )
+    return [ProductSpec(r.sku, r.name, r.price, r.category, r.description) for r in rows]

@@ -1,0 +1,1 @@
+"""The customer's conversation, independent of the channel that carries it."""

@@ -1,0 +1,67 @@
+"""What a channel hands the conversation (``Inbound``) and what it gets back (``Reply``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One thing the customer did: typed text (commands start with /), pressed a button,
+    or shared a contact."""
+
+    channel: str  # telegram | whatsapp | terminal
+    chat_id: str
+    user_name: str = ""
+    text: str | None = None
+    button: str | None = None  # the button's data, e.g. "add:unga-2kg:2"
+    contact_phone: str | None = None
+    contact_is_own: bool = False  # the shared contact is the sender's own number
+
+
+@dataclass(frozen=True, slots=True)
+class Button:
+    label: str
+    data: str  # at most 64 bytes (Telegram's callback_data limit)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    text: str
+    buttons: tuple[tuple[Button, ...], ...] = ()  # rows of buttons under the message
+    ask_contact: str | None = None  # label of a "share my number" button, where supported
+    edit: bool = False  # replace the message whose button was pressed, where possible
+    tag: str | None = None  # remember this message, to edit it later (e.g. payment:<id>)
+
+
+@dataclass(slots=True)
+class ChatState:
+    """A chat's place in the conversation; stored as JSON so it survives restarts."""
+
+    step: str = "browsing"  # browsing | awaiting_phone
+    cart: dict[str, int] = field(default_factory=dict)  # sku -> quantity
+    order_id: int | None = None  # the order being paid (awaiting_phone)
+    picking: tuple[str, int] | None = None  # (sku, quantity) on the product screen
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "step": self.step,
+                "cart": self.cart,
+                "order_id": self.order_id,
+                "picking": list(self.picking) if self.picking else None,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ChatState:
+        data: dict[str, Any] = json.loads(text)
+        picking = data.get("picking")
+        return cls(
+            step=str(data.get("step", "browsing")),
+            cart={str(k): int(v) for k, v in dict(data.get("cart") or {}).items()},
+            order_id=data.get("order_id"),
+            picking=(str(picking[0]), int(picking[1])) if picking else None,
+        )
