@@ -35,7 +35,7 @@ from payments.states import (
     check_order_transition,
     check_payment_transition,
 )
-from storage.schema import orders, outbox, payment_events, payments
+from storage.schema import OPEN_PAYMENT_STATUSES, orders, outbox, payment_events, payments
 
 log = logging.getLogger(__name__)
 
@@ -359,13 +359,20 @@ def write_order_changes(
     changes: Sequence[tuple[PaymentSnapshot, PaymentSnapshot]],
     now: datetime,
 ) -> None:
-    """Store order statuses that changed; the only writer of ``orders.status``."""
+    """Store the order statuses that the payment changes imply."""
     final: dict[int, tuple[OrderStatus, OrderStatus]] = {}  # order id -> (as read, to store)
     for before, after in changes:
         first = final.get(before.order_id, (before.order_status, before.order_status))[0]
         final[before.order_id] = (first, after.order_status)
+    set_order_statuses(conn, [(oid, old, new) for oid, (old, new) in final.items()], now)
+
+
+def set_order_statuses(
+    conn: Connection, changes: Sequence[tuple[int, OrderStatus, OrderStatus]], now: datetime
+) -> None:
+    """(order id, as read, to store): the only writer of ``orders.status``."""
     rows = []
-    for order_id, (old, new) in final.items():
+    for order_id, old, new in changes:
         if old is new:
             continue
         check_order_transition(old, new)
@@ -502,3 +509,22 @@ def expire_unlinked(conn: Connection, created_before: datetime, now: datetime) -
     for (payment_id,) in conn.execute(query).all():
         expired += expire_payment(conn, payment_id, now) is not None
     return expired
+
+
+def cancel_order(conn: Connection, order_id: int, now: datetime) -> bool:
+    """Cancel an order still awaiting payment with no attempt under way; False otherwise."""
+    status = conn.execute(
+        select(orders.c.status).where(orders.c.id == order_id).with_for_update()
+    ).scalar_one_or_none()
+    if status != OrderStatus.AWAITING_PAYMENT:
+        return False
+    open_attempt = conn.execute(
+        select(payments.c.id)
+        .where(payments.c.order_id == order_id)
+        .where(payments.c.status.in_(OPEN_PAYMENT_STATUSES))
+        .limit(1)
+    ).first()
+    if open_attempt is not None:
+        return False
+    set_order_statuses(conn, [(order_id, OrderStatus.AWAITING_PAYMENT, OrderStatus.CANCELLED)], now)
+    return True

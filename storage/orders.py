@@ -102,7 +102,7 @@ def _customer(r: Row[Any]) -> CustomerRecord:
     )
 
 
-def update_customer(conn: Connection, customer_id: int, **values: object) -> None:
+def update_customer(conn: Connection, /, customer_id: int, **values: object) -> None:
     """Set msisdn, language, name or blocked_at."""
     conn.execute(update(customers).where(customers.c.id == customer_id).values(**values))
 

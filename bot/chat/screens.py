@@ -1,0 +1,132 @@
+"""The screens of the shop (menu, products, cart, order summary): pure functions of the
+catalog, the cart and the language, returning ``Reply`` objects."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from bot.catalog import ProductSpec
+from bot.chat.model import Button, Reply
+from bot.texts import kes, say
+
+MAX_QUANTITY = 50
+
+
+def cart_total(cart: Mapping[str, int], catalog: Mapping[str, ProductSpec]) -> int:
+    return sum(catalog[sku].price * qty for sku, qty in cart.items() if sku in catalog)
+
+
+def cart_count(cart: Mapping[str, int]) -> int:
+    return sum(cart.values())
+
+
+def _cart_button(lang: str, cart: Mapping[str, int]) -> Button:
+    count = cart_count(cart)
+    label = say(lang, "btn_cart") + (f" ({count})" if count else "")
+    return Button(label, "cart")
+
+
+def menu(
+    lang: str, products: Sequence[ProductSpec], cart: Mapping[str, int], *, edit: bool = False
+) -> Reply:
+    """Categories as buttons; with a single (or no) category, the products straight away."""
+    if not products:
+        return Reply(say(lang, "no_products"), edit=edit)
+    categories = list(dict.fromkeys(p.category for p in products))
+    if len(categories) == 1:
+        return category(lang, products, categories[0], cart, edit=edit)
+    rows = [(Button(name or "Other", f"cat:{name}"[:64]),) for name in categories]
+    rows.append((_cart_button(lang, cart),))
+    return Reply(say(lang, "choose_category"), tuple(rows), edit=edit)
+
+
+def category(
+    lang: str,
+    products: Sequence[ProductSpec],
+    name: str,
+    cart: Mapping[str, int],
+    *,
+    edit: bool = True,
+) -> Reply:
+    rows: list[tuple[Button, ...]] = [
+        (Button(f"{p.name} — {kes(p.price)}", f"prod:{p.sku}"),)
+        for p in products
+        if p.category == name
+    ]
+    rows.append((_cart_button(lang, cart), Button(say(lang, "btn_menu"), "menu")))
+    title = say(lang, "category_products", category=name) if name else say(lang, "btn_menu")
+    return Reply(title, tuple(rows), edit=edit)
+
+
+def product(lang: str, spec: ProductSpec, quantity: int, cart: Mapping[str, int]) -> Reply:
+    text = say(lang, "product", name=spec.name, price=kes(spec.price), description=spec.description)
+    text += "\n" + say(lang, "quantity", quantity=quantity, total=kes(quantity * spec.price))
+    less, more = max(1, quantity - 1), min(MAX_QUANTITY, quantity + 1)
+    rows = (
+        (
+            Button("−", f"qty:{spec.sku}:{less}"),
+            Button(str(quantity), f"qty:{spec.sku}:{quantity}"),
+            Button("+", f"qty:{spec.sku}:{more}"),
+        ),
+        (Button(say(lang, "btn_add"), f"add:{spec.sku}:{quantity}"),),
+        (_cart_button(lang, cart), Button(say(lang, "btn_back"), f"cat:{spec.category}"[:64])),
+    )
+    return Reply(text, rows, edit=True)
+
+
+def cart_lines(lang: str, cart: Mapping[str, int], catalog: Mapping[str, ProductSpec]) -> str:
+    return "\n".join(
+        say(
+            lang,
+            "cart_line",
+            quantity=qty,
+            name=catalog[sku].name,
+            price=kes(catalog[sku].price),
+            line_total=kes(qty * catalog[sku].price),
+        )
+        for sku, qty in cart.items()
+        if sku in catalog
+    )
+
+
+def cart(
+    lang: str, cart: Mapping[str, int], catalog: Mapping[str, ProductSpec], *, edit: bool = True
+) -> Reply:
+    if not cart:
+        return Reply(
+            say(lang, "cart_empty"), ((Button(say(lang, "btn_menu"), "menu"),),), edit=edit
+        )
+    text = say(
+        lang, "cart", lines=cart_lines(lang, cart, catalog), total=kes(cart_total(cart, catalog))
+    )
+    rows: list[tuple[Button, ...]] = [
+        (
+            Button(f"− {catalog[sku].name}"[:30], f"dec:{sku}"),
+            Button("+", f"inc:{sku}"),
+            Button("✕", f"rm:{sku}"),
+        )
+        for sku in cart
+        if sku in catalog
+    ]
+    rows.append((Button(say(lang, "btn_checkout"), "checkout"),))
+    rows.append((Button(say(lang, "btn_menu"), "menu"), Button(say(lang, "btn_empty"), "empty")))
+    return Reply(text, tuple(rows), edit=edit)
+
+
+def summary(lang: str, cart: Mapping[str, int], catalog: Mapping[str, ProductSpec]) -> Reply:
+    text = say(
+        lang, "summary", lines=cart_lines(lang, cart, catalog), total=kes(cart_total(cart, catalog))
+    )
+    rows = (
+        (Button(say(lang, "btn_confirm"), "confirm"),),
+        (Button(say(lang, "btn_edit_cart"), "cart"),),
+    )
+    return Reply(text, rows, edit=True)
+
+
+def failed_payment_buttons(lang: str, order_id: int) -> tuple[tuple[Button, ...], ...]:
+    return (
+        (Button(say(lang, "btn_try_again"), f"retry:{order_id}"),),
+        (Button(say(lang, "btn_other_number"), f"other:{order_id}"),),
+        (Button(say(lang, "btn_cancel_order"), f"cancel:{order_id}"),),
+    )

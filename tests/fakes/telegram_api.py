@@ -1,0 +1,855 @@
+"""A fake Telegram Bot API server for loopback tests.
+
+``FakeTelegram`` is an aiohttp app that speaks enough of the Bot API wire protocol for
+python-telegram-bot (PTB) 22, pointed at it with ``base_url=f"{fake.base_url}/bot"``, to run a
+shop conversation end to end, in polling or webhook mode:
+
+* it answers ``POST /bot<token>/<method>`` with Telegram's envelope (``{"ok": true, "result":
+  ...}`` or ``{"ok": false, "error_code": ..., "description": ...}``) and the matching HTTP status,
+  so PTB raises the same exceptions it would against Telegram;
+* it records every call (``calls``) and keeps what the user would see in each chat (the bot's
+  messages with their edits and inline keyboards), so tests assert on outcomes, not on mocks;
+* it plays the user: ``user_sends_text``, ``user_presses_button`` and ``user_shares_contact`` build
+  real ``Update`` JSON, queue it for ``getUpdates`` and return it for webhook delivery;
+* it injects faults: ``fail_next`` (429 with ``retry_after``, 403, 500, 502, ...) and
+  ``set_down`` (every sending method answers 502 until it is back up).
+
+It is strict where Telegram is strict and a test would otherwise pass for the wrong reason:
+editing a message the bot never sent, an edit that changes nothing, pressing a button that does
+not exist, answering an unknown callback query, and ``getUpdates`` while a webhook is set all fail
+as they do on Telegram. Known simplifications: ``parse_mode`` markup is kept verbatim (no HTML or
+Markdown rendering), only private and basic group chats exist, and uploads are recorded but
+not stored.
+
+See docs/channels.md section 1 (in the shared research notes) for the PTB facts this relies on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import aiohttp
+from aiohttp import web
+
+__all__ = [
+    "DEFAULT_TOKEN",
+    "ButtonNotFoundError",
+    "Call",
+    "FakeTelegram",
+]
+
+DEFAULT_TOKEN: Final = "123456:TEST-TOKEN"
+BOT_USERNAME: Final = "duka_test_bot"
+
+# PTB form-encodes every parameter, JSON-encoding all values except plain strings, which go raw.
+# So only these fields may be JSON-decoded: decoding everything would turn text="123" into 123.
+# Fields whose value must be an object or array: an undecodable value is a 400, as on Telegram.
+_JSON_OBJECT_FIELDS: Final = frozenset(
+    {
+        "allowed_updates",
+        "caption_entities",
+        "commands",
+        "entities",
+        "link_preview_options",
+        "media",
+        "message_ids",
+        "prices",
+        "reply_markup",
+        "reply_parameters",
+        "results",
+        "scope",
+    }
+)
+# Scalar fields PTB JSON-encodes (numbers, booleans). ``chat_id`` may also be a raw "@username",
+# so a value that is not valid JSON is kept as the string it is.
+_JSON_SCALAR_FIELDS: Final = frozenset(
+    {
+        "allow_sending_without_reply",
+        "cache_time",
+        "chat_id",
+        "disable_notification",
+        "disable_web_page_preview",
+        "drop_pending_updates",
+        "from_chat_id",
+        "is_personal",
+        "limit",
+        "max_connections",
+        "message_id",
+        "message_thread_id",
+        "offset",
+        "protect_content",
+        "reply_to_message_id",
+        "show_alert",
+        "timeout",
+        "user_id",
+    }
+)
+
+# Telegram's own wording, because PTB passes the description through (minus "Bad Request: ")
+# and application code may match on it, e.g. to ignore "message is not modified".
+NOT_MODIFIED: Final = (
+    "Bad Request: message is not modified: specified new message content and reply markup are"
+    " exactly the same as a current content and reply markup of the message"
+)
+EDIT_NOT_FOUND: Final = "Bad Request: message to edit not found"
+DELETE_NOT_FOUND: Final = "Bad Request: message to delete not found"
+TEXT_EMPTY: Final = "Bad Request: message text is empty"
+CHAT_ID_EMPTY: Final = "Bad Request: chat_id is empty"
+QUERY_INVALID: Final = (
+    "Bad Request: query is too old and response timeout expired or query ID is invalid"
+)
+WEBHOOK_CONFLICT: Final = (
+    "Conflict: can't use getUpdates method while webhook is active;"
+    " use deleteWebhook to delete the webhook first"
+)
+_DEFAULT_DESCRIPTIONS: Final[Mapping[int, str]] = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden: bot was blocked by the user",
+    404: "Not Found",
+    409: "Conflict",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+}
+
+# Methods that ``set_down`` takes down: everything that sends or changes what a user sees. Polling
+# and webhook management keep working, so a test can still feed updates to a bot whose replies
+# fail, which is the interesting case.
+_SENDING_PREFIXES: Final = ("send", "edit", "answer", "copy", "forward", "delete")
+_NOT_SENDING: Final = frozenset({"deletewebhook", "deletemycommands"})
+
+# Chat ids are ints for real chats; "@channelusername" strings are accepted by Telegram too.
+ChatId = int | str
+
+
+@dataclass
+class Call:
+    """One Bot API request as the fake received and answered it.
+
+    ``params`` holds the decoded parameters (JSON fields decoded, plain strings raw). ``failed`` is
+    True when the fake answered with an error (injected or genuine); ``status`` is the HTTP status
+    and ``result`` the ``result`` (on success) or ``description`` (on failure) it sent back.
+    """
+
+    method: str
+    params: dict[str, Any]
+    failed: bool = False
+    status: int = 200
+    result: Any = None
+
+
+class ButtonNotFoundError(LookupError):
+    """The simulated user tried to press an inline button that no bot message carries."""
+
+
+class _ApiError(Exception):
+    """Raised inside a method handler to answer with a Bot API error envelope."""
+
+    def __init__(self, status: int, description: str, retry_after: int | None = None) -> None:
+        super().__init__(description)
+        self.status = status
+        self.description = description
+        self.retry_after = retry_after
+
+
+@dataclass
+class _Fault:
+    status: int
+    description: str
+    retry_after: int | None
+
+
+@dataclass
+class _BotMessage:
+    """A message the bot sent, as the user currently sees it."""
+
+    message: dict[str, Any]
+    deleted: bool = False
+
+
+@dataclass
+class _Webhook:
+    url: str = ""
+    secret_token: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def _canonical(method: str) -> str:
+    # Telegram method names are case-insensitive; compare on one spelling.
+    return method.lower()
+
+
+def _is_sending(method: str) -> bool:
+    key = _canonical(method)
+    return key.startswith(_SENDING_PREFIXES) and key not in _NOT_SENDING
+
+
+def _decode_params(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Decode the known JSON-typed fields; leave every other value exactly as it arrived."""
+    params: dict[str, Any] = {}
+    for name, value in raw.items():
+        if isinstance(value, web.FileField):
+            # Uploads: keep a description, not the bytes, so calls stay printable.
+            params[name] = {
+                "filename": value.filename,
+                "content_type": value.content_type,
+                "size": len(value.file.read()),
+            }
+            continue
+        if isinstance(value, str) and (name in _JSON_OBJECT_FIELDS or name in _JSON_SCALAR_FIELDS):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                if name in _JSON_OBJECT_FIELDS:
+                    raise _ApiError(400, f"Bad Request: can't parse {name} JSON object") from None
+        params[name] = value
+    return params
+
+
+def _inline_callback_data(markup: Any) -> list[str]:
+    """Every callback_data carried by an inline keyboard (empty for other markups)."""
+    if not isinstance(markup, dict):
+        return []
+    rows = markup.get("inline_keyboard") or []
+    return [
+        button["callback_data"]
+        for row in rows
+        for button in row
+        if isinstance(button, dict) and "callback_data" in button
+    ]
+
+
+def _is_inline_keyboard(markup: Any) -> bool:
+    return isinstance(markup, dict) and "inline_keyboard" in markup
+
+
+class FakeTelegram:
+    """A Bot API server on loopback that records calls and plays the user.
+
+    Use ``await fake.start()`` / ``await fake.stop()`` (or ``async with FakeTelegram() as fake``)
+    and point PTB at ``f"{fake.base_url}/bot"``.
+    """
+
+    def __init__(
+        self,
+        token: str = DEFAULT_TOKEN,
+        *,
+        bot_username: str = BOT_USERNAME,
+        bot_first_name: str = "Duka Test Bot",
+        max_poll_seconds: float = 1.0,
+    ) -> None:
+        self.token = token
+        # Telegram derives the bot's user id from the token's numeric prefix.
+        prefix = token.split(":", 1)[0]
+        self.bot_user: dict[str, Any] = {
+            "id": int(prefix) if prefix.isdigit() else 1,
+            "is_bot": True,
+            "first_name": bot_first_name,
+            "username": bot_username,
+            "can_join_groups": True,
+            "can_read_all_group_messages": False,
+            "supports_inline_queries": False,
+        }
+        # getUpdates waits at most this long, whatever timeout the client asks for, so that a
+        # poller never holds up a test (or stop()) for Telegram's usual 10-50 s.
+        self.max_poll_seconds = max_poll_seconds
+
+        self.calls: list[Call] = []
+        self.updates: list[dict[str, Any]] = []
+        self.webhook = _Webhook()
+        self.commands: list[dict[str, Any]] = []
+
+        self._queue: deque[dict[str, Any]] = deque()
+        self._update_ids = itertools.count(10_000)
+        self._callback_ids = itertools.count(1)
+        self._message_ids: defaultdict[ChatId, itertools.count[int]] = defaultdict(
+            lambda: itertools.count(1)
+        )
+        self._bot_messages: dict[tuple[ChatId, int], _BotMessage] = {}
+        self._open_callbacks: set[str] = set()
+        self._faults: defaultdict[str, deque[_Fault]] = defaultdict(deque)
+        self._down = False
+        self._closing = False
+        # Every change (a recorded call, a queued update) sets the current event and replaces it,
+        # so waiters wake exactly when something happened instead of sleeping in a loop. An Event
+        # rather than a Condition because the user_* helpers are synchronous.
+        self._changed = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self._base_url: str | None = None
+
+    # ----------------------------------------------------------------------------- lifecycle
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Listen on ``host:port`` (port 0 picks a free one); see ``base_url``."""
+        if self._runner is not None:
+            raise RuntimeError("FakeTelegram is already running")
+        app = web.Application()
+        app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        # A short shutdown_timeout: clients' keep-alive connections must not stall stop().
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        self._closing = False
+        self._runner = runner
+        bound_host, bound_port = runner.addresses[0][:2]
+        self._base_url = f"http://{bound_host}:{bound_port}"
+
+    async def stop(self) -> None:
+        """Stop serving; pending long polls return at once with no updates."""
+        if self._runner is None:
+            return
+        self._closing = True
+        self._notify()
+        runner, self._runner = self._runner, None
+        await runner.cleanup()
+
+    async def __aenter__(self) -> FakeTelegram:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    @property
+    def base_url(self) -> str:
+        """``http://host:port`` of the running server; PTB's base_url is this plus ``/bot``."""
+        if self._base_url is None:
+            raise RuntimeError("FakeTelegram is not running; await start() first")
+        return self._base_url
+
+    @property
+    def bot_base_url(self) -> str:
+        """The value for PTB's ``base_url`` (PTB appends the token)."""
+        return f"{self.base_url}/bot"
+
+    # ------------------------------------------------------------------------ fault injection
+
+    def fail_next(
+        self,
+        method: str,
+        status: int,
+        description: str | None = None,
+        retry_after: int | None = None,
+        times: int = 1,
+    ) -> None:
+        """Make the next ``times`` calls of ``method`` answer with this error.
+
+        The body is Telegram's error envelope, with ``parameters.retry_after`` only when
+        ``retry_after`` is given (PTB then raises RetryAfter whatever the status). Faults queued
+        for the same method are used in order.
+        """
+        if times < 1:
+            raise ValueError("times must be at least 1")
+        if description is None:
+            description = _DEFAULT_DESCRIPTIONS.get(status, f"Error {status}")
+            if status == 429 and retry_after is not None:
+                description = f"Too Many Requests: retry after {retry_after}"
+        fault = _Fault(status, description, retry_after)
+        self._faults[_canonical(method)].extend([fault] * times)
+
+    def set_down(self, down: bool) -> None:
+        """While down, every sending method (send*, edit*, answer*, delete*, ...) answers 502."""
+        self._down = down
+
+    # ----------------------------------------------------------------------------- recording
+
+    def calls_of(self, method: str) -> list[Call]:
+        """The recorded calls of one method (case-insensitive), failed ones included."""
+        key = _canonical(method)
+        return [call for call in self.calls if _canonical(call.method) == key]
+
+    def sent_messages(self, chat_id: ChatId | None = None) -> list[dict[str, Any]]:
+        """Successful sendMessage params, each with the ``message_id`` it was given."""
+        return [
+            {**call.params, "message_id": call.result["message_id"]}
+            for call in self.calls_of("sendMessage")
+            if not call.failed and (chat_id is None or call.params.get("chat_id") == chat_id)
+        ]
+
+    def edits(self, chat_id: ChatId | None = None) -> list[dict[str, Any]]:
+        """Params of successful editMessageText / editMessageReplyMarkup calls, in order."""
+        kinds = {"editmessagetext", "editmessagereplymarkup"}
+        return [
+            dict(call.params)
+            for call in self.calls
+            if _canonical(call.method) in kinds
+            and not call.failed
+            and (chat_id is None or call.params.get("chat_id") == chat_id)
+        ]
+
+    def messages_to(self, chat_id: ChatId) -> list[dict[str, Any]]:
+        """The bot's messages in a chat as the user sees them now (edits applied, deleted gone)."""
+        return [
+            stored.message
+            for (chat, _), stored in self._bot_messages.items()
+            if chat == chat_id and not stored.deleted
+        ]
+
+    def texts_to(self, chat_id: ChatId) -> list[str]:
+        """The current text (or caption) of every bot message in the chat, oldest first."""
+        texts: list[str] = []
+        for message in self.messages_to(chat_id):
+            text = message.get("text", message.get("caption"))
+            if text is not None:
+                texts.append(text)
+        return texts
+
+    def last_markup(self, chat_id: ChatId) -> dict[str, Any] | None:
+        """The reply_markup of the bot's latest successful send or edit in the chat.
+
+        None when that call carried no markup. Any kind of markup counts (inline keyboard, reply
+        keyboard with request_contact, ReplyKeyboardRemove), so tests can check all of them.
+        """
+        for call in reversed(self.calls):
+            key = _canonical(call.method)
+            if call.failed or call.params.get("chat_id") != chat_id:
+                continue
+            if key.startswith(("send", "edit")) and key != "sendchataction":
+                markup = call.params.get("reply_markup")
+                return markup if isinstance(markup, dict) else None
+        return None
+
+    async def wait_for(
+        self,
+        predicate: Callable[[FakeTelegram], bool],
+        timeout: float = 5.0,  # noqa: ASYNC109 - a default keeps a broken test from hanging
+    ) -> None:
+        """Wait until ``predicate(self)`` holds, re-checking on every call or queued update.
+
+        Raises TimeoutError listing the recorded calls if it does not hold within ``timeout``.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    # Take the event before checking: anything that happens after the check
+                    # sets this very event, so no change can be missed.
+                    changed = self._changed
+                    if predicate(self):
+                        return
+                    await changed.wait()
+        except TimeoutError:
+            raise TimeoutError(
+                f"condition not met within {timeout} s; recorded calls:\n{self.describe_calls()}"
+            ) from None
+
+    def describe_calls(self, limit: int = 60) -> str:
+        """A readable list of the recorded calls; runs of identical polls are collapsed."""
+        lines: list[str] = []
+        for (method, failed, status), group in itertools.groupby(
+            self.calls, key=lambda call: (call.method, call.failed, call.status)
+        ):
+            batch = list(group)
+            if method == "getUpdates" and not failed:
+                updates = sum(len(call.result) for call in batch)
+                lines.append(f"  getUpdates x{len(batch)} (returned {updates} updates)")
+                continue
+            for call in batch:
+                params = json.dumps(call.params, ensure_ascii=False, default=str)
+                if len(params) > 300:
+                    params = params[:297] + "..."
+                outcome = f" -> FAILED {status}: {call.result}" if failed else ""
+                lines.append(f"  {method} {params}{outcome}")
+        if not lines:
+            return "  (none)"
+        if len(lines) > limit:
+            lines = [f"  ... {len(lines) - limit} earlier entries omitted", *lines[-limit:]]
+        return "\n".join(lines)
+
+    # ---------------------------------------------------------------------- playing the user
+
+    def user_sends_text(
+        self,
+        chat_id: int,
+        text: str,
+        user_id: int | None = None,
+        first_name: str = "Wanjiru",
+    ) -> dict[str, Any]:
+        """A user types ``text``; a leading "/command" gets its bot_command entity."""
+        message = self._user_message(chat_id, user_id, first_name)
+        message["text"] = text
+        if text.startswith("/"):
+            # CommandHandler only matches messages whose first entity is a bot_command at 0.
+            command = text.split(maxsplit=1)[0]
+            message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
+        return self._queue_update({"message": message})
+
+    def user_shares_contact(
+        self,
+        chat_id: int,
+        phone_number: str,
+        contact_user_id: int | None,
+        user_id: int | None = None,
+        first_name: str = "Wanjiru",
+    ) -> dict[str, Any]:
+        """A user shares a contact card; ``contact_user_id`` None means not on Telegram.
+
+        The card's user_id need not be the sender's: a forwarded card belongs to someone else,
+        which is exactly what the bot has to check.
+        """
+        message = self._user_message(chat_id, user_id, first_name)
+        contact: dict[str, Any] = {"phone_number": phone_number, "first_name": first_name}
+        if contact_user_id is not None:
+            contact["user_id"] = contact_user_id
+        message["contact"] = contact
+        return self._queue_update({"message": message})
+
+    def user_presses_button(
+        self,
+        chat_id: int,
+        data: str,
+        message_id: int | None = None,
+        user_id: int | None = None,
+        first_name: str = "Wanjiru",
+    ) -> dict[str, Any]:
+        """A user presses the inline button carrying ``data``.
+
+        The button must exist: on the bot message ``message_id`` if given, else on the latest bot
+        message in the chat that carries it. Raises ButtonNotFoundError otherwise, since a real
+        user cannot press a button that is not on screen.
+        """
+        stored = self._find_button(chat_id, data, message_id)
+        query_id = str(next(self._callback_ids))
+        self._open_callbacks.add(query_id)
+        callback = {
+            "id": query_id,
+            "from": self._user(chat_id, user_id, first_name),
+            # chat_instance identifies the chat across bots; any stable string will do.
+            "chat_instance": f"instance-{chat_id}",
+            "data": data,
+            # A copy, so later edits do not rewrite an update that was already delivered.
+            "message": json.loads(json.dumps(stored.message)),
+        }
+        return self._queue_update({"callback_query": callback})
+
+    async def deliver_to_webhook(
+        self,
+        update: dict[str, Any],
+        url: str | None = None,
+        secret_token: str | None = None,
+    ) -> int:
+        """POST ``update`` to a webhook as Telegram does and return the HTTP status.
+
+        With ``url`` None, the webhook registered by setWebhook is used, with its secret unless
+        ``secret_token`` is given. With an explicit ``url``, exactly ``secret_token`` is sent (None:
+        no X-Telegram-Bot-Api-Secret-Token header), so tests can check the rejection paths.
+        """
+        if url is None:
+            if not self.webhook.url:
+                raise RuntimeError("no webhook registered; pass url= or call setWebhook first")
+            url = self.webhook.url
+            if secret_token is None:
+                secret_token = self.webhook.secret_token
+        headers = {"Content-Type": "application/json"}
+        if secret_token is not None:
+            headers["X-Telegram-Bot-Api-Secret-Token"] = secret_token
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.post(url, data=json.dumps(update), headers=headers) as response,
+        ):
+            await response.read()
+            return response.status
+
+    @property
+    def pending_updates(self) -> list[dict[str, Any]]:
+        """Updates queued for getUpdates and not yet acknowledged by a higher offset."""
+        return list(self._queue)
+
+    def _user(self, chat_id: int, user_id: int | None, first_name: str) -> dict[str, Any]:
+        if user_id is None:
+            if chat_id <= 0:
+                raise ValueError("group chats need an explicit user_id")
+            user_id = chat_id  # in a private chat the chat id is the user's id
+        return {"id": user_id, "is_bot": False, "first_name": first_name, "language_code": "en"}
+
+    def _chat(self, chat_id: ChatId) -> dict[str, Any]:
+        if isinstance(chat_id, int) and chat_id > 0:
+            return {"id": chat_id, "type": "private", "first_name": "Wanjiru"}
+        return {"id": chat_id, "type": "group", "title": "Duka test group"}
+
+    def _user_message(self, chat_id: int, user_id: int | None, first_name: str) -> dict[str, Any]:
+        return {
+            "message_id": next(self._message_ids[chat_id]),
+            "from": self._user(chat_id, user_id, first_name),
+            "chat": self._chat(chat_id),
+            "date": int(time.time()),
+        }
+
+    def _queue_update(self, payload: dict[str, Any]) -> dict[str, Any]:
+        update = {"update_id": next(self._update_ids), **payload}
+        self.updates.append(update)
+        self._queue.append(update)
+        self._notify()
+        return update
+
+    def _find_button(self, chat_id: int, data: str, message_id: int | None) -> _BotMessage:
+        candidates = [
+            stored
+            for (chat, mid), stored in self._bot_messages.items()
+            if chat == chat_id
+            and not stored.deleted
+            and (message_id is None or mid == message_id)
+            and data in _inline_callback_data(stored.message.get("reply_markup"))
+        ]
+        if candidates:
+            return candidates[-1]
+        on_screen = {
+            mid: _inline_callback_data(stored.message.get("reply_markup"))
+            for (chat, mid), stored in self._bot_messages.items()
+            if chat == chat_id and not stored.deleted
+        }
+        where = f"message {message_id}" if message_id is not None else f"chat {chat_id}"
+        raise ButtonNotFoundError(
+            f"no inline button with callback_data {data!r} in {where}; "
+            f"buttons on screen by message_id: {on_screen}"
+        )
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    # ----------------------------------------------------------------------------- the server
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != self.token:
+            # Telegram answers an unknown token with 401 (PTB: InvalidToken). Not recorded:
+            # the call never reached "our" bot.
+            return web.json_response(
+                {"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401
+            )
+        method = request.match_info["method"]
+        raw: dict[str, Any] = {}
+        try:
+            raw = await self._read_params(request)
+            params = _decode_params(raw)
+        except _ApiError as error:
+            # Record what arrived, undecoded, so the failure shows the offending value.
+            return self._record_failure(method, raw, error)
+
+        fault = self._take_fault(method)
+        if fault is not None:
+            return self._record_failure(
+                method, params, _ApiError(fault.status, fault.description, fault.retry_after)
+            )
+        if self._down and _is_sending(method):
+            return self._record_failure(method, params, _ApiError(502, "Bad Gateway"))
+
+        try:
+            result = await self._dispatch(method, params)
+        except _ApiError as error:
+            return self._record_failure(method, params, error)
+        except Exception as exc:
+            # A bug in the fake (or a request it cannot handle): answer 500 and record it, so the
+            # test's failure output shows the cause instead of a bare NetworkError.
+            return self._record_failure(method, params, _ApiError(500, f"fake error: {exc!r}"))
+        self._record(Call(method, params, result=result))
+        return web.json_response({"ok": True, "result": result})
+
+    async def _read_params(self, request: web.Request) -> dict[str, Any]:
+        """The request's parameters as sent: query string, then JSON or form body."""
+        raw: dict[str, Any] = dict(request.query)
+        if request.content_type == "application/json":
+            try:
+                body = await request.json()
+            except ValueError:
+                raise _ApiError(400, "Bad Request: can't parse JSON") from None
+            if not isinstance(body, dict):
+                raise _ApiError(400, "Bad Request: JSON object expected")
+            raw.update(body)
+        elif request.can_read_body:
+            # Covers application/x-www-form-urlencoded and multipart/form-data (uploads).
+            raw.update(await request.post())
+        # No body at all: PTB's parameterless calls such as getMe.
+        return raw
+
+    def _take_fault(self, method: str) -> _Fault | None:
+        queue = self._faults.get(_canonical(method))
+        return queue.popleft() if queue else None
+
+    def _record(self, call: Call) -> None:
+        self.calls.append(call)
+        self._notify()
+
+    def _record_failure(
+        self, method: str, params: dict[str, Any], error: _ApiError
+    ) -> web.Response:
+        self._record(
+            Call(method, params, failed=True, status=error.status, result=error.description)
+        )
+        body: dict[str, Any] = {
+            "ok": False,
+            "error_code": error.status,
+            "description": error.description,
+        }
+        if error.retry_after is not None:
+            body["parameters"] = {"retry_after": error.retry_after}
+        return web.json_response(body, status=error.status)
+
+    async def _dispatch(self, method: str, params: dict[str, Any]) -> Any:
+        key = _canonical(method)
+        if key == "getme":
+            return self.bot_user
+        if key == "getupdates":
+            return await self._get_updates(params)
+        if key == "setwebhook":
+            return self._set_webhook(params)
+        if key == "deletewebhook":
+            self.webhook = _Webhook()
+            if params.get("drop_pending_updates"):
+                self._queue.clear()
+            return True
+        if key == "getwebhookinfo":
+            return {
+                "url": self.webhook.url,
+                "has_custom_certificate": False,
+                "pending_update_count": len(self._queue) if self.webhook.url else 0,
+            }
+        if key == "setmycommands":
+            self.commands = list(params.get("commands") or [])
+            return True
+        if key == "getmycommands":
+            return self.commands
+        if key == "sendmessage":
+            text = params.get("text")
+            if not isinstance(text, str) or not text.strip():
+                raise _ApiError(400, TEXT_EMPTY)
+            return self._store_sent(params, {"text": text})
+        if key == "editmessagetext":
+            return self._edit(params, text_edit=True)
+        if key == "editmessagereplymarkup":
+            return self._edit(params, text_edit=False)
+        if key == "answercallbackquery":
+            query_id = params.get("callback_query_id")
+            if query_id not in self._open_callbacks:
+                raise _ApiError(400, QUERY_INVALID)
+            self._open_callbacks.discard(query_id)
+            return True
+        if key == "deletemessage":
+            stored = self._target(params)
+            if stored is None:
+                raise _ApiError(400, DELETE_NOT_FOUND)
+            stored.deleted = True
+            return True
+        if key.startswith("send") and key not in {"sendchataction", "sendmediagroup"}:
+            # sendPhoto, sendDocument, sendInvoice...: PTB expects a Message back. The media
+            # itself is not modelled; the caption and keyboard are, so buttons can be pressed.
+            extra = {"caption": params["caption"]} if "caption" in params else {}
+            return self._store_sent(params, extra)
+        # Anything else (sendChatAction, setChatMenuButton, ...) is recorded and succeeds.
+        return True
+
+    async def _get_updates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        if self.webhook.url:
+            raise _ApiError(409, WEBHOOK_CONFLICT)
+        offset = int(params.get("offset") or 0)
+        limit = min(max(int(params.get("limit") or 100), 1), 100)
+        wait = min(float(params.get("timeout") or 0), self.max_poll_seconds)
+        if offset < 0:
+            # Telegram: a negative offset returns the last -offset updates, forgetting the rest.
+            while len(self._queue) > -offset:
+                self._queue.popleft()
+            offset = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            # An offset acknowledges every update below it, as on Telegram.
+            while self._queue and self._queue[0]["update_id"] < offset:
+                self._queue.popleft()
+            ready = list(itertools.islice(self._queue, limit))
+            remaining = deadline - loop.time()
+            if ready or self._closing or remaining <= 0:
+                return ready
+            changed = self._changed
+            try:
+                async with asyncio.timeout(remaining):
+                    await changed.wait()
+            except TimeoutError:
+                return []
+
+    def _set_webhook(self, params: dict[str, Any]) -> bool:
+        url = params.get("url")
+        if not isinstance(url, str):
+            raise _ApiError(400, "Bad Request: bad webhook: URL must be provided")
+        if url == "":
+            # Telegram treats setWebhook with an empty url as deleteWebhook.
+            self.webhook = _Webhook()
+            return True
+        secret = params.get("secret_token")
+        self.webhook = _Webhook(
+            url=url, secret_token=secret if isinstance(secret, str) else None, params=params
+        )
+        if params.get("drop_pending_updates"):
+            self._queue.clear()
+        return True
+
+    def _store_sent(self, params: dict[str, Any], content: dict[str, Any]) -> dict[str, Any]:
+        chat_id = params.get("chat_id")
+        if chat_id is None or chat_id == "":
+            raise _ApiError(400, CHAT_ID_EMPTY)
+        message: dict[str, Any] = {
+            "message_id": next(self._message_ids[chat_id]),
+            "from": self.bot_user,
+            "chat": self._chat(chat_id),
+            "date": int(time.time()),
+            **content,
+        }
+        if "entities" in params:
+            message["entities"] = params["entities"]
+        markup = params.get("reply_markup")
+        # Telegram echoes only inline keyboards in the returned Message; reply keyboards,
+        # ReplyKeyboardRemove and ForceReply are not part of Message.reply_markup (and PTB would
+        # fail to parse them there).
+        if _is_inline_keyboard(markup):
+            message["reply_markup"] = markup
+        self._bot_messages[(chat_id, message["message_id"])] = _BotMessage(message)
+        return message
+
+    def _target(self, params: dict[str, Any]) -> _BotMessage | None:
+        """The live bot message named by chat_id + message_id, if there is one."""
+        chat_id, message_id = params.get("chat_id"), params.get("message_id")
+        if not isinstance(chat_id, int | str) or not isinstance(message_id, int):
+            return None
+        stored = self._bot_messages.get((chat_id, message_id))
+        return None if stored is None or stored.deleted else stored
+
+    def _edit(self, params: dict[str, Any], *, text_edit: bool) -> dict[str, Any] | bool:
+        if "inline_message_id" in params:
+            # Messages sent via inline mode are not tracked; Telegram answers True for them.
+            return True
+        stored = self._target(params)
+        if stored is None:
+            raise _ApiError(400, EDIT_NOT_FOUND)
+        current = stored.message
+        updated = dict(current)
+        if text_edit:
+            text = params.get("text")
+            if not isinstance(text, str) or not text.strip():
+                raise _ApiError(400, TEXT_EMPTY)
+            if "text" not in current:
+                raise _ApiError(400, "Bad Request: there is no text in the message to edit")
+            updated["text"] = text
+            updated.pop("entities", None)
+            if "entities" in params:
+                updated["entities"] = params["entities"]
+        # On Telegram an edit without reply_markup removes the inline keyboard, for text edits
+        # as well as markup edits, so "no markup" is a change when there was one.
+        markup = params.get("reply_markup")
+        updated.pop("reply_markup", None)
+        if _is_inline_keyboard(markup):
+            updated["reply_markup"] = markup
+        if {k: v for k, v in updated.items() if k != "edit_date"} == {
+            k: v for k, v in current.items() if k != "edit_date"
+        }:
+            raise _ApiError(400, NOT_MODIFIED)
+        updated["edit_date"] = int(time.time())
+        stored.message = updated
+        return updated
