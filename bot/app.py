@@ -19,8 +19,15 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.catalog import sync_catalog
+from bot.channels.base import Channel
+from bot.channels.telegram import TelegramChannel
+from bot.channels.terminal import MERCHANT_CHAT, TerminalChannel
+from bot.chat.engine import Conversation
 from bot.config import AppConfig
 from bot.http_logging import RedactingAccessLogger
+from bot.merchant import MerchantDesk
+from bot.notifications import OutboxDispatcher
 from payments.daraja_client import DarajaClient
 from payments.inbox import CallbackInbox
 from payments.reconciler import Reconciler
@@ -39,6 +46,9 @@ DARAJA = web.AppKey("daraja_client", DarajaClient)
 PAYMENTS = web.AppKey("payment_service", PaymentService)
 RECONCILER = web.AppKey("reconciler", Reconciler)
 SIMULATOR = web.AppKey("embedded_simulator", RunningSimulator)
+CONVERSATION = web.AppKey("conversation", Conversation)
+DISPATCHER = web.AppKey("outbox_dispatcher", OutboxDispatcher)
+TELEGRAM = web.AppKey("telegram_channel", TelegramChannel)
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # WhatsApp webhooks can reach ~3 MB; callbacks cap themselves
 
@@ -48,11 +58,14 @@ def build_app(
     *,
     clock: Callable[[], datetime] = utc_now,
     run_reconciler: bool = True,
+    dispatch_seconds: float = 1.0,
+    terminal: TerminalChannel | None = None,
 ) -> web.Application:
     """The whole product as one aiohttp application.
 
     ``run_reconciler=False`` leaves the background sweep off so a test can call
-    ``app[RECONCILER].sweep()`` itself at the moments it chooses.
+    ``app[RECONCILER].sweep()`` itself at the moments it chooses. ``terminal`` adds the
+    demo's terminal chat as a channel (its merchant chat gets the merchant messages).
     """
     callback_path = CallbackPath(config.daraja.callback_url)
     app = web.Application(
@@ -61,8 +74,11 @@ def build_app(
     app[CONFIG] = config
     app.add_routes(callback_routes(callback_path))
     app.add_routes([web.get("/healthz", _health)])
+    if config.telegram is not None and config.telegram.webhook_url:
+        app.add_routes([web.post(config.telegram.webhook_path, _telegram_webhook)])
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_daraja)
+    app.cleanup_ctx.append(_chat(clock, dispatch_seconds, terminal))
     app.cleanup_ctx.append(_settlement(clock, run_reconciler))
     return app
 
@@ -95,10 +111,19 @@ def _error_middleware(callback_path: CallbackPath) -> Middleware:
     return errors
 
 
+async def _telegram_webhook(request: web.Request) -> web.StreamResponse:
+    channel = request.app.get(TELEGRAM)
+    if channel is None:
+        raise web.HTTPServiceUnavailable()
+    response: web.StreamResponse = await channel.webhook(request)
+    return response
+
+
 async def _database(app: web.Application) -> AsyncIterator[None]:
     database = Database(app[CONFIG].database_url)
     try:
         await migrate(database.engine)
+        await database.transaction(sync_catalog, app[CONFIG].catalog)
         app[DATABASE] = database
         app[ENGINE] = database.engine
         yield
@@ -136,11 +161,47 @@ async def _daraja(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+def _chat(
+    clock: Callable[[], datetime], dispatch_seconds: float, terminal: TerminalChannel | None
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def chat(app: web.Application) -> AsyncIterator[None]:
+        config = app[CONFIG]
+        conversation = Conversation(app[DATABASE], app[PAYMENTS], config.shop_name, clock)
+        app[CONVERSATION] = conversation
+        merchants = {str(i) for i in config.merchant_telegram_ids}
+        channels: dict[str, Channel] = {}
+        recipients = [f"telegram:{i}" for i in config.merchant_telegram_ids]
+        if terminal is not None:
+            channels[terminal.name] = terminal
+            recipients.append(f"{terminal.name}:{MERCHANT_CHAT}")
+        telegram: TelegramChannel | None = None
+        if config.telegram is not None:
+            desk = MerchantDesk(app[DATABASE], merchants, clock)
+            telegram = TelegramChannel(config.telegram, conversation, desk)
+            channels[telegram.name] = telegram
+            app[TELEGRAM] = telegram
+        dispatcher = OutboxDispatcher(app[DATABASE], channels, recipients, clock, dispatch_seconds)
+        app[DISPATCHER] = dispatcher
+        task = asyncio.create_task(dispatcher.run_forever(), name="outbox-dispatcher")
+        try:
+            if telegram is not None:
+                await telegram.start()
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            if telegram is not None:
+                await telegram.stop()
+
+    return chat
+
+
 def _settlement(
     clock: Callable[[], datetime], run_reconciler: bool
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def settlement(app: web.Application) -> AsyncIterator[None]:
-        inbox = CallbackInbox(app[DATABASE], clock)
+        inbox = CallbackInbox(app[DATABASE], clock, on_applied=app[DISPATCHER].wake)
         inbox.start()
         app[INBOX] = inbox
         reconciler = Reconciler(app[DATABASE], app[DARAJA], app[CONFIG].reconcile, clock)

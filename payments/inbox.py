@@ -66,9 +66,16 @@ def store_and_apply(conn: Connection, batch: Sequence[_Item], now: datetime) -> 
 
 
 class CallbackInbox:
-    def __init__(self, database: Database, clock: Callable[[], datetime], max_batch: int = 500):
+    def __init__(
+        self,
+        database: Database,
+        clock: Callable[[], datetime],
+        max_batch: int = 500,
+        on_applied: Callable[[], None] | None = None,
+    ) -> None:
         self._database = database
         self._clock = clock
+        self._on_applied = on_applied  # e.g. wake the outbox dispatcher
         self._max_batch = max_batch
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -122,6 +129,8 @@ class CallbackInbox:
             return
         for item in batch:
             _resolve(item.done)
+        if self._on_applied is not None:
+            self._on_applied()
 
     async def _store_separately(self, batch: list[_Item]) -> None:
         """One transaction per callback, so one that cannot be stored fails alone."""

@@ -222,6 +222,7 @@ def _message(
     extra: dict[str, Any] | None = None,
 ) -> OutboxMessage:
     payload: dict[str, Any] = {
+        "payment_id": payment.payment_id,
         "order_reference": payment.order_reference,
         "order_total": payment.order_total,
         "amount": payment.amount,

@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlalchemy import Connection
 
 from bot.catalog import ProductSpec, active_products
+from bot.channels.base import Channel
 from bot.chat import screens
 from bot.chat.model import Button, ChatState, Inbound, Reply
 from bot.texts import LANGUAGES, kes, masked_phone, reason_text, say, status_text
@@ -35,6 +36,7 @@ from storage.orders import (
     get_order,
     load_chat_state,
     recent_orders,
+    remember_message,
     save_chat_state,
     update_customer,
 )
@@ -83,6 +85,23 @@ class Conversation:
                 save_chat_state, event.channel, event.chat_id, chat.state.to_json(), self._clock()
             )
             return replies
+
+    async def reply_through(
+        self, channel: Channel, event: Inbound, pressed_message: str | None = None
+    ) -> None:
+        """Handle ``event`` and send the replies back through ``channel``; a reply marked
+        ``edit`` replaces ``pressed_message`` (the message whose button was pressed)."""
+        for reply in await self.handle(event):
+            replace = pressed_message if reply.edit else None
+            message_id = await channel.send(event.chat_id, reply, replace=replace)
+            if reply.tag:
+                await self.remember(channel.name, event.chat_id, reply.tag, message_id)
+
+    async def remember(self, channel: str, chat_id: str, tag: str, message_id: str) -> None:
+        """Keep a sent message's id under ``tag`` so that it can be edited later."""
+        await self._db.transaction(
+            remember_message, channel, chat_id, tag, message_id, self._clock()
+        )
 
     async def _route(self, chat: _Chat, event: Inbound) -> list[Reply]:
         if event.contact_phone is not None:
@@ -304,7 +323,7 @@ class Conversation:
         text = say(lang, key, total=total, shop=self._shop)
         if number.warning:
             text = f"{number.warning}\n\n{text}"
-        return [Reply(text, tag=f"payment:{started.payment_id}")]
+        return [Reply(text, tag=f"payment:{started.payment_id}", close_keyboard=True)]
 
     async def _after_failure(self, chat: _Chat, action: str, arg: str) -> list[Reply]:
         order = await self._own_order(chat, int(arg)) if arg.isdigit() else None

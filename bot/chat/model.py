@@ -34,6 +34,7 @@ class Reply:
     ask_contact: str | None = None  # label of a "share my number" button, where supported
     edit: bool = False  # replace the message whose button was pressed, where possible
     tag: str | None = None  # remember this message, to edit it later (e.g. payment:<id>)
+    close_keyboard: bool = False  # take away a "share my number" keyboard, where there is one
 
 
 @dataclass(slots=True)

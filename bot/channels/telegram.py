@@ -1,0 +1,190 @@
+"""Telegram through python-telegram-bot 22, inside our one aiohttp process.
+
+PTB does the Bot API work (requests, update parsing, flood limits); the conversation
+itself is ours and lives in the database. Polling when only ``TELEGRAM_BOT_TOKEN`` is
+set; with ``TELEGRAM_WEBHOOK_URL`` too, PTB's custom-webhook pattern: ``updater(None)``,
+our aiohttp route checks ``X-Telegram-Bot-Api-Secret-Token`` and feeds the update queue.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from datetime import timedelta
+
+from aiohttp import web
+from telegram import (
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    KeyboardButton,
+    ReplyKeyboardMarkup,
+    ReplyKeyboardRemove,
+    Update,
+)
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram.ext import AIORateLimiter, Application, ContextTypes, TypeHandler
+
+from bot.channels.base import DeliveryError, RecipientGone, RetryLater
+from bot.chat.engine import Conversation
+from bot.chat.model import Inbound, Reply
+from bot.config import TelegramSettings
+from bot.merchant import MerchantDesk
+
+log = logging.getLogger(__name__)
+NOT_MODIFIED = "message is not modified"
+
+
+class TelegramChannel:
+    name = "telegram"
+
+    def __init__(
+        self, settings: TelegramSettings, conversation: Conversation, merchant: MerchantDesk
+    ) -> None:
+        self._settings = settings
+        self._conversation = conversation
+        self._merchant = merchant
+        # One retry after a 429, waiting retry_after; a second 429 reaches our code.
+        builder = (
+            Application.builder().token(settings.token).rate_limiter(AIORateLimiter(max_retries=1))
+        )
+        if settings.api_base_url:
+            builder = builder.base_url(f"{settings.api_base_url}/bot")
+        if settings.webhook_url:
+            builder = builder.updater(None)
+        self.application = builder.build()
+        self.application.add_handler(TypeHandler(Update, self._on_update))
+        self.application.add_error_handler(self._on_error)
+
+    # --- lifecycle (driven by the aiohttp app's cleanup context) ------------------------
+
+    async def start(self) -> None:
+        app = self.application
+        await app.initialize()
+        if self._settings.webhook_url:
+            await app.bot.set_webhook(
+                self._settings.webhook_url,
+                secret_token=self._settings.webhook_secret,
+                allowed_updates=["message", "callback_query"],
+            )
+        await app.start()
+        if app.updater is not None:
+            await app.updater.start_polling(allowed_updates=["message", "callback_query"])
+        log.info(
+            "Telegram channel started (%s)", "webhook" if self._settings.webhook_url else "polling"
+        )
+
+    async def stop(self) -> None:
+        app = self.application
+        if app.updater is not None and app.updater.running:
+            await app.updater.stop()
+        if app.running:
+            await app.stop()
+        await app.shutdown()
+
+    async def webhook(self, request: web.Request) -> web.Response:
+        """Our route for Telegram's POSTs (webhook mode); the secret header is required."""
+        given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
+        if not hmac.compare_digest(given.encode(), self._settings.webhook_secret.encode()):
+            return web.json_response({"error": "wrong secret token"}, status=403)
+        try:
+            data = await request.json()
+            update = Update.de_json(data, self.application.bot)
+        except (ValueError, KeyError, TypeError):
+            return web.json_response({"error": "not a Telegram update"}, status=400)
+        await self.application.update_queue.put(update)
+        return web.json_response({"ok": True})
+
+    # --- updates in ----------------------------------------------------------------------
+
+    async def _on_update(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        chat, user = update.effective_chat, update.effective_user
+        if chat is None or user is None or chat.type != "private":
+            return
+        chat_id = str(chat.id)
+        name = user.full_name
+        pressed: str | None = None
+        query = update.callback_query
+        if query is not None:
+            await query.answer()
+            if query.message is not None:
+                pressed = str(query.message.message_id)
+            event = Inbound(self.name, chat_id, name, button=query.data or "")
+        elif update.message is not None and update.message.contact is not None:
+            contact = update.message.contact
+            # Only the sender's own contact counts: a forwarded card can be anyone's.
+            event = Inbound(
+                self.name,
+                chat_id,
+                name,
+                contact_phone=contact.phone_number,
+                contact_is_own=contact.user_id == user.id,
+            )
+        elif update.message is not None and update.message.text is not None:
+            text = update.message.text
+            merchant_reply = await self._merchant.handle(chat_id, text)
+            if merchant_reply is not None:
+                await self.send(chat_id, merchant_reply)
+                return
+            event = Inbound(self.name, chat_id, name, text=text)
+        else:
+            return
+        await self._conversation.reply_through(self, event, pressed)
+
+    async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        log.error("error handling a Telegram update", exc_info=context.error)
+
+    # --- messages out --------------------------------------------------------------------
+
+    async def send(self, chat_id: str, reply: Reply, *, replace: str | None = None) -> str:
+        """Send (or edit in place) and return the message id; raises the base.* errors."""
+        bot = self.application.bot
+        inline = _inline_keyboard(reply)
+        try:
+            if replace is not None and reply.ask_contact is None:
+                try:
+                    await bot.edit_message_text(
+                        reply.text,
+                        chat_id=int(chat_id),
+                        message_id=int(replace),
+                        reply_markup=inline,
+                    )
+                    return replace
+                except BadRequest as exc:
+                    if NOT_MODIFIED in str(exc).lower():
+                        return replace
+                    # Too old, deleted, or not editable with this markup: send a new one.
+                    log.info("could not edit message %s (%s); sending a new one", replace, exc)
+            markup: InlineKeyboardMarkup | ReplyKeyboardMarkup | ReplyKeyboardRemove | None
+            if reply.ask_contact is not None:
+                markup = ReplyKeyboardMarkup(
+                    [[KeyboardButton(reply.ask_contact, request_contact=True)]],
+                    one_time_keyboard=True,
+                    resize_keyboard=True,
+                )
+            elif reply.close_keyboard:
+                markup = ReplyKeyboardRemove()  # the "share my number" keyboard has done its job
+            else:
+                markup = inline
+            message = await bot.send_message(int(chat_id), reply.text, reply_markup=markup)
+            return str(message.message_id)
+        except RetryAfter as exc:
+            raise RetryLater(_seconds(exc.retry_after)) from exc
+        except Forbidden as exc:
+            raise RecipientGone(str(exc)) from exc
+        except (NetworkError, TelegramError) as exc:
+            raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _inline_keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
+    if not reply.buttons:
+        return None
+    return InlineKeyboardMarkup(
+        [
+            [InlineKeyboardButton(b.label, callback_data=b.data) for b in row]
+            for row in reply.buttons
+        ]
+    )
+
+
+def _seconds(value: int | float | timedelta) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)

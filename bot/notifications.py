@@ -1,0 +1,334 @@
+"""The outbox dispatcher: delivers the messages the payments core queued.
+
+Rows are written in the same transaction as the payment change that caused them; this
+task sends them to the customer's chat and to every merchant, marks a row sent only
+after the platform accepted it, backs off while a platform fails, and stops for good
+when a customer has blocked the bot. A merchant row is first copied once per merchant
+chat, so one merchant's failure never delays or repeats another's message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from bot.channels.base import Channel, DeliveryError, RecipientGone, RetryLater
+from bot.chat import screens
+from bot.chat.model import Reply
+from bot.texts import kes, reason_text, say
+from payments.phone import mask_msisdn
+from storage.engine import Database
+from storage.orders import (
+    customer_by_id,
+    get_order,
+    get_order_items,
+    remember_message,
+    remembered_message,
+    update_customer,
+)
+from storage.schema import outbox
+
+log = logging.getLogger(__name__)
+MAX_BACKOFF = timedelta(minutes=5)
+GIVE_UP_AFTER_ATTEMPTS = 60  # about four hours of failures at the longest back-off
+
+
+@dataclass(frozen=True, slots=True)
+class _Due:
+    id: int
+    kind: str
+    audience: str
+    customer_id: int | None
+    order_id: int | None
+    recipient: str | None
+    payload: dict[str, Any]
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Delivery:
+    """A rendered message and where it goes."""
+
+    channel: str
+    chat_id: str
+    reply: Reply
+    replace: str | None  # the message to edit in place ("check your phone"), if any
+    blocked_customer: int | None = None
+
+
+class OutboxDispatcher:
+    def __init__(
+        self,
+        database: Database,
+        channels: Mapping[str, Channel],
+        merchant_recipients: Sequence[str],
+        clock: Callable[[], datetime],
+        poll_seconds: float = 1.0,
+    ) -> None:
+        self._db = database
+        self._channels = channels
+        self._merchants = list(merchant_recipients)  # "telegram:123", "terminal:merchant"
+        self._clock = clock
+        self._poll = poll_seconds
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """New messages may be waiting (called after a payment change commits)."""
+        self._wake.set()
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                await self.deliver_due()
+            except Exception:
+                log.exception("outbox delivery pass failed; trying again")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll)
+            self._wake.clear()
+
+    async def deliver_due(self) -> int:
+        """Send what is due now; the number of messages the platforms accepted."""
+        now = self._clock()
+        await self._db.transaction(_fan_out_to_merchants, self._merchants, now)
+        due = await self._db.transaction(_due, now, 50)
+        sent = 0
+        for row in due:
+            sent += await self._deliver(row)
+        return sent
+
+    async def _deliver(self, row: _Due) -> bool:
+        delivery = await self._db.transaction(_render, row)
+        if delivery is None:
+            await self._db.transaction(_finish, row.id, "failed", "no recipient", self._clock())
+            return False
+        if delivery.blocked_customer is not None:
+            await self._db.transaction(
+                _finish, row.id, "failed", "the customer blocked the bot", self._clock()
+            )
+            return False
+        channel = self._channels.get(delivery.channel)
+        if channel is None:
+            await self._db.transaction(
+                _finish, row.id, "failed", f"channel {delivery.channel} is off", self._clock()
+            )
+            return False
+        try:
+            message_id = await channel.send(
+                delivery.chat_id, delivery.reply, replace=delivery.replace
+            )
+        except RecipientGone as exc:
+            log.warning("outbox %d: recipient gone (%s); not retrying", row.id, exc)
+            await self._db.transaction(_gone, row, str(exc), self._clock())
+            return False
+        except RetryLater as exc:
+            await self._db.transaction(_retry, row, exc.after_seconds, str(exc), self._clock())
+            return False
+        except DeliveryError as exc:
+            backoff = min(MAX_BACKOFF.total_seconds(), 2.0 ** min(row.attempts, 10))
+            log.warning("outbox %d: %s; retrying in %g s", row.id, exc, backoff)
+            await self._db.transaction(_retry, row, backoff, str(exc), self._clock())
+            return False
+        await self._db.transaction(_sent, row.id, delivery, message_id, self._clock())
+        return True
+
+
+# --- blocking database work, run through Database.transaction ----------------------------
+
+
+def _fan_out_to_merchants(conn: Connection, recipients: Sequence[str], now: datetime) -> None:
+    rows = conn.execute(
+        select(outbox)
+        .where(outbox.c.audience == "merchant")
+        .where(outbox.c.recipient.is_(None))
+        .where(outbox.c.status == "pending")
+    ).all()
+    for row in rows:
+        copies = [
+            {
+                "dedupe_key": f"{row.dedupe_key}@{recipient}",
+                "kind": row.kind,
+                "audience": row.audience,
+                "customer_id": row.customer_id,
+                "order_id": row.order_id,
+                "payload": row.payload,
+                "recipient": recipient,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+            for recipient in recipients
+        ]
+        if copies:
+            conn.execute(insert(outbox), copies)
+        else:
+            log.warning("no merchant chat is configured; merchant message %d not sent", row.id)
+        conn.execute(update(outbox).where(outbox.c.id == row.id).values(status="expanded"))
+
+
+def _due(conn: Connection, now: datetime, limit: int) -> list[_Due]:
+    rows = conn.execute(
+        select(outbox)
+        .where(outbox.c.status == "pending")
+        .where(outbox.c.next_attempt_at <= now)
+        .where((outbox.c.audience == "customer") | outbox.c.recipient.is_not(None))
+        .order_by(outbox.c.id)
+        .limit(limit)
+    )
+    return [
+        _Due(
+            r.id,
+            r.kind,
+            r.audience,
+            r.customer_id,
+            r.order_id,
+            r.recipient,
+            json.loads(r.payload),
+            r.attempts,
+        )
+        for r in rows
+    ]
+
+
+def _render(conn: Connection, row: _Due) -> _Delivery | None:
+    customer = customer_by_id(conn, row.customer_id) if row.customer_id else None
+    order = get_order(conn, row.order_id) if row.order_id else None
+    if order is None or customer is None:
+        return None
+    items = get_order_items(conn, order.id)
+    payload = row.payload
+    if row.audience == "merchant":
+        if row.recipient is None:
+            return None
+        channel, _, chat_id = row.recipient.partition(":")
+        lines = "\n".join(f"{i.quantity} × {i.name} = {kes(i.line_total)}" for i in items)
+        return _Delivery(
+            channel, chat_id, Reply(_merchant_text(row.kind, payload, lines, customer.name)), None
+        )
+    if customer.blocked:
+        return _Delivery(
+            customer.channel, customer.chat_id, Reply(""), None, blocked_customer=customer.id
+        )
+    lang = customer.language
+    lines = "\n".join(f"{i.quantity} × {i.name} = {kes(i.line_total)}" for i in items)
+    tag = f"payment:{payload.get('payment_id')}"
+    replace = remembered_message(conn, customer.channel, customer.chat_id, tag)
+    reply = _customer_reply(row.kind, payload, lang, lines, order.id, order.status, tag)
+    return _Delivery(customer.channel, customer.chat_id, reply, replace)
+
+
+def _customer_reply(
+    kind: str,
+    payload: Mapping[str, Any],
+    lang: str,
+    lines: str,
+    order_id: int,
+    order_status: str,
+    tag: str,
+) -> Reply:
+    reference = payload["order_reference"]
+    if kind == "payment_paid":
+        receipt = payload.get("receipt") or say(lang, "paid_receipt_pending")
+        text = say(
+            lang,
+            "paid",
+            amount=kes(payload["paid_amount"]),
+            reference=reference,
+            receipt=receipt,
+            lines=lines,
+        )
+        return Reply(text, tag=tag)
+    if kind == "payment_failed":
+        text = say(
+            lang,
+            "failed",
+            reference=reference,
+            reason=reason_text(lang, str(payload.get("reason", ""))),
+        )
+        # Buttons only while the order can still be paid (not after another attempt paid it).
+        buttons = screens.failed_payment_buttons(lang, order_id)
+        return Reply(text, buttons if order_status == "awaiting_payment" else (), tag=tag)
+    if kind == "payment_under_review":
+        text = say(lang, "under_review", amount=kes(payload["paid_amount"]), reference=reference)
+        return Reply(text, tag=tag)
+    raise ValueError(f"no customer text for outbox message kind {kind!r}")
+
+
+def _merchant_text(kind: str, payload: Mapping[str, Any], lines: str, customer: str) -> str:
+    receipt = payload.get("receipt") or "pending"
+    phone = payload.get("masked_phone") or mask_msisdn(None)
+    if kind == "order_paid":
+        return say(
+            "en",
+            "m_paid",
+            reference=payload["order_reference"],
+            amount=kes(payload["paid_amount"]),
+            lines=lines,
+            receipt=receipt,
+            customer=customer or "-",
+            phone=phone,
+        )
+    if kind == "payment_needs_review":
+        return say(
+            "en",
+            "m_review",
+            reference=payload["order_reference"],
+            why=say("en", f"why_{payload.get('why', 'amount_mismatch')}"),
+            amount=kes(payload["paid_amount"]),
+            total=kes(payload["order_total"]),
+            receipt=receipt,
+            customer=customer or "-",
+            phone=phone,
+        )
+    raise ValueError(f"no merchant text for outbox message kind {kind!r}")
+
+
+def _sent(
+    conn: Connection, outbox_id: int, delivery: _Delivery, message_id: str, now: datetime
+) -> None:
+    conn.execute(
+        update(outbox)
+        .where(outbox.c.id == outbox_id)
+        .values(status="sent", sent_at=now, attempts=outbox.c.attempts + 1, last_error=None)
+    )
+    if delivery.reply.tag:
+        remember_message(
+            conn, delivery.channel, delivery.chat_id, delivery.reply.tag, message_id, now
+        )
+
+
+def _retry(conn: Connection, row: _Due, after_seconds: float, error: str, now: datetime) -> None:
+    if row.attempts + 1 >= GIVE_UP_AFTER_ATTEMPTS:
+        _finish(conn, row.id, "failed", f"gave up: {error}", now)
+        return
+    conn.execute(
+        update(outbox)
+        .where(outbox.c.id == row.id)
+        .values(
+            attempts=row.attempts + 1,
+            last_error=error[:500],
+            next_attempt_at=now + timedelta(seconds=after_seconds),
+        )
+    )
+
+
+def _gone(conn: Connection, row: _Due, error: str, now: datetime) -> None:
+    if row.audience == "customer" and row.customer_id is not None:
+        update_customer(conn, row.customer_id, blocked_at=now)
+    _finish(conn, row.id, "failed", error, now)
+
+
+def _finish(conn: Connection, outbox_id: int, status: str, error: str, now: datetime) -> None:
+    conn.execute(
+        update(outbox)
+        .where(outbox.c.id == outbox_id)
+        .values(status=status, last_error=error[:500], attempts=outbox.c.attempts + 1)
+    )
