@@ -18,7 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the server (callback webhook, reconciler)")
     demo = commands.add_parser(
-        "demo", help="pay two orders end to end against the embedded Daraja simulator"
+        "demo", help="the shop in your terminal: you are the customer (no accounts needed)"
+    )
+    demo.add_argument(
+        "--script", action="store_true", help="play two scripted customers and check the result"
     )
     demo.add_argument("--callback-delay", type=float, default=1.0, metavar="SECONDS")
     simulator = commands.add_parser("simulator", help="run the Daraja simulator on its own")
@@ -37,7 +40,10 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger().setLevel(logging.WARNING)  # the transcript is the output
             from bot.demo import run_demo
 
-            return 0 if asyncio.run(run_demo(callback_delay_seconds=args.callback_delay)) else 1
+            ok = asyncio.run(
+                run_demo(script=args.script, callback_delay_seconds=args.callback_delay)
+            )
+            return 0 if ok else 1
         from payments.simulator import SimulatorConfig, run_simulator_forever
 
         config = SimulatorConfig(callback_delay_seconds=args.callback_delay)

@@ -1,150 +1,222 @@
-"""``duka demo``: the whole payment path on this machine, with no accounts and no internet.
+"""``duka demo``: the whole product on this machine, with no accounts and no internet.
 
-Starts the real server with its embedded Daraja simulator and a fresh SQLite file,
-creates two orders in code and pays them over real HTTP: one straight away, one
-cancelled on the phone and then retried. Exits 0 only if both end paid with a
-receipt and exactly the expected messages queued.
+The real server, the Daraja simulator, a fresh SQLite file and a sample catalog, with a
+terminal chat in which you are the customer (the merchant's notifications show up too).
+``--script`` plays two customers instead, a happy path and a failed-then-retried one,
+through the same server, simulator and database, and exits 0 only when both orders end
+paid with a receipt and the expected messages were delivered.
+
+The simulator decides by the paying number (see ``payments/simulator/rules.py``):
+0712 345 678 pays; 0712 000 011 is cancelled the first time, then pays.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import tempfile
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 from aiohttp import web
 from sqlalchemy import Connection, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.app import ENGINE, PAYMENTS, SIMULATOR, access_logger_for, build_app
+from bot.app import CONVERSATION, DATABASE, access_logger_for, build_app
+from bot.catalog import ProductSpec
+from bot.channels.terminal import MERCHANT_CHAT, TerminalChannel
+from bot.chat.engine import Conversation
+from bot.chat.model import Inbound
 from bot.config import load_config
-from bot.texts import kes, outbox_text
-from payments.phone import display_msisdn, normalize_msisdn
-from payments.service import PaymentService
-from storage.orders import NewOrderItem, OrderRecord, create_order, get_or_create_customer
-from storage.schema import outbox, payments
+from storage.engine import Database
+from storage.schema import orders, outbox, payments
 
 Say = Callable[[str], None]
-FINAL_STATUS_TIMEOUT_SECONDS = 30.0
+DEMO_PHONE = "0712 345 678"
+WAIT_SECONDS = 30.0
+
+DEMO_CATALOG = (
+    ProductSpec("sukuma", "Sukuma wiki (bunch)", 30, "Vegetables", "Fresh from Limuru."),
+    ProductSpec("tomatoes", "Tomatoes 1kg", 120, "Vegetables", "Ripe, for today's stew."),
+    ProductSpec("unga-2kg", "Unga wa ugali 2kg", 210, "Staples", "Maize flour."),
+    ProductSpec("rice-1kg", "Pishori rice 1kg", 250, "Staples", "Mwea pishori."),
+    ProductSpec("milk", "Milk 500ml", 65, "Drinks", "Fresh milk."),
+)
 
 
-async def run_demo(say: Say = print, callback_delay_seconds: float = 1.0) -> bool:
+async def run_demo(say: Say = print, *, script: bool, callback_delay_seconds: float = 1.0) -> bool:
     with tempfile.TemporaryDirectory(prefix="duka-demo-") as workdir, socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
         config_path = Path(workdir) / "demo.toml"
+        catalog = "".join(
+            f'[[catalog.products]]\nsku = "{p.sku}"\nname = "{p.name}"\nprice = {p.price}\n'
+            f'category = "{p.category}"\ndescription = "{p.description}"\n'
+            for p in DEMO_CATALOG
+        )
         config_path.write_text(
             f'[shop]\nname = "Mama Njeri\'s Duka"\n'
-            f"[simulator]\ncallback_delay_seconds = {callback_delay_seconds}\n"
+            f"[simulator]\ncallback_delay_seconds = {callback_delay_seconds}\n{catalog}"
         )
-        database = Path(workdir) / "duka.sqlite3"
         config = load_config(
             env={
-                "DUKA_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
+                "DUKA_DATABASE_URL": f"sqlite+aiosqlite:///{Path(workdir) / 'duka.sqlite3'}",
                 "DUKA_HTTP_PORT": str(port),
                 "MPESA_ENVIRONMENT": "simulator",
             },
             path=config_path,
         )
-        app = build_app(config)
+        terminal = TerminalChannel(say)
+        app = build_app(config, terminal=terminal, dispatch_seconds=0.2)
         runner = web.AppRunner(app, access_log_class=access_logger_for(config))
         await runner.setup()
         await web.SockSite(runner, sock).start()
         try:
             say(
-                f"{config.shop_name}: server on http://127.0.0.1:{port}, "
-                f"Daraja simulator on {app[SIMULATOR].base_url}, database {database}"
+                f"{config.shop_name} is open on http://127.0.0.1:{port} "
+                "(M-Pesa: the built-in Daraja simulator; no real money moves)."
             )
-            engine, service = app[ENGINE], app[PAYMENTS]
-            first = await _pay(engine, service, say, "Wanjiru", ["0712 345 678"])
-            second = await _pay(engine, service, say, "Otieno", ["0712 000 011", "0712 000 011"])
-            return first and second
+            if script:
+                return await _scripted(app[CONVERSATION], terminal, app[DATABASE], say)
+            return await _interactive(app[CONVERSATION], terminal, say)
         finally:
             await runner.cleanup()
 
 
-async def _pay(
-    engine: AsyncEngine, service: PaymentService, say: Say, name: str, phones: list[str]
-) -> bool:
-    now = datetime.now(UTC)
-    items = [
-        NewOrderItem("sukuma", "Sukuma wiki", 50, 2),
-        NewOrderItem("unga-2kg", "Unga 2kg", 250, 1),
-    ]
+class _Customer:
+    """A customer in the terminal chat: says things and presses buttons by label."""
 
-    def create(conn: Connection) -> OrderRecord:
-        customer = get_or_create_customer(conn, "terminal", name, name, now)
-        return create_order(conn, customer.id, items, now)
+    def __init__(
+        self,
+        conversation: Conversation,
+        terminal: TerminalChannel,
+        chat_id: str,
+        name: str,
+        say: Say,
+    ) -> None:
+        self.conversation, self.terminal, self.chat_id = conversation, terminal, chat_id
+        self.name, self._say = name, say
 
-    async with engine.begin() as conn:
-        order = await conn.run_sync(create)
-    lines = ", ".join(f"{i.quantity} x {i.name} @ {kes(i.unit_price)}" for i in items)
-    say(f"\n[{name}] order {order.reference}: {lines}; total {kes(order.total)}")
-    shown = 0
-    for attempt, phone in enumerate(phones, start=1):
-        number = normalize_msisdn(phone)
-        say(
-            f"  attempt {attempt}: STK push to {display_msisdn(number.msisdn)} "
-            f"(M-Pesa asks for the PIN to pay {kes(order.total)})"
+    async def types(self, text: str) -> None:
+        self._say(f"[{self.name}] {text}")
+        await self._send(Inbound("terminal", self.chat_id, self.name, text=text))
+
+    async def presses(self, label: str) -> None:
+        button = self.terminal.button(self.chat_id, label)
+        if button is None:
+            raise DemoFailed(f"{self.name} sees no button {label!r}")
+        self._say(f"[{self.name} presses] {button.label}")
+        await self._send(Inbound("terminal", self.chat_id, self.name, button=button.data))
+
+    async def shares_number(self, phone: str) -> None:
+        self._say(f"[{self.name} shares their number] {phone}")
+        await self._send(
+            Inbound("terminal", self.chat_id, self.name, contact_phone=phone, contact_is_own=True)
         )
-        started = await service.start_payment(order.id, number)
-        status = await _wait_final(engine, started.payment_id)
-        say(f"  -> payment {status}")
-        shown = await _show_messages(engine, order.id, shown, say)
-        if status == "paid":
-            break
-    async with engine.connect() as conn:
-        paid = (
-            await conn.execute(
-                select(payments.c.mpesa_receipt).where(
-                    payments.c.order_id == order.id, payments.c.status == "paid"
-                )
-            )
-        ).all()
-        kinds = [
-            (row.audience, row.kind)
-            for row in await conn.execute(
-                select(outbox.c.audience, outbox.c.kind).where(outbox.c.order_id == order.id)
-            )
-        ]
-    receipt = paid[0].mpesa_receipt if len(paid) == 1 else None
-    ok = (
-        receipt is not None
-        and kinds.count(("customer", "payment_paid")) == 1
-        and kinds.count(("merchant", "order_paid")) == 1
+
+    async def _send(self, event: Inbound) -> None:
+        await self.conversation.reply_through(self.terminal, event)
+
+    async def waits_for(self, words: str) -> None:
+        """Until a message containing ``words`` reaches this chat."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT_SECONDS
+        while not any(words in text for text in self.terminal.messages.get(self.chat_id, [])):
+            if loop.time() > deadline:
+                raise DemoFailed(f"{self.name} never got a message with {words!r}")
+            await asyncio.sleep(0.05)
+
+
+class DemoFailed(Exception):
+    pass
+
+
+async def _scripted(
+    conversation: Conversation, terminal: TerminalChannel, database: Database, say: Say
+) -> bool:
+    wanjiru = _Customer(conversation, terminal, "wanjiru", "Wanjiru", say)
+    otieno = _Customer(conversation, terminal, "otieno", "Otieno", say)
+    try:
+        say("\n--- 1. Wanjiru orders and pays ---")
+        await wanjiru.types("/start")
+        await wanjiru.presses("Vegetables")
+        await wanjiru.presses("Sukuma")
+        await wanjiru.presses("+")
+        await wanjiru.presses("Add to cart")
+        await wanjiru.presses("Menu")
+        await wanjiru.presses("Staples")
+        await wanjiru.presses("Unga")
+        await wanjiru.presses("Add to cart")
+        await wanjiru.presses("Cart")
+        await wanjiru.presses("Checkout")
+        await wanjiru.presses("Confirm order")
+        await wanjiru.shares_number(DEMO_PHONE)
+        await wanjiru.waits_for("Paid!")
+
+        say("\n--- 2. Otieno's first payment is cancelled on his phone; he tries again ---")
+        await otieno.types("/start")
+        await otieno.presses("Drinks")
+        await otieno.presses("Milk")
+        await otieno.presses("Add to cart")
+        await otieno.presses("Checkout")
+        await otieno.presses("Confirm order")
+        await otieno.types("0712 000 011")
+        await otieno.waits_for("did not go through")
+        await otieno.presses("Try again")
+        await otieno.waits_for("Paid!")
+    except DemoFailed as exc:
+        say(f"\nDEMO FAILED: {exc}")
+        return False
+    return await _check(database, terminal, say)
+
+
+async def _check(database: Database, terminal: TerminalChannel, say: Say) -> bool:
+    paid, receipts, delivered = await database.transaction(_outcome)
+    merchant_notes = sum("New paid order" in m for m in terminal.messages.get(MERCHANT_CHAT, []))
+    ok = paid == 2 and receipts == 2 and delivered and merchant_notes == 2
+    say(
+        f"\nOrders paid: {paid}/2, receipts: {receipts}/2, all messages delivered: {delivered}, "
+        f"merchant notifications: {merchant_notes}/2 -> {'OK' if ok else 'NOT OK'}"
     )
-    outcome = f"paid, M-Pesa receipt {receipt}" if ok else "did NOT end as expected"
-    say(f"  {'OK' if ok else 'FAILED'}: order {order.reference} {outcome}")
     return ok
 
 
-async def _wait_final(engine: AsyncEngine, payment_id: int) -> str:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + FINAL_STATUS_TIMEOUT_SECONDS
-    while loop.time() < deadline:
-        async with engine.connect() as conn:
-            status = (
-                await conn.execute(select(payments.c.status).where(payments.c.id == payment_id))
-            ).scalar_one()
-        if status not in {"created", "pending", "unknown"}:
-            return str(status)
-        await asyncio.sleep(0.1)
-    return "still pending (timed out)"
-
-
-async def _show_messages(engine: AsyncEngine, order_id: int, already: int, say: Say) -> int:
-    async with engine.connect() as conn:
-        rows = (
-            await conn.execute(
-                select(outbox.c.audience, outbox.c.kind, outbox.c.payload)
-                .where(outbox.c.order_id == order_id)
-                .order_by(outbox.c.id)
+def _outcome(conn: Connection) -> tuple[int, int, bool]:
+    paid = len(conn.execute(select(orders.c.id).where(orders.c.status == "paid")).all())
+    receipts = len(
+        conn.execute(
+            select(payments.c.id).where(
+                payments.c.status == "paid", payments.c.mpesa_receipt.is_not(None)
             )
         ).all()
-    for row in rows[already:]:
-        say(f"     message to {row.audience}: {outbox_text(row.kind, json.loads(row.payload))}")
-    return len(rows)
+    )
+    undelivered = conn.execute(
+        select(outbox.c.id).where(outbox.c.status.in_(["pending", "failed"]))
+    ).all()
+    return paid, receipts, not undelivered
+
+
+async def _interactive(conversation: Conversation, terminal: TerminalChannel, say: Say) -> bool:
+    say(
+        "You are the customer. Type a number to press a button, any text to chat, "
+        f"'share' to share your number ({DEMO_PHONE}), /help for commands, 'quit' to leave.\n"
+        "Numbers ending 001 cancel, 002 go unanswered, 003 enter a wrong PIN, 004 lack "
+        "funds; any other number pays."
+    )
+    you = _Customer(conversation, terminal, "you", "You", lambda _: None)
+    await you.types("/start")
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            line = (await loop.run_in_executor(None, input, "> ")).strip()
+        except EOFError:
+            return True
+        if line.lower() in {"quit", "exit"}:
+            return True
+        if not line:
+            continue
+        if line.lower() == "share":
+            await you.shares_number(DEMO_PHONE)
+        elif terminal.button("you", line) is not None and (line.isdigit() or len(line) > 2):
+            await you.presses(line)
+        else:
+            await you.types(line)

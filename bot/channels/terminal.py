@@ -21,8 +21,7 @@ class TerminalChannel:
         self.messages: dict[str, list[str]] = {}  # chat -> every text shown, in order
 
     async def send(self, chat_id: str, reply: Reply, *, replace: str | None = None) -> str:
-        who = "merchant" if chat_id == MERCHANT_CHAT else "you"
-        lines = [f"[shop → {who}] {reply.text}"]
+        lines = [f"[shop → {chat_id}] {reply.text}"]
         buttons = [button for row in reply.buttons for button in row]
         if buttons:
             self.buttons[chat_id] = buttons
