@@ -79,6 +79,9 @@ class OutboxDispatcher:
         self._clock = clock
         self._poll = poll_seconds
         self._wake = asyncio.Event()
+        # One pass at a time: two passes would both see a row as pending and send it twice.
+        # (One process per shop; several would need rows claimed in the database first.)
+        self._pass = asyncio.Lock()
 
     def wake(self) -> None:
         """New messages may be waiting (called after a payment change commits)."""
@@ -96,6 +99,10 @@ class OutboxDispatcher:
 
     async def deliver_due(self) -> int:
         """Send what is due now; the number of messages the platforms accepted."""
+        async with self._pass:
+            return await self._deliver_pass()
+
+    async def _deliver_pass(self) -> int:
         now = self._clock()
         await self._db.transaction(_fan_out_to_merchants, self._merchants, now)
         due = await self._db.transaction(_due, now, 50)

@@ -6,7 +6,6 @@ sentence; a key missing in Swahili falls back to English rather than failing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from payments.result_codes import FailureReason
@@ -238,53 +237,3 @@ def reason_text(language: str, reason: str) -> str:
 def status_text(language: str, status: str) -> str:
     key = f"status_{status}"
     return say(language, key) if key in _EN else status
-
-
-def outbox_text(kind: str, payload: Mapping[str, Any], language: str = "en") -> str:
-    """Plain words for an outbox message, without item lines (the demo's short form)."""
-    reference = payload["order_reference"]
-    if kind == "payment_paid":
-        receipt = payload.get("receipt") or say(language, "paid_receipt_pending")
-        return say(
-            language,
-            "paid",
-            amount=kes(payload["paid_amount"]),
-            reference=reference,
-            receipt=receipt,
-            lines="",
-        ).strip()
-    if kind == "payment_failed":
-        return say(
-            language,
-            "failed",
-            reference=reference,
-            reason=reason_text(language, str(payload.get("reason", ""))),
-        )
-    if kind == "payment_under_review":
-        return say(
-            language, "under_review", amount=kes(payload["paid_amount"]), reference=reference
-        )
-    if kind == "order_paid":
-        return say(
-            language,
-            "m_paid",
-            reference=reference,
-            amount=kes(payload["paid_amount"]),
-            lines="",
-            receipt=payload.get("receipt") or "pending",
-            customer="",
-            phone=payload["masked_phone"],
-        )
-    if kind == "payment_needs_review":
-        return say(
-            language,
-            "m_review",
-            reference=reference,
-            why=say(language, f"why_{payload.get('why', 'amount_mismatch')}"),
-            amount=kes(payload["paid_amount"]),
-            total=kes(payload["order_total"]),
-            receipt=payload.get("receipt") or "pending",
-            customer="",
-            phone=payload["masked_phone"],
-        )
-    raise ValueError(f"no text for outbox message kind {kind!r}")

@@ -7,6 +7,7 @@ import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -116,9 +117,9 @@ class RunningDuka:
 
 
 async def start_duka(
-    config: AppConfig, sock: socket.socket, *, run_reconciler: bool = False
+    config: AppConfig, sock: socket.socket, *, run_reconciler: bool = False, **options: Any
 ) -> tuple[RunningDuka, web.AppRunner]:
-    app = build_app(config, run_reconciler=run_reconciler)
+    app = build_app(config, run_reconciler=run_reconciler, **options)
     runner = web.AppRunner(app, shutdown_timeout=2, access_log_class=access_logger_for(config))
     await runner.setup()
     await web.SockSite(runner, sock).start()
