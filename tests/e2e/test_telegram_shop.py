@@ -245,6 +245,7 @@ async def test_customer_who_blocked_the_bot_is_recorded_and_not_retried(shop: Sh
     async with shop.duka.engine.connect() as conn:
         blocked_at = (await conn.execute(select(customers.c.blocked_at))).scalar_one()
     assert blocked_at is not None
+
     def refused_to_customer() -> int:
         return sum(c.status == 403 and c.params.get("chat_id") == CUSTOMER for c in fake.calls)
 
