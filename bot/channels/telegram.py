@@ -29,6 +29,7 @@ from bot.chat.engine import Conversation
 from bot.chat.model import Inbound, Reply
 from bot.config import TelegramSettings
 from bot.merchant import MerchantDesk
+from bot.texts import say
 
 log = logging.getLogger(__name__)
 NOT_MODIFIED = "message is not modified"
@@ -128,7 +129,14 @@ class TelegramChannel:
             event = Inbound(self.name, chat_id, name, text=text)
         else:
             return
-        await self._conversation.reply_through(self, event, pressed)
+        try:
+            await self._conversation.reply_through(self, event, pressed)
+        except Exception:
+            # Never silence: the customer hears that something broke, the log has the why.
+            log.exception("conversation failed for a Telegram update")
+            # In both languages: the customer's choice may be what could not be read.
+            sorry = f"{say('en', 'sorry')}\n{say('sw', 'sorry')}"
+            await self.application.bot.send_message(int(chat_id), sorry)
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("error handling a Telegram update", exc_info=context.error)
