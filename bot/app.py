@@ -185,12 +185,11 @@ def _chat(
         task = asyncio.create_task(dispatcher.run_forever(), name="outbox-dispatcher")
         try:
             if telegram is not None:
-                await telegram.start()
+                # Telegram being down must not keep the payment callbacks from being served.
+                await telegram.start_in_background()
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await dispatcher.stop(task)
             if telegram is not None:
                 await telegram.stop()
 

@@ -7,6 +7,7 @@ is no longer listed is hidden, never deleted, so old orders keep it.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from storage.schema import products
 
 MAX_PRICE = 250_000  # what one M-Pesa STK push can carry
+SKU = re.compile(r"[A-Za-z0-9._-]{1,32}")
+MAX_CATEGORY_BYTES = 56
 
 
 class CatalogError(ValueError):
@@ -83,10 +86,14 @@ def _product(entry: object, where: str) -> ProductSpec:
             where, f"unknown keys {sorted(unknown)}", "use sku, name, price, category, description"
         )
     sku, name = entry.get("sku"), entry.get("name")
-    if not isinstance(sku, str) or not sku.strip() or len(sku) > 32 or ":" in sku:
-        raise CatalogError(where, f"sku {sku!r} is not usable", "use a short code like 'unga-2kg'")
-    if not isinstance(name, str) or not name.strip():
-        raise CatalogError(where, f"product {sku!r} has no name", 'add name = "..."')
+    if not isinstance(sku, str) or not SKU.fullmatch(sku):
+        raise CatalogError(
+            where, f"sku {sku!r} is not usable", "use 1-32 letters, digits, '.', '_' or '-'"
+        )
+    if not isinstance(name, str) or not name.strip() or len(name) > 100:
+        raise CatalogError(
+            where, f"product {sku!r} has no name of 1-100 characters", 'set name = "..."'
+        )
     price = entry.get("price")
     if isinstance(price, bool) or not isinstance(price, int) or not 1 <= price <= MAX_PRICE:
         raise CatalogError(
@@ -94,11 +101,19 @@ def _product(entry: object, where: str) -> ProductSpec:
             f"price of {sku!r} is {price!r}, not a whole number of shillings",
             f"use a whole number from 1 to {MAX_PRICE:,}, e.g. price = 120",
         )
+    category = _text(entry, "category", where)
+    # Buttons carry "cat:<category>" and Telegram allows 64 bytes of button data.
+    if len(category.encode()) > MAX_CATEGORY_BYTES:
+        raise CatalogError(
+            where,
+            f"category {category!r} is too long",
+            f"use at most {MAX_CATEGORY_BYTES} bytes (about as many letters)",
+        )
     return ProductSpec(
-        sku=sku.strip(),
+        sku=sku,
         name=name.strip(),
         price=price,
-        category=_text(entry, "category", where),
+        category=category,
         description=_text(entry, "description", where),
     )
 

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from bot.app import access_logger_for, build_app
 from bot.config import ConfigError, load_config
+from bot.http_logging import configure_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,9 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     simulator.add_argument("--callback-delay", type=float, default=2.0, metavar="SECONDS")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level.upper())
     try:
         if args.command == "serve":
             return _serve()

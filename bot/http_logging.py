@@ -1,8 +1,10 @@
-"""Access logging without secrets: the callback path's secret segment is replaced by ``***``."""
+"""Logging without secrets: the callback path's secret segment and Telegram bot tokens
+(which PTB's HTTP client puts in every request URL) are replaced by ``***``."""
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import ClassVar
 
 from aiohttp import web
@@ -35,3 +37,27 @@ class RedactingAccessLogger(AbstractAccessLogger):
             response.status,
             time * 1000,
         )
+
+
+BOT_TOKEN = re.compile(r"bot\d+:[A-Za-z0-9_-]+")
+
+
+class RedactTokens(logging.Filter):
+    """Attach to handlers: bot tokens in any message become ``bot***``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = BOT_TOKEN.sub("bot***", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def configure_logging(level: str) -> None:
+    """Root logging for ``duka``: one line per record, no secrets, no per-request noise."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactTokens())
+    # httpx logs every request line at INFO: Telegram polls constantly, with the token in it.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))

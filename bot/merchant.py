@@ -19,8 +19,6 @@ from storage.orders import customer_by_id, get_order_items, order_by_reference
 from storage.references import normalize_reference
 from storage.schema import orders, payments
 
-COMMANDS = ("/today", "/pending", "/order")
-
 
 class MerchantDesk:
     def __init__(
@@ -46,7 +44,8 @@ class MerchantDesk:
         if command == "/order":
             if len(words) < 2:
                 return Reply(say("en", "m_order_usage"))
-            return Reply(await self._db.transaction(_order, normalize_reference(words[1])))
+            reference = normalize_reference("".join(words[1:]))  # "dk 7kx3m9" works too
+            return Reply(await self._db.transaction(_order, reference))
         return None
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from bot.channels.base import Channel, DeliveryError, RecipientGone, RetryLater
+from bot.channels.base import Channel, DeliveryError, RecipientGone, RetryLater, Undeliverable
 from bot.chat import screens
 from bot.chat.model import Reply
 from bot.texts import kes, reason_text, say
@@ -38,6 +38,8 @@ from storage.schema import outbox
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = timedelta(minutes=5)
+STOP_GRACE_SECONDS = 10.0
+PROMPT_GRACE = timedelta(seconds=10)  # how long a result waits for its prompt's message id
 GIVE_UP_AFTER_ATTEMPTS = 60  # about four hours of failures at the longest back-off
 
 
@@ -51,6 +53,7 @@ class _Due:
     recipient: str | None
     payload: dict[str, Any]
     attempts: int
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,13 +85,25 @@ class OutboxDispatcher:
         # One pass at a time: two passes would both see a row as pending and send it twice.
         # (One process per shop; several would need rows claimed in the database first.)
         self._pass = asyncio.Lock()
+        self._stopping = False
 
     def wake(self) -> None:
         """New messages may be waiting (called after a payment change commits)."""
         self._wake.set()
 
+    async def stop(self, task: asyncio.Task[None]) -> None:
+        """Let the pass under way finish (a message half-sent would be sent again), then end."""
+        self._stopping = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), STOP_GRACE_SECONDS)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     async def run_forever(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.deliver_due()
             except Exception:
@@ -108,11 +123,24 @@ class OutboxDispatcher:
         due = await self._db.transaction(_due, now, 50)
         sent = 0
         for row in due:
-            sent += await self._deliver(row)
+            if self._stopping:
+                break
+            try:
+                sent += await self._deliver(row)
+            except Exception as exc:
+                # One bad row (a bug, odd data) must not hold up every message behind it.
+                log.exception("outbox %d cannot be delivered; setting it aside", row.id)
+                await self._db.transaction(
+                    _finish, row.id, "failed", f"{type(exc).__name__}: {exc}", self._clock()
+                )
         return sent
 
     async def _deliver(self, row: _Due) -> bool:
-        delivery = await self._db.transaction(_render, row)
+        delivery = await self._db.transaction(_render, row, self._clock())
+        if delivery is _NOT_YET:
+            # The "check your phone" message is being sent right now; edit it, a moment later.
+            await self._db.transaction(_retry, row, 1.0, "waiting for the prompt", self._clock())
+            return False
         if delivery is None:
             await self._db.transaction(_finish, row.id, "failed", "no recipient", self._clock())
             return False
@@ -135,6 +163,10 @@ class OutboxDispatcher:
             log.warning("outbox %d: recipient gone (%s); not retrying", row.id, exc)
             await self._db.transaction(_gone, row, str(exc), self._clock())
             return False
+        except Undeliverable as exc:
+            log.warning("outbox %d: refused for good (%s)", row.id, exc)
+            await self._db.transaction(_finish, row.id, "failed", str(exc), self._clock())
+            return False
         except RetryLater as exc:
             await self._db.transaction(_retry, row, exc.after_seconds, str(exc), self._clock())
             return False
@@ -143,7 +175,17 @@ class OutboxDispatcher:
             log.warning("outbox %d: %s; retrying in %g s", row.id, exc, backoff)
             await self._db.transaction(_retry, row, backoff, str(exc), self._clock())
             return False
-        await self._db.transaction(_sent, row.id, delivery, message_id, self._clock())
+        # Once the platform accepted it, recording that must not be lost to a busy database:
+        # an unrecorded row would be sent again.
+        for attempt in range(3):
+            try:
+                await self._db.transaction(_sent, row.id, delivery, message_id, self._clock())
+                break
+            except Exception:
+                log.exception(
+                    "outbox %d was sent but could not be marked (try %d)", row.id, attempt + 1
+                )
+                await asyncio.sleep(0.5 * (attempt + 1))
         return True
 
 
@@ -200,12 +242,16 @@ def _due(conn: Connection, now: datetime, limit: int) -> list[_Due]:
             r.recipient,
             json.loads(r.payload),
             r.attempts,
+            r.created_at,
         )
         for r in rows
     ]
 
 
-def _render(conn: Connection, row: _Due) -> _Delivery | None:
+_NOT_YET = _Delivery("", "", Reply(""), None)  # render again in a moment
+
+
+def _render(conn: Connection, row: _Due, now: datetime) -> _Delivery | None:
     customer = customer_by_id(conn, row.customer_id) if row.customer_id else None
     order = get_order(conn, row.order_id) if row.order_id else None
     if order is None or customer is None:
@@ -228,6 +274,8 @@ def _render(conn: Connection, row: _Due) -> _Delivery | None:
     lines = "\n".join(f"{i.quantity} × {i.name} = {kes(i.line_total)}" for i in items)
     tag = f"payment:{payload.get('payment_id')}"
     replace = remembered_message(conn, customer.channel, customer.chat_id, tag)
+    if replace is None and now - row.created_at < PROMPT_GRACE:
+        return _NOT_YET
     reply = _customer_reply(row.kind, payload, lang, lines, order.id, order.status, tag)
     return _Delivery(customer.channel, customer.chat_id, reply, replace)
 

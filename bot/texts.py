@@ -35,7 +35,6 @@ _EN: dict[str, str] = {
     "cart_empty": "Your cart is empty. Tap Menu to pick products.",
     "cart": "Your cart:\n{lines}\n\nTotal: {total}",
     "cart_line": "• {quantity} × {name} @ {price} = {line_total}",
-    "cart_emptied": "Your cart is now empty.",
     "summary": "Your order:\n{lines}\n\nTotal: {total}\n\nConfirm to pay with M-Pesa.",
     "confirm_phone": "Pay from {phone}?",
     "ask_phone": (
@@ -46,7 +45,22 @@ _EN: dict[str, str] = {
         "That contact is not your own number. Tap the button to share your own number, "
         "or type the number you want to pay from."
     ),
-    "phone_invalid": "{problem} Please send the M-Pesa number again.",
+    "phone_not_a_number": "That is not a phone number. Send it like 0712 345 678.",
+    "phone_not_kenyan_mobile": "That is not a Kenyan mobile number. Send it like 0712 345 678.",
+    "phone_not_mobile": "That is not a mobile number. M-Pesa needs a line like 0712 345 678.",
+    "phone_other_network": (
+        "{phone} is in the {network} number range. M-Pesa needs a Safaricom line; if you "
+        "moved this number to Safaricom, carry on."
+    ),
+    "payment_in_progress": (
+        "A payment for order {reference} is already waiting for your PIN. Check your phone."
+    ),
+    "order_not_payable": "Order {reference} is {status}; it cannot be paid now.",
+    "over_limit": (
+        "M-Pesa takes at most {limit} in one payment; your cart is {total}. "
+        "Please remove some items."
+    ),
+    "category_other": "Other",
     "check_phone": "Check your phone: M-Pesa will ask for your PIN to pay {total} to {shop}.",
     "push_unknown": (
         "We could not confirm that M-Pesa sent the PIN request for {total}. If your phone "
@@ -58,9 +72,6 @@ _EN: dict[str, str] = {
     "failed": "The payment for order {reference} did not go through. {reason}",
     "under_review": (
         "We received {amount} for order {reference}. The shop is checking it and will contact you."
-    ),
-    "waiting_payment": (
-        "We are waiting for M-Pesa to confirm order {reference}. You will get a message here."
     ),
     "order_cancelled": "Order {reference} is cancelled.",
     "cannot_cancel": "Order {reference} cannot be cancelled now.",
@@ -147,7 +158,6 @@ _SW: dict[str, str] = {
     "product_gone": "Samahani, bidhaa hiyo haipatikani tena.",
     "cart_empty": "Kikapu chako ni tupu. Gusa Menyu kuchagua bidhaa.",
     "cart": "Kikapu chako:\n{lines}\n\nJumla: {total}",
-    "cart_emptied": "Kikapu chako sasa ni tupu.",
     "summary": "Agizo lako:\n{lines}\n\nJumla: {total}\n\nThibitisha ili ulipe kwa M-Pesa.",
     "confirm_phone": "Ulipe kutoka {phone}?",
     "ask_phone": (
@@ -158,7 +168,24 @@ _SW: dict[str, str] = {
         "Hiyo si namba yako mwenyewe. Gusa kitufe kushiriki namba yako, au andika namba "
         "unayotaka kulipa nayo."
     ),
-    "phone_invalid": "{problem} Tafadhali tuma namba ya M-Pesa tena.",
+    "phone_not_a_number": "Hiyo si namba ya simu. Iandike kama 0712 345 678.",
+    "phone_not_kenyan_mobile": "Hiyo si namba ya simu ya Kenya. Iandike kama 0712 345 678.",
+    "phone_not_mobile": (
+        "Hiyo si namba ya simu ya mkononi. M-Pesa inahitaji laini kama 0712 345 678."
+    ),
+    "phone_other_network": (
+        "{phone} ni namba ya {network}. M-Pesa inahitaji laini ya Safaricom; kama "
+        "uliihamishia Safaricom, endelea."
+    ),
+    "payment_in_progress": (
+        "Malipo ya agizo {reference} tayari yanasubiri PIN yako. Angalia simu yako."
+    ),
+    "order_not_payable": "Agizo {reference} {status}; haliwezi kulipwa sasa.",
+    "over_limit": (
+        "M-Pesa inapokea hadi {limit} kwa malipo moja; kikapu chako ni {total}. "
+        "Tafadhali ondoa baadhi ya bidhaa."
+    ),
+    "category_other": "Nyingine",
     "check_phone": "Angalia simu yako: M-Pesa itakuomba PIN ili ulipe {total} kwa {shop}.",
     "push_unknown": (
         "Hatukuweza kuthibitisha kama M-Pesa ilituma ombi la PIN la {total}. Likionekana "
@@ -171,7 +198,6 @@ _SW: dict[str, str] = {
     "under_review": (
         "Tumepokea {amount} kwa agizo {reference}. Duka linakagua na litawasiliana nawe."
     ),
-    "waiting_payment": "Tunasubiri M-Pesa ithibitishe agizo {reference}. Utapata ujumbe hapa.",
     "order_cancelled": "Agizo {reference} limeghairiwa.",
     "cannot_cancel": "Agizo {reference} haliwezi kughairiwa sasa.",
     "not_your_order": "Agizo hilo si lako.",

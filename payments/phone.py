@@ -17,7 +17,13 @@ _SEPARATORS = re.compile(r"[\s\-.()]")
 
 
 class InvalidPhoneNumber(ValueError):
-    """The text is not a Kenyan mobile number; ``str(exc)`` is fit to show the customer."""
+    """The text is not a Kenyan mobile number; ``str(exc)`` says why, in English, and
+    ``problem`` names the case (not_a_number | not_kenyan_mobile | not_mobile) so that a
+    chat can say it in the customer's language."""
+
+    def __init__(self, message: str, problem: str) -> None:
+        super().__init__(message)
+        self.problem = problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,25 +61,33 @@ def normalize_msisdn(text: str) -> MpesaNumber:
         compact = "0" + compact
     if not compact or not re.fullmatch(r"\+?\d+", compact):
         raise InvalidPhoneNumber(
-            f"{text.strip()!r} is not a phone number. Send it like 0712 345 678."
+            f"{_shown(text)!r} is not a phone number. Send it like 0712 345 678.", "not_a_number"
         )
     try:
         parsed = phonenumbers.parse(compact, "KE")
     except phonenumbers.NumberParseException as exc:
         raise InvalidPhoneNumber(
-            f"{text.strip()!r} is not a phone number. Send it like 0712 345 678."
+            f"{_shown(text)!r} is not a phone number. Send it like 0712 345 678.", "not_a_number"
         ) from exc
     if parsed.country_code != 254 or not phonenumbers.is_valid_number(parsed):
         raise InvalidPhoneNumber(
-            f"{text.strip()!r} is not a Kenyan mobile number. Send a number like 0712 345 678."
+            f"{_shown(text)!r} is not a Kenyan mobile number. Send a number like 0712 345 678.",
+            "not_kenyan_mobile",
         )
     if phonenumbers.number_type(parsed) != PhoneNumberType.MOBILE:
         raise InvalidPhoneNumber(
-            f"{text.strip()!r} is not a mobile number. "
-            "M-Pesa needs a mobile line like 0712 345 678."
+            f"{_shown(text)!r} is not a mobile number. "
+            "M-Pesa needs a mobile line like 0712 345 678.",
+            "not_mobile",
         )
     msisdn = f"254{parsed.national_number}"
     return MpesaNumber(msisdn=msisdn, carrier=carrier.name_for_number(parsed, "en"))
+
+
+def _shown(text: str) -> str:
+    """The input as echoed in an error: short, whatever was pasted."""
+    text = text.strip()
+    return text if len(text) <= 20 else text[:20] + "…"
 
 
 def display_msisdn(msisdn: str) -> str:

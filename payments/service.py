@@ -16,7 +16,13 @@ from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from payments import ledger
-from payments.daraja_client import DarajaClient, InvalidPushRequest, PushAccepted, StkPushRequest
+from payments.daraja_client import (
+    MAX_AMOUNT,
+    DarajaClient,
+    InvalidPushRequest,
+    PushAccepted,
+    StkPushRequest,
+)
 from payments.errors import DarajaError, PushOutcomeUnknown
 from payments.phone import MpesaNumber, mask_msisdn, normalize_msisdn
 from payments.settlement import EventStatus
@@ -183,6 +189,11 @@ def _create_attempt(
         raise OrderNotPayable("That order does not exist.")
     if order.status != OrderStatus.AWAITING_PAYMENT:
         raise OrderNotPayable(_NOT_PAYABLE[order.status].format(order.reference))
+    if order.total > MAX_AMOUNT:
+        raise OrderNotPayable(
+            f"Order {order.reference} is over KES {MAX_AMOUNT:,}, the most one M-Pesa payment "
+            "can carry."
+        )
     open_attempt = conn.execute(
         select(payments.c.id).where(
             payments.c.order_id == order_id, payments.c.status.in_(OPEN_PAYMENT_STATUSES)

@@ -19,8 +19,12 @@ class RetryLater(DeliveryError):
         self.after_seconds = after_seconds
 
 
-class RecipientGone(DeliveryError):
-    """The customer blocked the bot or the chat no longer exists: do not retry."""
+class Undeliverable(DeliveryError):
+    """The platform refused this message for good (e.g. chat not found): do not retry."""
+
+
+class RecipientGone(Undeliverable):
+    """The customer blocked the bot: do not retry, and remember it."""
 
 
 class Channel(Protocol):

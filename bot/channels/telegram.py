@@ -8,6 +8,8 @@ our aiohttp route checks ``X-Telegram-Bot-Api-Secret-Token`` and feeds the updat
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import logging
 from datetime import timedelta
@@ -21,10 +23,17 @@ from telegram import (
     ReplyKeyboardRemove,
     Update,
 )
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram.error import (
+    BadRequest,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+)
 from telegram.ext import AIORateLimiter, Application, ContextTypes, TypeHandler
 
-from bot.channels.base import DeliveryError, RecipientGone, RetryLater
+from bot.channels.base import DeliveryError, RecipientGone, RetryLater, Undeliverable
 from bot.chat.engine import Conversation
 from bot.chat.model import Inbound, Reply
 from bot.config import TelegramSettings
@@ -33,6 +42,8 @@ from bot.texts import say
 
 log = logging.getLogger(__name__)
 NOT_MODIFIED = "message is not modified"
+CONCURRENT_UPDATES = 16
+STARTUP_WAIT_SECONDS = 10.0
 
 
 class TelegramChannel:
@@ -45,18 +56,46 @@ class TelegramChannel:
         self._conversation = conversation
         self._merchant = merchant
         # One retry after a 429, waiting retry_after; a second 429 reaches our code.
+        # Updates of different chats run side by side (a push can take seconds); the
+        # conversation keeps each chat's own events in order.
         builder = (
-            Application.builder().token(settings.token).rate_limiter(AIORateLimiter(max_retries=1))
+            Application.builder()
+            .token(settings.token)
+            .rate_limiter(AIORateLimiter(max_retries=1))
+            .concurrent_updates(CONCURRENT_UPDATES)
         )
         if settings.api_base_url:
             builder = builder.base_url(f"{settings.api_base_url}/bot")
         if settings.webhook_url:
             builder = builder.updater(None)
         self.application = builder.build()
+        self._starter: asyncio.Task[None] | None = None
         self.application.add_handler(TypeHandler(Update, self._on_update))
         self.application.add_error_handler(self._on_error)
 
     # --- lifecycle (driven by the aiohttp app's cleanup context) ------------------------
+
+    async def start_in_background(self) -> None:
+        """Start now if Telegram answers, else keep trying in the background."""
+        self._starter = asyncio.create_task(self._start_with_retry(), name="telegram-start")
+        await asyncio.wait({self._starter}, timeout=STARTUP_WAIT_SECONDS)
+
+    async def _start_with_retry(self) -> None:
+        delay = 1.0
+        while True:
+            try:
+                await self.start()
+                return
+            except InvalidToken:
+                log.error(
+                    "Telegram refuses TELEGRAM_BOT_TOKEN: the Telegram channel stays off. "
+                    "Fix: copy the token from @BotFather and restart."
+                )
+                return
+            except (NetworkError, TelegramError) as exc:
+                log.warning("Telegram is not reachable (%s); trying again in %g s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 300.0)
 
     async def start(self) -> None:
         app = self.application
@@ -75,12 +114,17 @@ class TelegramChannel:
         )
 
     async def stop(self) -> None:
+        if self._starter is not None and not self._starter.done():
+            self._starter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._starter
         app = self.application
         if app.updater is not None and app.updater.running:
             await app.updater.stop()
         if app.running:
             await app.stop()
-        await app.shutdown()
+        with contextlib.suppress(RuntimeError):  # never initialized: nothing to shut down
+            await app.shutdown()
 
     async def webhook(self, request: web.Request) -> web.Response:
         """Our route for Telegram's POSTs (webhook mode); the secret header is required."""
@@ -89,8 +133,10 @@ class TelegramChannel:
             return web.json_response({"error": "wrong secret token"}, status=403)
         try:
             data = await request.json()
+            if not isinstance(data, dict):
+                raise TypeError("not a JSON object")
             update = Update.de_json(data, self.application.bot)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             return web.json_response({"error": "not a Telegram update"}, status=400)
         await self.application.update_queue.put(update)
         return web.json_response({"ok": True})
@@ -106,7 +152,10 @@ class TelegramChannel:
         pressed: str | None = None
         query = update.callback_query
         if query is not None:
-            await query.answer()
+            try:
+                await query.answer()
+            except TelegramError as exc:  # e.g. "query is too old" after downtime
+                log.info("could not answer a button press: %s", exc)
             if query.message is not None:
                 pressed = str(query.message.message_id)
             event = Inbound(self.name, chat_id, name, button=query.data or "")
@@ -127,6 +176,9 @@ class TelegramChannel:
                 await self.send(chat_id, merchant_reply)
                 return
             event = Inbound(self.name, chat_id, name, text=text)
+        elif update.message is not None:
+            # Stickers, photos, voice notes: we only read text and buttons, and say so.
+            event = Inbound(self.name, chat_id, name, text="")
         else:
             return
         try:
@@ -179,6 +231,9 @@ class TelegramChannel:
             raise RetryLater(_seconds(exc.retry_after)) from exc
         except Forbidden as exc:
             raise RecipientGone(str(exc)) from exc
+        except BadRequest as exc:
+            # Chat not found, text too long, bad markup: sending it again will not help.
+            raise Undeliverable(f"BadRequest: {exc}") from exc
         except (NetworkError, TelegramError) as exc:
             raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
 

@@ -7,9 +7,10 @@ interleave two steps of the same conversation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
-from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,11 +22,11 @@ from bot.chat import screens
 from bot.chat.model import Button, ChatState, Inbound, Reply
 from bot.texts import LANGUAGES, kes, masked_phone, reason_text, say, status_text
 from payments import ledger
-from payments.daraja_client import InvalidPushRequest
+from payments.daraja_client import MAX_AMOUNT, InvalidPushRequest
 from payments.errors import DarajaError
-from payments.phone import InvalidPhoneNumber, MpesaNumber, normalize_msisdn
+from payments.phone import InvalidPhoneNumber, MpesaNumber, display_msisdn, normalize_msisdn
 from payments.result_codes import FailureReason
-from payments.service import PaymentNotStarted, PaymentService, utc_now
+from payments.service import PaymentInProgress, PaymentNotStarted, PaymentService, utc_now
 from payments.states import PaymentStatus
 from storage.engine import Database
 from storage.orders import (
@@ -34,6 +35,7 @@ from storage.orders import (
     create_order,
     get_or_create_customer,
     get_order,
+    get_order_items,
     load_chat_state,
     recent_orders,
     remember_message,
@@ -42,6 +44,7 @@ from storage.orders import (
 )
 
 log = logging.getLogger(__name__)
+MAX_ID = 2**31  # ids are 32-bit on PostgreSQL
 
 
 @dataclass(slots=True)
@@ -57,6 +60,10 @@ class _Chat:
 
 def _load(conn: Connection, event: Inbound, now: datetime) -> _Chat:
     customer = get_or_create_customer(conn, event.channel, event.chat_id, event.user_name, now)
+    if customer.blocked:
+        # Writing to us again means the bot was unblocked: deliver to this chat again.
+        update_customer(conn, customer.id, blocked_at=None)
+        customer = dataclasses.replace(customer, blocked=False)
     saved = load_chat_state(conn, event.channel, event.chat_id)
     state = ChatState.from_json(saved) if saved else ChatState()
     catalog = {p.sku: p for p in active_products(conn)}
@@ -75,27 +82,47 @@ class Conversation:
         self._payments = payments
         self._shop = shop_name
         self._clock = clock
-        self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+        # chat -> (its lock, how many events hold or await it); dropped at zero, so the
+        # table stays as small as the set of chats being served right now.
+        self._turns: dict[tuple[str, str], tuple[asyncio.Lock, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def _chat_turn(self, event: Inbound) -> AsyncIterator[None]:
+        """One event per chat at a time, replies included, so two taps cannot interleave."""
+        key = (event.channel, event.chat_id)
+        lock, users = self._turns.setdefault(key, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._turns[key]
 
     async def handle(self, event: Inbound) -> list[Reply]:
-        async with self._locks[(event.channel, event.chat_id)]:
-            chat = await self._db.transaction(_load, event, self._clock())
-            replies = await self._route(chat, event)
-            await self._db.transaction(
-                save_chat_state, event.channel, event.chat_id, chat.state.to_json(), self._clock()
-            )
-            return replies
+        async with self._chat_turn(event):
+            return await self._handle(event)
+
+    async def _handle(self, event: Inbound) -> list[Reply]:
+        chat = await self._db.transaction(_load, event, self._clock())
+        replies = await self._route(chat, event)
+        await self._db.transaction(
+            save_chat_state, event.channel, event.chat_id, chat.state.to_json(), self._clock()
+        )
+        return replies
 
     async def reply_through(
         self, channel: Channel, event: Inbound, pressed_message: str | None = None
     ) -> None:
         """Handle ``event`` and send the replies back through ``channel``; a reply marked
         ``edit`` replaces ``pressed_message`` (the message whose button was pressed)."""
-        for reply in await self.handle(event):
-            replace = pressed_message if reply.edit else None
-            message_id = await channel.send(event.chat_id, reply, replace=replace)
-            if reply.tag:
-                await self.remember(channel.name, event.chat_id, reply.tag, message_id)
+        async with self._chat_turn(event):
+            for reply in await self._handle(event):
+                replace = pressed_message if reply.edit else None
+                message_id = await channel.send(event.chat_id, reply, replace=replace)
+                if reply.tag:
+                    await self.remember(channel.name, event.chat_id, reply.tag, message_id)
 
     async def remember(self, channel: str, chat_id: str, tag: str, message_id: str) -> None:
         """Keep a sent message's id under ``tag`` so that it can be edited later."""
@@ -130,6 +157,16 @@ class Conversation:
         if command == "/help":
             return [Reply(say(lang, "help"), ((Button(say(lang, "btn_menu"), "menu"),),))]
         if command == "/cancel":
+            if chat.state.step == "awaiting_phone" and chat.state.order_id is not None:
+                # Leaving the phone step drops its order, unless a payment is under way.
+                order = await self._own_order(chat, chat.state.order_id)
+                if order is not None and await self._db.transaction(
+                    ledger.cancel_order, order.id, self._clock()
+                ):
+                    # Its items go back into the cart, as the reply promises.
+                    for item in await self._db.transaction(get_order_items, order.id):
+                        if item.sku in chat.catalog:
+                            chat.state.cart[item.sku] = item.quantity
             chat.state.step, chat.state.order_id, chat.state.picking = "browsing", None, None
             return [Reply(say(lang, "cancelled_step"), ((Button(say(lang, "btn_menu"), "menu"),),))]
         if command == "/language":
@@ -173,6 +210,8 @@ class Conversation:
         if name == "checkout":
             if not state.cart:
                 return [screens.cart(lang, state.cart, chat.catalog)]
+            if over := self._over_limit(chat):
+                return [over]
             return [screens.summary(lang, state.cart, chat.catalog)]
         if name == "confirm":
             return await self._confirm(chat)
@@ -194,6 +233,9 @@ class Conversation:
         quantity = int(qty_text) if qty_text.isdigit() else 1
         quantity = max(1, min(screens.MAX_QUANTITY, quantity))
         if name == "add":
+            if chat.state.picking != (sku, quantity):
+                # A second tap on the same "Add" (or a stale screen): already added once.
+                return [screens.cart(chat.lang, chat.state.cart, chat.catalog)]
             cart = chat.state.cart
             cart[sku] = min(screens.MAX_QUANTITY, cart.get(sku, 0) + quantity)
             chat.state.picking = None
@@ -229,6 +271,8 @@ class Conversation:
         cart = {sku: q for sku, q in chat.state.cart.items() if sku in chat.catalog}
         if not cart:
             return [screens.cart(chat.lang, {}, chat.catalog)]
+        if over := self._over_limit(chat):
+            return [over]
         items = [
             NewOrderItem(sku, chat.catalog[sku].name, chat.catalog[sku].price, qty)
             for sku, qty in cart.items()
@@ -237,6 +281,17 @@ class Conversation:
         chat.state.cart.clear()
         chat.state.step, chat.state.order_id = "awaiting_phone", order.id
         return [self._phone_question(chat, order.total)]
+
+    def _over_limit(self, chat: _Chat) -> Reply | None:
+        total = screens.cart_total(chat.state.cart, chat.catalog)
+        if total <= MAX_AMOUNT:
+            return None
+        text = say(chat.lang, "over_limit", limit=kes(MAX_AMOUNT), total=kes(total))
+        return Reply(text, screens.cart(chat.lang, chat.state.cart, chat.catalog).buttons)
+
+    def _ask_phone(self, chat: _Chat, total: int) -> Reply:
+        text = say(chat.lang, "ask_phone", total=kes(total))
+        return Reply(text, ask_contact=say(chat.lang, "btn_share_number"))
 
     def _phone_question(self, chat: _Chat, total: int) -> Reply:
         lang = chat.lang
@@ -248,9 +303,7 @@ class Conversation:
                 ),
             )
             return Reply(say(lang, "confirm_phone", phone=masked_phone(chat.customer.msisdn)), rows)
-        return Reply(
-            say(lang, "ask_phone", total=kes(total)), ask_contact=say(lang, "btn_share_number")
-        )
+        return self._ask_phone(chat, total)
 
     async def _phone_choice(self, chat: _Chat, choice: str) -> list[Reply]:
         order = await self._current_order(chat)
@@ -258,12 +311,7 @@ class Conversation:
             return [self._menu(chat)]
         if choice == "yes" and chat.customer.msisdn:
             return await self._pay(chat, order.id, normalize_msisdn(chat.customer.msisdn))
-        return [
-            Reply(
-                say(chat.lang, "ask_phone", total=kes(order.total)),
-                ask_contact=say(chat.lang, "btn_share_number"),
-            )
-        ]
+        return [self._ask_phone(chat, order.total)]
 
     async def _contact(self, chat: _Chat, event: Inbound) -> list[Reply]:
         if chat.state.step != "awaiting_phone":
@@ -285,20 +333,23 @@ class Conversation:
         try:
             number = normalize_msisdn(text)
         except InvalidPhoneNumber as exc:
-            return [
-                Reply(
-                    say(chat.lang, "phone_invalid", problem=str(exc)),
-                    ask_contact=say(chat.lang, "btn_share_number"),
-                )
-            ]
+            text = say(chat.lang, f"phone_{exc.problem}")
+            return [Reply(text, ask_contact=say(chat.lang, "btn_share_number"))]
         return await self._pay(chat, order.id, number)
 
     async def _current_order(self, chat: _Chat) -> _OrderView | None:
-        if chat.state.order_id is None:
+        """The order of the phone step, while it can still be paid; else leave the step."""
+        order = None
+        if chat.state.order_id is not None:
+            order = await self._own_order(chat, chat.state.order_id)
+        if order is None or order.status != "awaiting_payment":
+            chat.state.step, chat.state.order_id = "browsing", None
             return None
-        return await self._own_order(chat, chat.state.order_id)
+        return order
 
     async def _own_order(self, chat: _Chat, order_id: int) -> _OrderView | None:
+        if not 0 < order_id < MAX_ID:  # button data can be forged: keep the id in range
+            return None
         order = await self._db.transaction(get_order, order_id)
         if order is None or order.customer_id != chat.customer.id:
             return None
@@ -307,11 +358,12 @@ class Conversation:
     async def _pay(self, chat: _Chat, order_id: int, number: MpesaNumber) -> list[Reply]:
         lang = chat.lang
         await self._db.transaction(update_customer, chat.customer.id, msisdn=number.msisdn)
-        chat.customer = _with_msisdn(chat.customer, number.msisdn)
+        chat.customer = dataclasses.replace(chat.customer, msisdn=number.msisdn)
         try:
             started = await self._payments.start_payment(order_id, number)
         except PaymentNotStarted as exc:
-            return [Reply(str(exc))]
+            chat.state.step, chat.state.order_id = "browsing", None
+            return [await self._not_started(chat, order_id, exc)]
         except (DarajaError, InvalidPushRequest) as exc:
             reason = exc.reason if isinstance(exc, DarajaError) else FailureReason.OTHER
             chat.state.step = "browsing"
@@ -321,9 +373,21 @@ class Conversation:
         total = kes(started.amount)
         key = "check_phone" if started.status is PaymentStatus.PENDING else "push_unknown"
         text = say(lang, key, total=total, shop=self._shop)
-        if number.warning:
-            text = f"{number.warning}\n\n{text}"
+        if not number.is_safaricom_prefix:
+            network = number.carrier or "another network"
+            warning = say(
+                lang, "phone_other_network", phone=display_msisdn(number.msisdn), network=network
+            )
+            text = f"{warning}\n\n{text}"
         return [Reply(text, tag=f"payment:{started.payment_id}", close_keyboard=True)]
+
+    async def _not_started(self, chat: _Chat, order_id: int, exc: PaymentNotStarted) -> Reply:
+        order = await self._own_order(chat, order_id)
+        reference = order.reference if order else ""
+        if isinstance(exc, PaymentInProgress):
+            return Reply(say(chat.lang, "payment_in_progress", reference=reference))
+        status = status_text(chat.lang, order.status) if order else ""
+        return Reply(say(chat.lang, "order_not_payable", reference=reference, status=status))
 
     async def _after_failure(self, chat: _Chat, action: str, arg: str) -> list[Reply]:
         order = await self._own_order(chat, int(arg)) if arg.isdigit() else None
@@ -346,12 +410,7 @@ class Conversation:
         chat.state.step, chat.state.order_id = "awaiting_phone", order.id
         if action == "retry" and chat.customer.msisdn:
             return await self._pay(chat, order.id, normalize_msisdn(chat.customer.msisdn))
-        return [
-            Reply(
-                say(chat.lang, "ask_phone", total=kes(order.total)),
-                ask_contact=say(chat.lang, "btn_share_number"),
-            )
-        ]
+        return [self._ask_phone(chat, order.total)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,18 +419,6 @@ class _OrderView:
     reference: str
     total: int
     status: str
-
-
-def _with_msisdn(customer: CustomerRecord, msisdn: str) -> CustomerRecord:
-    return CustomerRecord(
-        customer.id,
-        customer.channel,
-        customer.chat_id,
-        customer.name,
-        msisdn,
-        customer.language,
-        customer.blocked,
-    )
 
 
 def _create_order(

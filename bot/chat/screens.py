@@ -35,7 +35,7 @@ def menu(
     categories = list(dict.fromkeys(p.category for p in products))
     if len(categories) == 1:
         return category(lang, products, categories[0], cart, edit=edit)
-    rows = [(Button(name or "Other", f"cat:{name}"[:64]),) for name in categories]
+    rows = [(Button(name or say(lang, "category_other"), f"cat:{name}"),) for name in categories]
     rows.append((_cart_button(lang, cart),))
     return Reply(say(lang, "choose_category"), tuple(rows), edit=edit)
 
@@ -69,7 +69,7 @@ def product(lang: str, spec: ProductSpec, quantity: int, cart: Mapping[str, int]
             Button("+", f"qty:{spec.sku}:{more}"),
         ),
         (Button(say(lang, "btn_add"), f"add:{spec.sku}:{quantity}"),),
-        (_cart_button(lang, cart), Button(say(lang, "btn_back"), f"cat:{spec.category}"[:64])),
+        (_cart_button(lang, cart), Button(say(lang, "btn_back"), f"cat:{spec.category}")),
     )
     return Reply(text, rows, edit=True)
 

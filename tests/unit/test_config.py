@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import logging
 from pathlib import Path
 
 import pytest
 
 from bot.config import ConfigError, load_config
+from bot.http_logging import RedactTokens
 from payments.settings import DarajaEnvironment
 
 SECRET_URL = "https://shop.example.com/hooks/stk/Zk3p9qLm2VbX8rT5wYc7NdA4"
@@ -136,3 +139,18 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
     path.write_text("[http]\nport = 9000\n[mpesa]\nshort_code = '174379'\n")
     config = load_config(env={"DUKA_HTTP_PORT": "9100", "MPESA_SHORTCODE": "600999"}, path=path)
     assert (config.http_port, config.daraja.short_code) == (9100, "600999")
+
+
+def test_bot_tokens_never_reach_the_log_output() -> None:
+    """PTB's HTTP client logs request URLs, which carry the bot token."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactTokens())
+    log = logging.getLogger("test.redaction")
+    log.addHandler(handler)
+    try:
+        log.warning("POST %s failed", "http://127.0.0.1:1/bot123456:AAE-x_9/sendMessage")
+    finally:
+        log.removeHandler(handler)
+    assert "123456:AAE-x_9" not in stream.getvalue()
+    assert "/bot***/sendMessage" in stream.getvalue()
