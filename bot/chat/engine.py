@@ -67,6 +67,8 @@ def _load(conn: Connection, event: Inbound, now: datetime) -> _Chat:
     saved = load_chat_state(conn, event.channel, event.chat_id)
     state = ChatState.from_json(saved) if saved else ChatState()
     catalog = {p.sku: p for p in active_products(conn)}
+    # Products taken off the catalog leave every saved cart.
+    state.cart = {sku: qty for sku, qty in state.cart.items() if sku in catalog}
     return _Chat(customer, state, catalog)
 
 
@@ -230,7 +232,7 @@ class Conversation:
         spec = chat.catalog.get(sku)
         if spec is None:
             return [Reply(say(chat.lang, "product_gone")), self._menu(chat)]
-        quantity = int(qty_text) if qty_text.isdigit() else 1
+        quantity = _count(qty_text) or 1
         quantity = max(1, min(screens.MAX_QUANTITY, quantity))
         if name == "add":
             if chat.state.picking != (sku, quantity):
@@ -390,11 +392,14 @@ class Conversation:
         return Reply(say(chat.lang, "order_not_payable", reference=reference, status=status))
 
     async def _after_failure(self, chat: _Chat, action: str, arg: str) -> list[Reply]:
-        order = await self._own_order(chat, int(arg)) if arg.isdigit() else None
+        order_id = _count(arg)
+        order = await self._own_order(chat, order_id) if order_id is not None else None
         if order is None:
             return [Reply(say(chat.lang, "not_your_order"))]
         if action == "cancel":
             cancelled = await self._db.transaction(ledger.cancel_order, order.id, self._clock())
+            if cancelled and chat.state.order_id == order.id:
+                chat.state.step, chat.state.order_id = "browsing", None
             key = "order_cancelled" if cancelled else "cannot_cancel"
             return [Reply(say(chat.lang, key, reference=order.reference), edit=True)]
         if order.status != "awaiting_payment":
@@ -419,6 +424,11 @@ class _OrderView:
     reference: str
     total: int
     status: str
+
+
+def _count(text: str) -> int | None:
+    """A whole number typed in ASCII digits ("²" is a digit to ``str.isdigit``, not to int)."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 12 else None
 
 
 def _create_order(
