@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bot.catalog import CatalogError, ProductSpec, parse_products, read_catalog_file
+from payments.phone import InvalidPhoneNumber, normalize_msisdn
 from payments.settings import (
     BANNED_CALLBACK_WORDS,
     DARAJA_BASE_URLS,
@@ -60,6 +61,31 @@ class TelegramSettings:
         return urlsplit(self.webhook_url).path or "/"
 
 
+GRAPH_API_BASE_URL = "https://graph.facebook.com/v26.0"  # pinned: Meta changes behaviour by version
+# Approved template names used outside WhatsApp's 24-hour window, by outbox message kind.
+DEFAULT_TEMPLATES = (
+    ("payment_paid", "duka_payment_paid"),
+    ("payment_failed", "duka_payment_failed"),
+    ("order_paid", "duka_order_paid"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WhatsAppSettings:
+    access_token: str = field(repr=False)
+    phone_number_id: str
+    app_secret: str = field(repr=False)
+    verify_token: str = field(repr=False)
+    api_base_url: str  # the Graph API with its version, e.g. https://graph.facebook.com/v26.0
+    webhook_path: str = "/whatsapp/webhook"
+    # Approved template names used outside the 24-hour window, by message kind.
+    templates: tuple[tuple[str, str], ...] = ()
+    template_language: str = "en"
+
+    def template_for(self, kind: str) -> str | None:
+        return dict(self.templates).get(kind)
+
+
 @dataclass(frozen=True, slots=True)
 class AppConfig:
     shop_name: str
@@ -72,6 +98,8 @@ class AppConfig:
     catalog: tuple[ProductSpec, ...] = ()
     merchant_telegram_ids: tuple[int, ...] = ()
     telegram: TelegramSettings | None = None  # None: no TELEGRAM_BOT_TOKEN, channel off
+    whatsapp: WhatsAppSettings | None = None  # None: no WhatsApp settings, channel off
+    merchant_whatsapp_numbers: tuple[str, ...] = ()  # 2547XXXXXXXX
 
 
 _KNOWN_KEYS: dict[str, set[str]] = {
@@ -96,7 +124,14 @@ _KNOWN_KEYS: dict[str, set[str]] = {
     },
     "simulator": {"callback_delay_seconds"},
     "catalog": {"products"},
-    "merchant": {"telegram_ids"},
+    "merchant": {"telegram_ids", "whatsapp_numbers"},
+    "whatsapp": {
+        "webhook_path",
+        "template_payment_paid",
+        "template_payment_failed",
+        "template_order_paid",
+        "template_language",
+    },
 }
 _SECRET_KEYS = {"consumer_key", "consumer_secret", "passkey"}
 
@@ -165,6 +200,8 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> AppConfig:
         catalog=tuple(_catalog(data.get("catalog", {}), env)),
         merchant_telegram_ids=_merchant_ids(data.get("merchant", {}), env),
         telegram=_telegram(env),
+        whatsapp=_whatsapp(data.get("whatsapp", {}), env),
+        merchant_whatsapp_numbers=_merchant_numbers(data.get("merchant", {}), env),
         daraja=_daraja(mpesa, env, host, port),
         reconcile=_reconcile(data.get("reconciliation", {})),
         simulator=SimulatorSettings(
@@ -301,6 +338,71 @@ def _telegram(env: Mapping[str, str]) -> TelegramSettings | None:
             "use A-Z a-z 0-9 _ -",
         )
     return TelegramSettings(token, base_url, webhook_url, secret)
+
+
+_WHATSAPP_SECRETS = (
+    "WHATSAPP_ACCESS_TOKEN",
+    "WHATSAPP_PHONE_NUMBER_ID",
+    "WHATSAPP_APP_SECRET",
+    "WHATSAPP_VERIFY_TOKEN",
+)
+
+
+def _whatsapp(section: Mapping[str, Any], env: Mapping[str, str]) -> WhatsAppSettings | None:
+    values = {name: env.get(name, "").strip() for name in _WHATSAPP_SECRETS}
+    if not any(values.values()):
+        return None  # the channel is simply off
+    for name, value in values.items():
+        if not value:
+            raise ConfigError(
+                name,
+                "not set while other WHATSAPP_ settings are",
+                f"set all of {_WHATSAPP_SECRETS}",
+            )
+    if not values["WHATSAPP_PHONE_NUMBER_ID"].isdigit():
+        raise ConfigError(
+            "WHATSAPP_PHONE_NUMBER_ID", "is not numeric", "copy the Phone number ID from Meta"
+        )
+    base_url = (env.get("WHATSAPP_API_BASE_URL") or GRAPH_API_BASE_URL).strip().rstrip("/")
+    _check_http_url("WHATSAPP_API_BASE_URL", base_url)
+    path = str(section.get("webhook_path", "/whatsapp/webhook"))
+    if not path.startswith("/"):
+        raise ConfigError("whatsapp.webhook_path", f"{path!r} is not a path", "start it with /")
+    templates = tuple(
+        (kind, _text(f"whatsapp.template_{kind}", section.get(f"template_{kind}", default)))
+        for kind, default in DEFAULT_TEMPLATES
+    )
+    return WhatsAppSettings(
+        access_token=values["WHATSAPP_ACCESS_TOKEN"],
+        phone_number_id=values["WHATSAPP_PHONE_NUMBER_ID"],
+        app_secret=values["WHATSAPP_APP_SECRET"],
+        verify_token=values["WHATSAPP_VERIFY_TOKEN"],
+        api_base_url=base_url,
+        webhook_path=path,
+        templates=templates,
+        template_language=_text(
+            "whatsapp.template_language", section.get("template_language", "en")
+        ),
+    )
+
+
+def _merchant_numbers(section: Mapping[str, Any], env: Mapping[str, str]) -> tuple[str, ...]:
+    raw: object = env.get("DUKA_MERCHANT_WHATSAPP_NUMBERS")
+    key = "DUKA_MERCHANT_WHATSAPP_NUMBERS"
+    if raw is None:
+        raw, key = section.get("whatsapp_numbers", []), "merchant.whatsapp_numbers"
+    parts = [p.strip() for p in raw.split(",") if p.strip()] if isinstance(raw, str) else raw
+    if not isinstance(parts, list):
+        raise ConfigError(key, "is not a list of phone numbers", "write e.g. 0712345678,0722000000")
+    numbers = []
+    for part in parts:
+        try:
+            numbers.append(normalize_msisdn(str(part)).msisdn)
+        except InvalidPhoneNumber:
+            raise ConfigError(
+                key, f"{part!r} is not a Kenyan mobile number", "write e.g. 0712345678"
+            ) from None
+    return tuple(numbers)
 
 
 def _reconcile(section: Mapping[str, Any]) -> ReconcileSettings:

@@ -85,6 +85,7 @@ _EN: dict[str, str] = {
         "/cancel stop what you are doing"
     ),
     "hint": "I did not understand that. Tap Menu to shop, or send /help.",
+    "only_text": "I can read text and buttons only. Tap Menu to shop, or send /help.",
     "sorry": "Sorry, something went wrong on our side. Please try again in a moment.",
     "cancelled_step": "Stopped. Your cart is kept. Tap Menu to carry on.",
     "choose_language": "Choose your language:",
@@ -208,6 +209,7 @@ _SW: dict[str, str] = {
         "/start menyu  /cart kikapu  /orders maagizo  /language lugha  /cancel acha"
     ),
     "hint": "Sijaelewa. Gusa Menyu kununua, au tuma /help.",
+    "only_text": "Ninasoma maandishi na vitufe tu. Gusa Menyu kununua, au tuma /help.",
     "sorry": "Samahani, kuna tatizo upande wetu. Tafadhali jaribu tena baada ya muda mfupi.",
     "cancelled_step": "Imesimamishwa. Kikapu chako kimehifadhiwa. Gusa Menyu kuendelea.",
     "choose_language": "Chagua lugha:",

@@ -14,7 +14,14 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from storage.references import new_order_reference
-from storage.schema import conversations, customers, message_refs, order_items, orders
+from storage.schema import (
+    conversations,
+    customers,
+    inbound_messages,
+    message_refs,
+    order_items,
+    orders,
+)
 
 AWAITING_PAYMENT = "awaiting_payment"  # payments.states.OrderStatus.AWAITING_PAYMENT
 
@@ -245,3 +252,18 @@ def _upsert(
     insert_for = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     statement = insert_for(table).values(**values)
     conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=changes))
+
+
+def claim_inbound(
+    conn: Connection, channel: str, message_ids: Sequence[str], now: datetime
+) -> set[str]:
+    """Record inbound message ids; the ones not seen before (a redelivery claims nothing)."""
+    insert_for = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    fresh = set()
+    for message_id in dict.fromkeys(message_ids):
+        statement = insert_for(inbound_messages).values(
+            channel=channel, message_id=message_id[:128], received_at=now
+        )
+        if conn.execute(statement.on_conflict_do_nothing()).rowcount == 1:
+            fresh.add(message_id)
+    return fresh

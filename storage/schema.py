@@ -224,3 +224,14 @@ message_refs = Table(
     Column("created_at", UtcDateTime, nullable=False),
     UniqueConstraint("channel", "chat_id", "tag"),
 )
+
+# Inbound platform messages already handled, by their id: webhooks are redelivered.
+inbound_messages = Table(
+    "inbound_messages",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("channel", String(16), nullable=False),
+    Column("message_id", String(128), nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    UniqueConstraint("channel", "message_id"),
+)

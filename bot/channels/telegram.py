@@ -178,7 +178,7 @@ class TelegramChannel:
             event = Inbound(self.name, chat_id, name, text=text)
         elif update.message is not None:
             # Stickers, photos, voice notes: we only read text and buttons, and say so.
-            event = Inbound(self.name, chat_id, name, text="")
+            event = Inbound(self.name, chat_id, name, unsupported=True)
         else:
             return
         try:

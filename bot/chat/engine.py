@@ -133,6 +133,9 @@ class Conversation:
         )
 
     async def _route(self, chat: _Chat, event: Inbound) -> list[Reply]:
+        if event.unsupported:
+            rows = ((Button(say(chat.lang, "btn_menu"), "menu"),),)
+            return [Reply(say(chat.lang, "only_text"), rows)]
         if event.contact_phone is not None:
             return await self._contact(chat, event)
         if event.button is not None:
@@ -150,8 +153,10 @@ class Conversation:
         lang = chat.lang
         if command == "/start":
             chat.state.step, chat.state.picking = "browsing", None
-            welcome = Reply(say(lang, "welcome", shop=self._shop))
-            return [welcome, self._menu(chat)]
+            # One message, not two: WhatsApp allows about one message in six seconds per user.
+            menu = self._menu(chat)
+            text = f"{say(lang, 'welcome', shop=self._shop)}\n\n{menu.text}"
+            return [dataclasses.replace(menu, text=text)]
         if command == "/cart":
             return [screens.cart(lang, chat.state.cart, chat.catalog, edit=False)]
         if command == "/orders":
@@ -231,7 +236,9 @@ class Conversation:
         sku, _, qty_text = arg.partition(":")
         spec = chat.catalog.get(sku)
         if spec is None:
-            return [Reply(say(chat.lang, "product_gone")), self._menu(chat)]
+            menu = self._menu(chat)
+            text = f"{say(chat.lang, 'product_gone')}\n\n{menu.text}"
+            return [dataclasses.replace(menu, text=text, edit=False)]
         quantity = _count(qty_text) or 1
         quantity = max(1, min(screens.MAX_QUANTITY, quantity))
         if name == "add":

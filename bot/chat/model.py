@@ -19,6 +19,7 @@ class Inbound:
     button: str | None = None  # the button's data, e.g. "add:unga-2kg:2"
     contact_phone: str | None = None
     contact_is_own: bool = False  # the shared contact is the sender's own number
+    unsupported: bool = False  # a sticker, photo, voice note...: we read text and buttons
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,8 @@ class Reply:
     edit: bool = False  # replace the message whose button was pressed, where possible
     tag: str | None = None  # remember this message, to edit it later (e.g. payment:<id>)
     close_keyboard: bool = False  # take away a "share my number" keyboard, where there is one
+    # Outside WhatsApp's 24-hour window only templates go out: (message kind, parameters).
+    template: tuple[str, tuple[str, ...]] | None = None
 
 
 @dataclass(slots=True)

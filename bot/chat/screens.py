@@ -63,11 +63,7 @@ def product(lang: str, spec: ProductSpec, quantity: int, cart: Mapping[str, int]
     text += "\n" + say(lang, "quantity", quantity=quantity, total=kes(quantity * spec.price))
     less, more = max(1, quantity - 1), min(MAX_QUANTITY, quantity + 1)
     rows = (
-        (
-            Button("−", f"qty:{spec.sku}:{less}"),
-            Button(str(quantity), f"qty:{spec.sku}:{quantity}"),
-            Button("+", f"qty:{spec.sku}:{more}"),
-        ),
+        (Button("−", f"qty:{spec.sku}:{less}"), Button("+", f"qty:{spec.sku}:{more}")),
         (Button(say(lang, "btn_add"), f"add:{spec.sku}:{quantity}"),),
         (_cart_button(lang, cart), Button(say(lang, "btn_back"), f"cat:{spec.category}")),
     )
@@ -101,9 +97,10 @@ def cart(
     )
     rows: list[tuple[Button, ...]] = [
         (
-            Button(f"− {catalog[sku].name}"[:30], f"dec:{sku}"),
-            Button("+", f"inc:{sku}"),
-            Button("✕", f"rm:{sku}"),
+            # Each label names its product: WhatsApp shows these as one flat list.
+            Button(f"− {catalog[sku].name}"[:24], f"dec:{sku}"),
+            Button(f"+ {catalog[sku].name}"[:24], f"inc:{sku}"),
+            Button(f"✕ {catalog[sku].name}"[:24], f"rm:{sku}"),
         )
         for sku in cart
         if sku in catalog

@@ -155,10 +155,10 @@ async def test_removed_product_is_hidden_but_an_old_order_keeps_its_line(
     duka, runner = await open_shop(database_url, tmp_path, WITHOUT_SUKUMA)
     try:
         customer = Customer(duka, "1001")
-        [_, menu] = await customer.says("/start")
+        [menu] = await customer.says("/start")
         assert datas(menu) == ["prod:unga", "prod:sukari", "cart", "menu"]
-        gone, _ = await customer.presses("prod:sukuma:1")
-        assert gone.text == "Sorry, that product is no longer available."
+        [gone] = await customer.presses("prod:sukuma:1")
+        assert gone.text.startswith("Sorry, that product is no longer available.")
         items = await duka.app[DATABASE].transaction(get_order_items, order.id)
         assert items == [
             OrderItemRecord("sukuma", "Sukuma wiki", 30, 2),
@@ -185,7 +185,7 @@ async def test_cart_forgets_products_removed_from_the_catalog(shop: RunningDuka)
     [cart] = await customer.presses("rm:unga")
     assert cart.text == say("en", "cart_empty")
     assert datas(cart) == ["menu"]
-    [_, menu] = await customer.says("/start")
+    [menu] = await customer.says("/start")
     assert "Cart" in labels(menu)  # no count: nothing orderable is in the cart
 
 
@@ -245,14 +245,13 @@ async def test_language_command_switches_replies_to_swahili(shop: RunningDuka) -
     assert channel.messages["1001"][-1] == "Lugha: Kiswahili."
     assert channel.buttons["1001"] == [Button("Menyu", "menu")]
     await send(text="/start")
-    assert channel.messages["1001"][-2] == "Karibu Test Duka! Ungependa nini leo?"
-    assert channel.messages["1001"][-1] == "Chagua aina:"
+    assert channel.messages["1001"][-1] == "Karibu Test Duka! Ungependa nini leo?\n\nChagua aina:"
     assert channel.buttons["1001"][-1] == Button("Kikapu", "cart")
     await send(text="habari")
     assert channel.messages["1001"][-1] == say("sw", "hint")
 
-    [_, menu] = await Customer(shop, "1002").says("/start")
-    assert menu.text == "Pick a category:"  # the language belongs to one customer
+    [menu] = await Customer(shop, "1002").says("/start")
+    assert menu.text.endswith("\n\nPick a category:")  # the language belongs to one customer
 
     await send(button="lang:en")
     assert channel.messages["1001"][-1] == "Language: English."

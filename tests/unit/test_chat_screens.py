@@ -103,21 +103,21 @@ def test_menu_in_swahili_uses_swahili_labels() -> None:
 def test_product_quantity_buttons_step_by_one() -> None:
     """The minus and plus buttons carry the quantity one less and one more."""
     reply = screens.product("en", SUKUMA, 3, {})
-    assert datas(reply)[:4] == ["qty:sukuma:2", "qty:sukuma:3", "qty:sukuma:4", "add:sukuma:3"]
+    assert datas(reply)[:3] == ["qty:sukuma:2", "qty:sukuma:4", "add:sukuma:3"]
     assert "Quantity: 3 (KES 300)" in reply.text
 
 
 def test_product_quantity_does_not_go_below_one() -> None:
     """At quantity 1 the minus button stays at 1."""
     reply = screens.product("en", SUKUMA, 1, {})
-    assert datas(reply)[:3] == ["qty:sukuma:1", "qty:sukuma:1", "qty:sukuma:2"]
+    assert datas(reply)[:2] == ["qty:sukuma:1", "qty:sukuma:2"]
 
 
 def test_product_quantity_does_not_go_above_the_maximum() -> None:
     """At MAX_QUANTITY the plus button stays at MAX_QUANTITY."""
     top = screens.MAX_QUANTITY
     reply = screens.product("en", SUKUMA, top, {})
-    assert datas(reply)[:3] == [f"qty:sukuma:{top - 1}", f"qty:sukuma:{top}", f"qty:sukuma:{top}"]
+    assert datas(reply)[:2] == [f"qty:sukuma:{top - 1}", f"qty:sukuma:{top}"]
 
 
 def test_product_back_button_returns_to_its_category() -> None:

@@ -1,0 +1,129 @@
+"""Reading WhatsApp Cloud API webhooks: signature, and what customers did.
+
+Pure functions: the channel checks the signature over the raw bytes, then turns every
+entry, change and message of one POST into ``WaMessage`` objects (statuses become
+``WaStatus``). Customers are keyed on the business-scoped ``user_id`` where Meta sends
+one, else on ``wa_id``; the phone number is never assumed to be the M-Pesa number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass, replace
+from typing import Any
+
+
+def signature_matches(app_secret: str, body: bytes, header: str) -> bool:
+    expected = hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, header.removeprefix("sha256="))
+
+
+@dataclass(frozen=True, slots=True)
+class WaMessage:
+    id: str  # wamid: Meta redelivers, so this is the key for "already handled"
+    chat_id: str  # user_id (BSUID) when present, else wa_id
+    wa_id: str | None
+    name: str
+    kind: str  # text | button | contact | unsupported
+    text: str | None = None
+    button: str | None = None
+    contact_phone: str | None = None
+    contact_is_own: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WaStatus:
+    message_id: str
+    status: str  # sent | delivered | read | failed
+    error_codes: tuple[int, ...] = ()
+
+
+def read_webhook(payload: Any) -> tuple[list[WaMessage], list[WaStatus]]:
+    """Everything one POST carries; parts it cannot read are skipped, never fatal."""
+    messages: list[WaMessage] = []
+    statuses: list[WaStatus] = []
+    if not isinstance(payload, dict):
+        return messages, statuses
+    for entry in _list(payload.get("entry")):
+        for change in _list(entry.get("changes")):
+            value = change.get("value")
+            if not isinstance(value, dict):
+                continue
+            contacts = _list(value.get("contacts"))
+            for message in _list(value.get("messages")):
+                parsed = _message(message, contacts)
+                if parsed is not None:
+                    messages.append(parsed)
+            for status in _list(value.get("statuses")):
+                statuses.append(
+                    WaStatus(
+                        str(status.get("id", "")),
+                        str(status.get("status", "")),
+                        tuple(
+                            e["code"]
+                            for e in _list(status.get("errors"))
+                            if isinstance(e.get("code"), int)
+                        ),
+                    )
+                )
+    return messages, statuses
+
+
+def _message(message: dict[str, Any], contacts: list[dict[str, Any]]) -> WaMessage | None:
+    wa_id = _text(message.get("from"))
+    user_id = _text(message.get("from_user_id"))
+    profile = next(
+        (
+            c
+            for c in contacts
+            if (wa_id and c.get("wa_id") == wa_id) or (user_id and c.get("user_id") == user_id)
+        ),
+        contacts[0] if contacts else {},
+    )
+    user_id = user_id or _text(profile.get("user_id"))
+    wa_id = wa_id or _text(profile.get("wa_id"))
+    chat_id = user_id or wa_id
+    message_id = _text(message.get("id"))
+    if not chat_id or not message_id:
+        return None
+    name = _text((profile.get("profile") or {}).get("name")) or ""
+    base = WaMessage(message_id, chat_id, wa_id, name, kind="unsupported")
+    kind = message.get("type")
+    if kind == "text":
+        return replace(base, kind="text", text=_text((message.get("text") or {}).get("body")))
+    if kind == "interactive":
+        interactive = message.get("interactive") or {}
+        reply = interactive.get("button_reply") or interactive.get("list_reply") or {}
+        if isinstance(reply, dict) and _text(reply.get("id")):
+            return replace(base, kind="button", button=_text(reply.get("id")))
+    if kind == "button":  # a template's quick-reply button
+        payload = _text((message.get("button") or {}).get("payload"))
+        if payload:
+            return replace(base, kind="button", button=payload)
+    if kind == "contacts":
+        return _contact(base, message, wa_id)
+    return base
+
+
+def _contact(base: WaMessage, message: dict[str, Any], sender_wa_id: str | None) -> WaMessage:
+    for card in _list(message.get("contacts")):
+        for phone in _list(card.get("phones")):
+            number = _text(phone.get("phone")) or _text(phone.get("wa_id"))
+            if not number:
+                continue
+            # The customer's own number: the answer to our request_contact_info, or a card
+            # whose WhatsApp id is the sender's. Any other card may be anyone's.
+            own = card.get("origin") == "contact_request" or (
+                sender_wa_id is not None and phone.get("wa_id") == sender_wa_id
+            )
+            return replace(base, kind="contact", contact_phone=number, contact_is_own=own)
+    return base
+
+
+def _list(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _text(value: Any) -> str | None:
+    return value.strip() or None if isinstance(value, str) else None
