@@ -23,6 +23,8 @@ from bot.catalog import sync_catalog
 from bot.channels.base import Channel
 from bot.channels.telegram import TelegramChannel
 from bot.channels.terminal import MERCHANT_CHAT, TerminalChannel
+from bot.channels.whatsapp import WhatsAppChannel
+from bot.channels.whatsapp_api import WhatsAppClient
 from bot.chat.engine import Conversation
 from bot.config import AppConfig
 from bot.http_logging import RedactingAccessLogger
@@ -49,6 +51,7 @@ SIMULATOR = web.AppKey("embedded_simulator", RunningSimulator)
 CONVERSATION = web.AppKey("conversation", Conversation)
 DISPATCHER = web.AppKey("outbox_dispatcher", OutboxDispatcher)
 TELEGRAM = web.AppKey("telegram_channel", TelegramChannel)
+WHATSAPP = web.AppKey("whatsapp_channel", WhatsAppChannel)
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # WhatsApp webhooks can reach ~3 MB; callbacks cap themselves
 
@@ -76,6 +79,9 @@ def build_app(
     app.add_routes([web.get("/healthz", _health)])
     if config.telegram is not None and config.telegram.webhook_url:
         app.add_routes([web.post(config.telegram.webhook_path, _telegram_webhook)])
+    if config.whatsapp is not None:
+        path = config.whatsapp.webhook_path
+        app.add_routes([web.get(path, _whatsapp_verify), web.post(path, _whatsapp_webhook)])
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_daraja)
     app.cleanup_ctx.append(_chat(clock, dispatch_seconds, terminal))
@@ -116,6 +122,22 @@ async def _telegram_webhook(request: web.Request) -> web.StreamResponse:
     if channel is None:
         raise web.HTTPServiceUnavailable()
     response: web.StreamResponse = await channel.webhook(request)
+    return response
+
+
+async def _whatsapp_verify(request: web.Request) -> web.StreamResponse:
+    channel = request.app.get(WHATSAPP)
+    if channel is None:
+        raise web.HTTPServiceUnavailable()
+    response: web.StreamResponse = await channel.verify(request)
+    return response
+
+
+async def _whatsapp_webhook(request: web.Request) -> web.StreamResponse:
+    channel = request.app.get(WHATSAPP)
+    if channel is None:
+        raise web.HTTPServiceUnavailable()
+    response: web.StreamResponse = await channel.receive(request)
     return response
 
 
@@ -174,6 +196,19 @@ def _chat(
         if terminal is not None:
             channels[terminal.name] = terminal
             recipients.append(f"{terminal.name}:{MERCHANT_CHAT}")
+        recipients += [f"whatsapp:{number}" for number in config.merchant_whatsapp_numbers]
+        whatsapp_http: httpx.AsyncClient | None = None
+        if config.whatsapp is not None:
+            whatsapp_http = httpx.AsyncClient()
+            client = WhatsAppClient(
+                config.whatsapp.api_base_url,
+                config.whatsapp.phone_number_id,
+                config.whatsapp.access_token,
+                whatsapp_http,
+            )
+            whatsapp = WhatsAppChannel(config.whatsapp, client, conversation, app[DATABASE], clock)
+            channels[whatsapp.name] = whatsapp
+            app[WHATSAPP] = whatsapp
         telegram: TelegramChannel | None = None
         if config.telegram is not None:
             desk = MerchantDesk(app[DATABASE], merchants, clock)
@@ -192,6 +227,10 @@ def _chat(
             await dispatcher.stop(task)
             if telegram is not None:
                 await telegram.stop()
+            if WHATSAPP in app:
+                await app[WHATSAPP].stop()
+            if whatsapp_http is not None:
+                await whatsapp_http.aclose()
 
     return chat
 

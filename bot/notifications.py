@@ -264,7 +264,21 @@ def _render(conn: Connection, row: _Due, now: datetime) -> _Delivery | None:
         channel, _, chat_id = row.recipient.partition(":")
         lines = "\n".join(f"{i.quantity} × {i.name} = {kes(i.line_total)}" for i in items)
         return _Delivery(
-            channel, chat_id, Reply(_merchant_text(row.kind, payload, lines, customer.name)), None
+            channel,
+            chat_id,
+            Reply(
+                _merchant_text(row.kind, payload, lines, customer.name),
+                template=(
+                    row.kind,
+                    (
+                        payload["order_reference"],
+                        kes(payload["paid_amount"]),
+                        payload.get("receipt") or "-",
+                        customer.name or "-",
+                    ),
+                ),
+            ),
+            None,
         )
     if customer.blocked:
         return _Delivery(
@@ -300,17 +314,19 @@ def _customer_reply(
             receipt=receipt,
             lines=lines,
         )
-        return Reply(text, tag=tag)
+        template = (kind, (reference, kes(payload["paid_amount"]), receipt))
+        return Reply(text, tag=tag, template=template)
     if kind == "payment_failed":
-        text = say(
-            lang,
-            "failed",
-            reference=reference,
-            reason=reason_text(lang, str(payload.get("reason", ""))),
-        )
+        reason = reason_text(lang, str(payload.get("reason", "")))
+        text = say(lang, "failed", reference=reference, reason=reason)
         # Buttons only while the order can still be paid (not after another attempt paid it).
         buttons = screens.failed_payment_buttons(lang, order_id)
-        return Reply(text, buttons if order_status == "awaiting_payment" else (), tag=tag)
+        return Reply(
+            text,
+            buttons if order_status == "awaiting_payment" else (),
+            tag=tag,
+            template=(kind, (reference, reason)),
+        )
     if kind == "payment_under_review":
         text = say(lang, "under_review", amount=kes(payload["paid_amount"]), reference=reference)
         return Reply(text, tag=tag)

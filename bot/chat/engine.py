@@ -45,6 +45,9 @@ from storage.orders import (
 
 log = logging.getLogger(__name__)
 MAX_ID = 2**31  # ids are 32-bit on PostgreSQL
+GREETINGS = frozenset(
+    {"hi", "hello", "hey", "start", "menu", "habari", "jambo", "mambo", "sasa", "menyu", "niaje"}
+)
 
 
 @dataclass(slots=True)
@@ -143,6 +146,8 @@ class Conversation:
         text = (event.text or "").strip()
         if text.startswith("/"):
             return await self._command(chat, text.split()[0].lower().split("@")[0])
+        if text.lower().strip("!.? ") in GREETINGS and chat.state.step != "awaiting_phone":
+            return await self._command(chat, "/start")  # WhatsApp customers just say hello
         if chat.state.step == "awaiting_phone" and text:
             return await self._pay_with_text(chat, text)
         return [Reply(say(chat.lang, "hint"), ((Button(say(chat.lang, "btn_menu"), "menu"),),))]

@@ -247,7 +247,7 @@ async def test_language_command_switches_replies_to_swahili(shop: RunningDuka) -
     await send(text="/start")
     assert channel.messages["1001"][-1] == "Karibu Test Duka! Ungependa nini leo?\n\nChagua aina:"
     assert channel.buttons["1001"][-1] == Button("Kikapu", "cart")
-    await send(text="habari")
+    await send(text="nataka kitu")
     assert channel.messages["1001"][-1] == say("sw", "hint")
 
     [menu] = await Customer(shop, "1002").says("/start")
@@ -386,9 +386,16 @@ async def test_double_tap_on_confirm_creates_one_order(shop: RunningDuka) -> Non
 async def test_text_the_shop_does_not_understand_gets_the_hint(shop: RunningDuka) -> None:
     """Outside the phone step, free text, unknown commands and numbers get the hint."""
     customer = Customer(shop, "1001")
-    for text in ["habari", "/frobnicate", "0712345678"]:
+    for text in ["where is my order", "/frobnicate", "0712345678"]:
         assert await customer.says(text) == [Reply(HINT, ((Button("Menu", "menu"),),))], text
     assert shop.simulator.push_requests == []
+
+
+async def test_a_greeting_opens_the_shop(shop: RunningDuka) -> None:
+    """WhatsApp customers say hello rather than /start."""
+    for text in ["Hi", "habari!", "Menu"]:
+        [menu] = await Customer(shop, "1001").says(text)
+        assert menu.text.startswith("Karibu to Test Duka!"), text
 
 
 async def test_cancel_command_in_the_phone_step_returns_to_browsing(shop: RunningDuka) -> None:
