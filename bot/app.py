@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
+from typing import Any
 
 import httpx
 from aiohttp import web
@@ -78,10 +79,15 @@ def build_app(
     app.add_routes(callback_routes(callback_path))
     app.add_routes([web.get("/healthz", _health)])
     if config.telegram is not None and config.telegram.webhook_url:
-        app.add_routes([web.post(config.telegram.webhook_path, _telegram_webhook)])
+        app.add_routes([web.post(config.telegram.webhook_path, _to_channel(TELEGRAM, "webhook"))])
     if config.whatsapp is not None:
         path = config.whatsapp.webhook_path
-        app.add_routes([web.get(path, _whatsapp_verify), web.post(path, _whatsapp_webhook)])
+        app.add_routes(
+            [
+                web.get(path, _to_channel(WHATSAPP, "verify")),
+                web.post(path, _to_channel(WHATSAPP, "receive")),
+            ]
+        )
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_daraja)
     app.cleanup_ctx.append(_chat(clock, dispatch_seconds, terminal))
@@ -117,28 +123,19 @@ def _error_middleware(callback_path: CallbackPath) -> Middleware:
     return errors
 
 
-async def _telegram_webhook(request: web.Request) -> web.StreamResponse:
-    channel = request.app.get(TELEGRAM)
-    if channel is None:
-        raise web.HTTPServiceUnavailable()
-    response: web.StreamResponse = await channel.webhook(request)
-    return response
+def _to_channel(
+    key: web.AppKey[Any], method: str
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A route that hands the request to a channel made at start-up (routes come first)."""
 
+    async def route(request: web.Request) -> web.StreamResponse:
+        channel = request.app.get(key)
+        if channel is None:
+            raise web.HTTPServiceUnavailable()
+        response: web.StreamResponse = await getattr(channel, method)(request)
+        return response
 
-async def _whatsapp_verify(request: web.Request) -> web.StreamResponse:
-    channel = request.app.get(WHATSAPP)
-    if channel is None:
-        raise web.HTTPServiceUnavailable()
-    response: web.StreamResponse = await channel.verify(request)
-    return response
-
-
-async def _whatsapp_webhook(request: web.Request) -> web.StreamResponse:
-    channel = request.app.get(WHATSAPP)
-    if channel is None:
-        raise web.HTTPServiceUnavailable()
-    response: web.StreamResponse = await channel.receive(request)
-    return response
+    return route
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:

@@ -300,14 +300,24 @@ def _catalog(section: Mapping[str, Any], env: Mapping[str, str]) -> list[Product
         raise ConfigError(exc.key, exc.problem, exc.fix) from None
 
 
-def _merchant_ids(section: Mapping[str, Any], env: Mapping[str, str]) -> tuple[int, ...]:
-    raw: object = env.get("DUKA_MERCHANT_TELEGRAM_IDS")
-    key = "DUKA_MERCHANT_TELEGRAM_IDS"
+def _list_setting(
+    section: Mapping[str, Any], env: Mapping[str, str], env_name: str, toml_key: str, example: str
+) -> tuple[list[Any], str]:
+    """A list from a comma-separated environment variable, else from the TOML section."""
+    raw: object = env.get(env_name)
+    key = env_name
     if raw is None:
-        raw, key = section.get("telegram_ids", []), "merchant.telegram_ids"
+        raw, key = section.get(toml_key, []), f"merchant.{toml_key}"
     parts = [p.strip() for p in raw.split(",") if p.strip()] if isinstance(raw, str) else raw
     if not isinstance(parts, list):
-        raise ConfigError(key, "is not a list of chat ids", "write e.g. 12345678,87654321")
+        raise ConfigError(key, "is not a list", f"write e.g. {example}")
+    return parts, key
+
+
+def _merchant_ids(section: Mapping[str, Any], env: Mapping[str, str]) -> tuple[int, ...]:
+    parts, key = _list_setting(
+        section, env, "DUKA_MERCHANT_TELEGRAM_IDS", "telegram_ids", "12345678,87654321"
+    )
     try:
         return tuple(int(p) for p in parts)
     except (TypeError, ValueError):
@@ -387,13 +397,9 @@ def _whatsapp(section: Mapping[str, Any], env: Mapping[str, str]) -> WhatsAppSet
 
 
 def _merchant_numbers(section: Mapping[str, Any], env: Mapping[str, str]) -> tuple[str, ...]:
-    raw: object = env.get("DUKA_MERCHANT_WHATSAPP_NUMBERS")
-    key = "DUKA_MERCHANT_WHATSAPP_NUMBERS"
-    if raw is None:
-        raw, key = section.get("whatsapp_numbers", []), "merchant.whatsapp_numbers"
-    parts = [p.strip() for p in raw.split(",") if p.strip()] if isinstance(raw, str) else raw
-    if not isinstance(parts, list):
-        raise ConfigError(key, "is not a list of phone numbers", "write e.g. 0712345678,0722000000")
+    parts, key = _list_setting(
+        section, env, "DUKA_MERCHANT_WHATSAPP_NUMBERS", "whatsapp_numbers", "0712345678,0722000000"
+    )
     numbers = []
     for part in parts:
         try:
