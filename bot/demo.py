@@ -160,6 +160,7 @@ async def _scripted(
         await otieno.presses("Checkout")
         await otieno.presses("Confirm order")
         await otieno.types("0712 000 011")
+        await otieno.presses("Yes, pay")
         await otieno.waits_for("did not go through")
         await otieno.presses("Try again")
         await otieno.waits_for("Paid!")

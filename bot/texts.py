@@ -37,6 +37,7 @@ _EN: dict[str, str] = {
     "cart_line": "• {quantity} × {name} @ {price} = {line_total}",
     "summary": "Your order:\n{lines}\n\nTotal: {total}\n\nConfirm to pay with M-Pesa.",
     "confirm_phone": "Pay from {phone}?",
+    "confirm_typed_phone": "Pay {total} from {phone}?",
     "ask_phone": (
         "Which M-Pesa number should pay {total}? Tap the button to share your number, "
         "or type it (like 0712 345 678)."
@@ -104,6 +105,7 @@ _EN: dict[str, str] = {
     "btn_confirm": "Confirm order",
     "btn_edit_cart": "Edit cart",
     "btn_yes": "Yes",
+    "btn_yes_pay": "Yes, pay",
     "btn_other_number": "Use another number",
     "btn_share_number": "Share my number",
     "btn_try_again": "Try again",
@@ -161,6 +163,7 @@ _SW: dict[str, str] = {
     "cart": "Kikapu chako:\n{lines}\n\nJumla: {total}",
     "summary": "Agizo lako:\n{lines}\n\nJumla: {total}\n\nThibitisha ili ulipe kwa M-Pesa.",
     "confirm_phone": "Ulipe kutoka {phone}?",
+    "confirm_typed_phone": "Ulipe {total} kutoka {phone}?",
     "ask_phone": (
         "Namba gani ya M-Pesa ilipe {total}? Gusa kitufe kushiriki namba yako, au iandike "
         "(kama 0712 345 678)."
@@ -227,6 +230,7 @@ _SW: dict[str, str] = {
     "btn_confirm": "Thibitisha agizo",
     "btn_edit_cart": "Badili kikapu",
     "btn_yes": "Ndiyo",
+    "btn_yes_pay": "Ndiyo, lipa",
     "btn_other_number": "Namba nyingine",
     "btn_share_number": "Shiriki namba yangu",
     "btn_try_again": "Jaribu tena",

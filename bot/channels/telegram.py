@@ -221,8 +221,10 @@ class TelegramChannel:
                     one_time_keyboard=True,
                     resize_keyboard=True,
                 )
-            elif reply.close_keyboard:
-                markup = ReplyKeyboardRemove()  # the "share my number" keyboard has done its job
+            elif reply.close_keyboard and inline is None:
+                # The "share my number" keyboard has done its job. (A message carries one
+                # keyboard: inline buttons win, and a later message closes it.)
+                markup = ReplyKeyboardRemove()
             else:
                 markup = inline
             message = await bot.send_message(int(chat_id), reply.text, reply_markup=markup)

@@ -325,6 +325,10 @@ class Conversation:
             return [self._menu(chat)]
         if choice == "yes" and chat.customer.msisdn:
             return await self._pay(chat, order.id, normalize_msisdn(chat.customer.msisdn))
+        if choice == "typed" and chat.state.typed_msisdn:
+            number, chat.state.typed_msisdn = chat.state.typed_msisdn, None
+            return await self._pay(chat, order.id, normalize_msisdn(number), warn=False)
+        chat.state.typed_msisdn = None
         return [self._ask_phone(chat, order.total)]
 
     async def _contact(self, chat: _Chat, event: Inbound) -> list[Reply]:
@@ -337,9 +341,9 @@ class Conversation:
                     ask_contact=say(chat.lang, "btn_share_number"),
                 )
             ]
-        return await self._pay_with_text(chat, event.contact_phone or "")
+        return await self._pay_with_text(chat, event.contact_phone or "", typed=False)
 
-    async def _pay_with_text(self, chat: _Chat, text: str) -> list[Reply]:
+    async def _pay_with_text(self, chat: _Chat, text: str, *, typed: bool = True) -> list[Reply]:
         order = await self._current_order(chat)
         if order is None:
             chat.state.step = "browsing"
@@ -349,7 +353,23 @@ class Conversation:
         except InvalidPhoneNumber as exc:
             text = say(chat.lang, f"phone_{exc.problem}")
             return [Reply(text, ask_contact=say(chat.lang, "btn_share_number"))]
-        return await self._pay(chat, order.id, number)
+        if not typed:  # the platform vouches that a shared contact is the sender's own
+            return await self._pay(chat, order.id, number)
+        # A typo would send a PIN prompt to a stranger: the customer confirms first.
+        chat.state.typed_msisdn = number.msisdn
+        lang = chat.lang
+        text = say(
+            lang, "confirm_typed_phone", total=kes(order.total), phone=display_msisdn(number.msisdn)
+        )
+        if warning := self._network_warning(lang, number):
+            text = f"{warning}\n\n{text}"
+        rows = (
+            (
+                Button(say(lang, "btn_yes_pay"), "phone:typed"),
+                Button(say(lang, "btn_other_number"), "phone:other"),
+            ),
+        )
+        return [Reply(text, rows, close_keyboard=True)]
 
     async def _current_order(self, chat: _Chat) -> _OrderView | None:
         """The order of the phone step, while it can still be paid; else leave the step."""
@@ -369,7 +389,9 @@ class Conversation:
             return None
         return _OrderView(order.id, order.reference, order.total, order.status)
 
-    async def _pay(self, chat: _Chat, order_id: int, number: MpesaNumber) -> list[Reply]:
+    async def _pay(
+        self, chat: _Chat, order_id: int, number: MpesaNumber, *, warn: bool = True
+    ) -> list[Reply]:
         lang = chat.lang
         await self._db.transaction(update_customer, chat.customer.id, msisdn=number.msisdn)
         chat.customer = dataclasses.replace(chat.customer, msisdn=number.msisdn)
@@ -387,13 +409,19 @@ class Conversation:
         total = kes(started.amount)
         key = "check_phone" if started.status is PaymentStatus.PENDING else "push_unknown"
         text = say(lang, key, total=total, shop=self._shop)
-        if not number.is_safaricom_prefix:
-            network = number.carrier or "another network"
-            warning = say(
-                lang, "phone_other_network", phone=display_msisdn(number.msisdn), network=network
-            )
+        if warn and (warning := self._network_warning(lang, number)):
             text = f"{warning}\n\n{text}"
         return [Reply(text, tag=f"payment:{started.payment_id}", close_keyboard=True)]
+
+    @staticmethod
+    def _network_warning(lang: str, number: MpesaNumber) -> str | None:
+        """Number portability makes the prefix a hint only: a warning, never a refusal."""
+        if number.is_safaricom_prefix:
+            return None
+        network = number.carrier or "another network"
+        return say(
+            lang, "phone_other_network", phone=display_msisdn(number.msisdn), network=network
+        )
 
     async def _not_started(self, chat: _Chat, order_id: int, exc: PaymentNotStarted) -> Reply:
         order = await self._own_order(chat, order_id)

@@ -48,6 +48,7 @@ class ChatState:
     cart: dict[str, int] = field(default_factory=dict)  # sku -> quantity
     order_id: int | None = None  # the order being paid (awaiting_phone)
     picking: tuple[str, int] | None = None  # (sku, quantity) on the product screen
+    typed_msisdn: str | None = None  # a typed number waiting for the customer's "yes"
 
     def to_json(self) -> str:
         return json.dumps(
@@ -56,6 +57,7 @@ class ChatState:
                 "cart": self.cart,
                 "order_id": self.order_id,
                 "picking": list(self.picking) if self.picking else None,
+                "typed_msisdn": self.typed_msisdn,
             }
         )
 
@@ -68,4 +70,5 @@ class ChatState:
             cart={str(k): int(v) for k, v in dict(data.get("cart") or {}).items()},
             order_id=data.get("order_id"),
             picking=(str(picking[0]), int(picking[1])) if picking else None,
+            typed_msisdn=data.get("typed_msisdn"),
         )

@@ -103,6 +103,12 @@ async def says(fake: FakeTelegram, chat: int, text: str) -> None:
     fake.user_sends_text(chat, text)
 
 
+async def types_number(fake: FakeTelegram, chat: int, number: str) -> None:
+    """Type the M-Pesa number and confirm it (a typed number is always confirmed)."""
+    await says(fake, chat, number)
+    await press(fake, chat, "Yes, pay")
+
+
 async def sees(fake: FakeTelegram, chat: int, words: str, times: int = 1) -> None:
     await fake.wait_for(lambda f: sum(words in t for t in f.texts_to(chat)) >= times)
 
@@ -151,7 +157,7 @@ async def test_customer_orders_and_pays_and_the_merchant_is_told(shop: Shop) -> 
 async def test_failed_payment_then_try_again(shop: Shop) -> None:
     fake = shop.telegram
     await fill_cart_and_confirm(fake)
-    await says(fake, CUSTOMER, "0712 000 011")  # the simulator cancels the first push
+    await types_number(fake, CUSTOMER, "0712 000 011")  # the simulator cancels the first push
     await sees(fake, CUSTOMER, "did not go through. The request was cancelled on your phone.")
     await press(fake, CUSTOMER, "Try again")
     await sees(fake, CUSTOMER, "Paid! KES 270")
@@ -176,14 +182,14 @@ async def test_invalid_typed_number_gets_another_try(shop: Shop) -> None:
     await fill_cart_and_confirm(fake)
     await says(fake, CUSTOMER, "0712 34")
     await sees(fake, CUSTOMER, "is not a Kenyan mobile number")
-    await says(fake, CUSTOMER, "0712345678")
+    await types_number(fake, CUSTOMER, "0712345678")
     await sees(fake, CUSTOMER, "Paid! KES 270")
 
 
 async def test_duplicate_callback_gives_one_paid_message(shop: Shop) -> None:
     fake = shop.telegram
     await fill_cart_and_confirm(fake)
-    await says(fake, CUSTOMER, "0712 000 005")  # the simulator sends the callback twice
+    await types_number(fake, CUSTOMER, "0712 000 005")  # the simulator sends the callback twice
     await sees(fake, CUSTOMER, "Paid! KES 270")
     await shop.duka.simulator.wait_for_callbacks(2)
     await shop.duka.app[DISPATCHER].deliver_due()
@@ -197,7 +203,7 @@ async def test_message_waits_while_telegram_is_down_and_arrives_once(shop: Shop)
     fake = shop.telegram
     await fill_cart_and_confirm(fake)
     shop.duka.simulator.force_next_outcome(dataclasses.replace(rules.SUCCESS, never_resolves=True))
-    await says(fake, CUSTOMER, "0712345678")
+    await types_number(fake, CUSTOMER, "0712345678")
     await sees(fake, CUSTOMER, "Check your phone")
     fake.set_down(True)
     [payment] = await payment_rows(shop.duka.engine, 1)
@@ -219,7 +225,7 @@ async def test_rate_limit_waits_retry_after_then_sends(shop: Shop) -> None:
     await fill_cart_and_confirm(fake)
     fake.fail_next("sendMessage", 429, retry_after=1, times=1)
     fake.fail_next("editMessageText", 429, retry_after=1, times=1)
-    await says(fake, CUSTOMER, "0712345678")
+    await types_number(fake, CUSTOMER, "0712345678")
     await fake.wait_for(lambda f: any("Paid!" in t for t in f.texts_to(CUSTOMER)), timeout=10)
     assert sum("Paid!" in t for t in fake.texts_to(CUSTOMER)) == 1
     assert any(c.failed and c.status == 429 for c in fake.calls)
@@ -229,7 +235,7 @@ async def test_customer_who_blocked_the_bot_is_recorded_and_not_retried(shop: Sh
     fake = shop.telegram
     await fill_cart_and_confirm(fake)
     shop.duka.simulator.force_next_outcome(dataclasses.replace(rules.SUCCESS, never_resolves=True))
-    await says(fake, CUSTOMER, "0712345678")
+    await types_number(fake, CUSTOMER, "0712345678")
     await sees(fake, CUSTOMER, "Check your phone")
     blocked = "Forbidden: bot was blocked by the user"
     fake.fail_next("editMessageText", 403, description=blocked, times=1)
@@ -275,7 +281,7 @@ async def test_cart_and_step_survive_a_restart(
         await second.runner.cleanup()
     third = await open_shop(database_url, tmp_path, telegram)
     try:
-        await says(telegram, CUSTOMER, "0712345678")  # still the phone step after a restart
+        await types_number(telegram, CUSTOMER, "0712345678")  # still the phone step after a restart
         await sees(telegram, CUSTOMER, "Paid! KES 30")
     finally:
         await third.runner.cleanup()
@@ -284,7 +290,7 @@ async def test_cart_and_step_survive_a_restart(
 async def test_merchant_commands_answer_only_the_merchant(shop: Shop) -> None:
     fake = shop.telegram
     await fill_cart_and_confirm(fake)
-    await says(fake, CUSTOMER, "0712345678")
+    await types_number(fake, CUSTOMER, "0712345678")
     await sees(fake, MERCHANT, "New paid order")
     await says(fake, MERCHANT, "/today")
     await sees(fake, MERCHANT, "Paid today (Nairobi time): 1 orders, KES 270.")

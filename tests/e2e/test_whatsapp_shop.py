@@ -158,6 +158,8 @@ async def test_whole_order_on_whatsapp_is_paid_and_the_merchant_gets_a_template(
 async def test_failed_payment_then_try_again_on_whatsapp(shop: Shop) -> None:
     await confirm_an_order(shop)
     await writes(shop, WANJIRU, "0712 000 011")  # cancelled the first time
+    await sees(shop, WANJIRU, "Pay KES 60 from 0712 000 011?")
+    await taps(shop, WANJIRU, "Yes, pay")
     await sees(shop, WANJIRU, "did not go through. The request was cancelled on your phone.")
     await taps(shop, WANJIRU, "Try again")
     await sees(shop, WANJIRU, "Paid! KES 60")
@@ -257,12 +259,13 @@ async def test_telegram_and_whatsapp_customers_order_at_once_without_crossing(
 
             async def on_telegram() -> None:
                 await tg.fill_cart_and_confirm(telegram)
-                await tg.says(telegram, tg.CUSTOMER, "0712 000 100")
+                await tg.types_number(telegram, tg.CUSTOMER, "0712 000 100")
                 await tg.sees(telegram, tg.CUSTOMER, "Paid! KES 270")
 
             async def on_whatsapp() -> None:
                 await confirm_an_order(shop)
                 await writes(shop, WANJIRU, "0712 000 200")
+                await taps(shop, WANJIRU, "Yes, pay")
                 await sees(shop, WANJIRU, "Paid! KES 60")
 
             await asyncio.gather(on_telegram(), on_whatsapp())

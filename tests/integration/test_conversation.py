@@ -87,6 +87,12 @@ class Customer:
     async def says(self, text: str) -> list[Reply]:
         return await self._handle(Inbound("terminal", self.chat_id, "Wanjiru", text=text))
 
+    async def pays_from(self, number: str) -> list[Reply]:
+        """Type an M-Pesa number and confirm it, as a typed number must be."""
+        [question] = await self.says(number)
+        assert question.text.startswith("Pay KES"), question.text
+        return await self.presses("phone:typed")
+
     async def presses(self, data: str) -> list[Reply]:
         return await self._handle(Inbound("terminal", self.chat_id, "Wanjiru", button=data))
 
@@ -280,7 +286,7 @@ async def test_forged_buttons_for_another_customers_order_are_refused(shop: Runn
     victim = await Customer(shop, "1001").confirms_an_order()
     forger = Customer(shop, "1002")
     own = await forger.confirms_an_order("unga:1")
-    await forger.says("0712345678")  # the forger now has a number a retry would push to
+    await forger.pays_from("0712345678")  # the forger now has a number a retry would push to
     await wait_for_payment_status(shop.engine, own.id, "paid")
     assert len(shop.simulator.push_requests) == 1
 
@@ -360,7 +366,7 @@ async def test_order_with_a_payment_under_way_cannot_be_cancelled(shop: RunningD
     customer = Customer(shop, "1001")
     order = await customer.confirms_an_order()
     shop.simulator.force_next_outcome(rules.NEVER_RESOLVES)
-    [pushed] = await customer.says("0712345678")
+    [pushed] = await customer.pays_from("0712345678")
     assert pushed.text.startswith("Check your phone")
     [answer] = await customer.presses(f"cancel:{order.id}")
     assert answer.text == f"Order {order.reference} cannot be cancelled now."
@@ -417,7 +423,7 @@ async def test_refused_push_explains_why_and_offers_the_ways_on(shop: RunningDuk
     """A push refused (phone …008) gives the reason and Try again / Other number / Cancel."""
     customer = Customer(shop, "1001")
     order = await customer.confirms_an_order()
-    [refused] = await customer.says("0712 345 008")
+    [refused] = await customer.pays_from("0712 345 008")
     assert refused.text == (
         "M-Pesa did not start the payment. M-Pesa is busy. Please try again in a minute."
     )
@@ -431,7 +437,7 @@ async def test_refused_push_explains_why_and_offers_the_ways_on(shop: RunningDuk
 
     [question] = await customer.presses(f"other:{order.id}")
     assert question.text == say("en", "ask_phone", total="KES 270")
-    [pushed] = await customer.says("0712345678")
+    [pushed] = await customer.pays_from("0712345678")
     assert pushed.text.startswith("Check your phone: M-Pesa will ask for your PIN to pay KES 270")
     await wait_for_payment_status(shop.engine, order.id, "paid")
     assert len(shop.simulator.push_requests) == 2
