@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF = timedelta(minutes=5)
 STOP_GRACE_SECONDS = 10.0
 PROMPT_GRACE = timedelta(seconds=10)  # how long a result waits for its prompt's message id
+# WhatsApp's customer-service window, less a margin for the message to get there.
+SERVICE_WINDOW = timedelta(hours=24) - timedelta(minutes=10)
 GIVE_UP_AFTER_ATTEMPTS = 60  # about four hours of failures at the longest back-off
 
 
@@ -277,6 +280,8 @@ def _render(conn: Connection, row: _Due, now: datetime) -> _Delivery | None:
                         customer.name or "-",
                     ),
                 ),
+                # Merchants do not write to the shop's number: their window is closed.
+                prefer_template=True,
             ),
             None,
         )
@@ -291,6 +296,11 @@ def _render(conn: Connection, row: _Due, now: datetime) -> _Delivery | None:
     if replace is None and now - row.created_at < PROMPT_GRACE:
         return _NOT_YET
     reply = _customer_reply(row.kind, payload, lang, lines, order.id, order.status, tag)
+    last = customer.last_inbound_at
+    if last is None or now - last > SERVICE_WINDOW:
+        # WhatsApp would accept a free-form message and fail it later (131047) outside the
+        # customer-service window; send the approved template straight away instead.
+        reply = dataclasses.replace(reply, prefer_template=True)
     return _Delivery(customer.channel, customer.chat_id, reply, replace)
 
 

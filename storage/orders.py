@@ -71,6 +71,7 @@ class CustomerRecord:
     msisdn: str | None
     language: str
     blocked: bool
+    last_inbound_at: datetime | None = None
 
 
 class EmptyOrder(ValueError):
@@ -105,7 +106,14 @@ def customer_by_id(conn: Connection, customer_id: int) -> CustomerRecord | None:
 
 def _customer(r: Row[Any]) -> CustomerRecord:
     return CustomerRecord(
-        r.id, r.channel, r.chat_id, r.name, r.msisdn, r.language, r.blocked_at is not None
+        r.id,
+        r.channel,
+        r.chat_id,
+        r.name,
+        r.msisdn,
+        r.language,
+        r.blocked_at is not None,
+        r.last_inbound_at,
     )
 
 

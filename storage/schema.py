@@ -84,6 +84,8 @@ customers = Table(
     Column("msisdn", String(12)),
     Column("language", String(2), nullable=False, server_default="en"),
     Column("blocked_at", UtcDateTime),  # the customer blocked the bot: stop sending
+    # When the customer last wrote: WhatsApp allows free-form messages for 24 h after.
+    Column("last_inbound_at", UtcDateTime),
     Column("created_at", UtcDateTime, nullable=False),
     UniqueConstraint("channel", "chat_id"),
 )

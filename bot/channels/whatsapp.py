@@ -11,6 +11,7 @@ the paid and failed notices go out as approved templates.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -28,6 +29,7 @@ from bot.channels.whatsapp_api import (
     MAX_LIST_ROWS,
     MAX_ROW_DESCRIPTION,
     MAX_ROW_TITLE,
+    MAX_TEXT,
     OUTSIDE_WINDOW,
     RATE_LIMITED,
     GraphError,
@@ -42,15 +44,18 @@ from bot.channels.whatsapp_api import (
 )
 from bot.channels.whatsapp_inbound import WaMessage, read_webhook, signature_matches
 from bot.chat.engine import Conversation
-from bot.chat.model import Inbound, Reply
+from bot.chat.model import Button, Inbound, Reply
 from bot.config import WhatsAppSettings
+from bot.texts import say
 from storage.engine import Database
 from storage.orders import claim_inbound
 
 log = logging.getLogger(__name__)
+EXPIRED_TOKEN = 190
 MORE = "wa:more"  # our own list row: the next page of a long list
 LIST_BUTTON = "Choose · Chagua"  # both languages: the channel does not know the customer's
 PAIR_RATE_PAUSE = 6.0  # Meta allows about one message per six seconds to one user
+RATE_LIMIT_PAUSES = (1.0, PAIR_RATE_PAUSE)  # waited out in place before handing back
 
 
 class WhatsAppChannel:
@@ -69,7 +74,8 @@ class WhatsAppChannel:
         self._conversation = conversation
         self._db = database
         self._clock = clock
-        self._more: dict[str, list[list[ListRow]]] = {}  # chat -> pages still to show
+        # chat -> (its latest list's number, that list's pages, body): for "More".
+        self._lists: dict[str, tuple[int, list[list[ListRow]], str]] = {}
         self._work: set[asyncio.Task[None]] = set()
 
     # --- webhook ---------------------------------------------------------------------------
@@ -119,8 +125,8 @@ class WhatsAppChannel:
 
     async def _handle(self, message: WaMessage) -> None:
         try:
-            if message.button == MORE:
-                await self._next_page(message.chat_id)
+            if message.button and message.button.startswith(f"{MORE}:"):
+                await self._next_page(message.chat_id, message.button)
                 return
             event = Inbound(
                 self.name,
@@ -134,15 +140,23 @@ class WhatsAppChannel:
             )
             await self._conversation.reply_through(self, event)
         except Exception:
+            # Never silence: the customer hears that something broke, the log has the why.
             log.exception("WhatsApp message %s could not be handled", message.id)
+            sorry = f"{say('en', 'sorry')}\n{say('sw', 'sorry')}"
+            with contextlib.suppress(Exception):
+                await self._client.send(message.chat_id, text_message(sorry))
 
     # --- messages out ----------------------------------------------------------------------
 
     async def send(self, chat_id: str, reply: Reply, *, replace: str | None = None) -> str:
         """Send ``reply`` (WhatsApp cannot edit: ``replace`` is ignored); the wamid."""
         try:
-            message = self._render(chat_id, reply)
-            return await self._client.send(chat_id, message)
+            if reply.prefer_template and reply.template is not None:
+                return await self._send_template(chat_id, reply.template)
+            message_id = ""
+            for message in self._render(chat_id, reply):
+                message_id = await self._send_paced(chat_id, message)
+            return message_id
         except WhatsAppLimitError as exc:
             log.error("WhatsApp message for %s breaks a limit: %s", chat_id[-4:], exc)
             raise Undeliverable(str(exc)) from exc
@@ -150,8 +164,20 @@ class WhatsAppChannel:
             if exc.code == OUTSIDE_WINDOW and reply.template is not None:
                 return await self._send_template(chat_id, reply.template)
             raise _delivery_error(exc) from exc
-        except httpx.TransportError as exc:
-            raise DeliveryError(f"WhatsApp unreachable ({type(exc).__name__})") from exc
+
+    async def _send_paced(self, chat_id: str, message: dict[str, object]) -> str:
+        """Send, waiting out Meta's rate limits a few times (a lost reply is worse than a
+        late one); then let the caller retry later."""
+        for pause in (*RATE_LIMIT_PAUSES, None):
+            try:
+                return await self._client.send(chat_id, message)
+            except GraphError as exc:
+                if exc.code not in RATE_LIMITED or pause is None:
+                    raise
+                await asyncio.sleep(pause)
+            except httpx.TransportError as exc:
+                raise DeliveryError(f"WhatsApp unreachable ({type(exc).__name__})") from exc
+        raise AssertionError("unreachable")
 
     async def _send_template(self, chat_id: str, template: tuple[str, tuple[str, ...]]) -> str:
         kind, parameters = template
@@ -160,54 +186,94 @@ class WhatsAppChannel:
             raise Undeliverable(f"outside the 24-hour window and no template for {kind}")
         message = template_message(name, self._settings.template_language, list(parameters))
         try:
-            return await self._client.send(chat_id, message)
+            return await self._send_paced(chat_id, message)
         except GraphError as exc:
             raise _delivery_error(exc) from exc
 
-    def _render(self, chat_id: str, reply: Reply) -> dict[str, object]:
-        text = reply.text
-        if reply.ask_contact is not None:
-            return contact_request_message(_fit(text, MAX_BODY))
+    def _render(self, chat_id: str, reply: Reply) -> list[dict[str, object]]:
+        """The messages for ``reply``: usually one; a long text comes first on its own."""
         choices = list({b.data: b for row in reply.buttons for b in row}.values())
-        if not choices:
-            return text_message(text)
+        if reply.ask_contact is None and not choices:
+            return [text_message(chunk) for chunk in _chunks(reply.text, MAX_TEXT)]
+        lead, body = _split_body(reply.text)
+        messages = [text_message(chunk) for chunk in _chunks(lead, MAX_TEXT)] if lead else []
+        if reply.ask_contact is not None:
+            return [*messages, contact_request_message(body)]
         if (
             len(choices) <= MAX_BUTTONS
             and all(len(b.label) <= MAX_BUTTON_TITLE for b in choices)
             and len({b.label for b in choices}) == len(choices)
         ):
-            return buttons_message(_fit(text, MAX_BODY), [(b.data, b.label) for b in choices])
-        rows = [
-            ListRow(
-                b.data,
-                _fit(b.label, MAX_ROW_TITLE),
-                b.label if len(b.label) > MAX_ROW_TITLE else "",
-            )
-            for b in choices
-        ]
-        rows = [ListRow(r.id, r.title, _fit(r.description, MAX_ROW_DESCRIPTION)) for r in rows]
-        pages = _pages(rows)
-        self._more[chat_id] = pages[1:]
-        return list_message(_fit(text, MAX_BODY), LIST_BUTTON, pages[0])
+            return [*messages, buttons_message(body, [(b.data, b.label) for b in choices])]
+        pinned = [_row(b) for b in reply.buttons[-1]] if len(choices) > MAX_LIST_ROWS else []
+        pinned_ids = {r.id for r in pinned}
+        rows = [_row(b) for b in choices if b.data not in pinned_ids]
+        seq = self._lists.get(chat_id, (0, [], ""))[0] + 1
+        pages = _pages(rows, pinned, seq)
+        self._lists[chat_id] = (seq, pages, body)
+        return [*messages, list_message(body, LIST_BUTTON, pages[0])]
 
-    async def _next_page(self, chat_id: str) -> None:
-        pages = self._more.get(chat_id)
-        if not pages:
-            # Pages live in memory; after a restart the customer starts from the menu.
+    async def _next_page(self, chat_id: str, data: str) -> None:
+        _, _, rest = data.partition(f"{MORE}:")
+        seq, _, page = rest.partition(":")
+        stored = self._lists.get(chat_id)
+        if stored is None or str(stored[0]) != seq or not page.isdigit():
+            # An older list, or pages lost in a restart: start again from the menu.
             await self._conversation.reply_through(self, Inbound(self.name, chat_id, text="/start"))
             return
-        page, self._more[chat_id] = pages[0], pages[1:]
-        await self._client.send(chat_id, list_message("…", LIST_BUTTON, page))
+        _, pages, body = stored
+        index = min(int(page), len(pages) - 1)
+        await self._send_paced(chat_id, list_message(body, LIST_BUTTON, pages[index]))
 
 
-def _pages(rows: list[ListRow]) -> list[list[ListRow]]:
-    """Ten rows a page; a page that is not the last gives its tenth row to "More"."""
-    if len(rows) <= MAX_LIST_ROWS:
-        return [rows]
-    size = MAX_LIST_ROWS - 1
+def _row(button: Button) -> ListRow:
+    long = len(button.label) > MAX_ROW_TITLE
+    return ListRow(
+        button.data,
+        _fit(button.label, MAX_ROW_TITLE),
+        _fit(button.label, MAX_ROW_DESCRIPTION) if long else "",
+    )
+
+
+def _split_body(text: str) -> tuple[str, str]:
+    """(text to send first, interactive body): bodies hold 1024 characters at most."""
+    if len(text) <= MAX_BODY:
+        return "", text
+    head, _, last = text.rstrip().rpartition("\n\n")
+    if head and len(last) <= MAX_BODY:
+        return head, last
+    return text, "⬆️"
+
+
+def _chunks(text: str, limit: int) -> list[str]:
+    """Split at line ends so that no message is over ``limit``."""
+    chunks: list[str] = []
+    current = ""
+    for line in text.split("\n"):
+        while len(line) > limit:
+            chunks.append(line[:limit])
+            line = line[limit:]
+        if current and len(current) + 1 + len(line) > limit:
+            chunks.append(current)
+            current = line
+        else:
+            current = f"{current}\n{line}" if current else line
+    return [*chunks, current] if current or not chunks else chunks
+
+
+def _pages(rows: list[ListRow], pinned: list[ListRow], seq: int) -> list[list[ListRow]]:
+    """Ten rows a page. Long lists repeat the ``pinned`` rows (Checkout, Menu...) on every
+    page and end each page but the last with "More", which names its list and page."""
+    if len(rows) + len(pinned) <= MAX_LIST_ROWS:
+        return [rows + pinned]
+    size = MAX_LIST_ROWS - len(pinned) - 1
     chunks = [rows[i : i + size] for i in range(0, len(rows), size)]
-    more = ListRow(MORE, "More…")
-    return [[*chunk, more] if n < len(chunks) - 1 else chunk for n, chunk in enumerate(chunks)]
+    return [
+        [*chunk, *pinned, ListRow(f"{MORE}:{seq}:{n + 1}", "More…")]
+        if n < len(chunks) - 1
+        else [*chunk, *pinned]
+        for n, chunk in enumerate(chunks)
+    ]
 
 
 def _fit(text: str, limit: int) -> str:
@@ -216,7 +282,10 @@ def _fit(text: str, limit: int) -> str:
 
 def _delivery_error(exc: GraphError) -> DeliveryError:
     if exc.code in RATE_LIMITED:
-        return RetryLater(PAIR_RATE_PAUSE)
+        return RetryLater(PAIR_RATE_PAUSE * 5)
+    if exc.code == EXPIRED_TOKEN:
+        log.error("WhatsApp refuses WHATSAPP_ACCESS_TOKEN (expired?); messages wait meanwhile")
+        return DeliveryError(str(exc))
     if exc.status >= 500 or exc.code == 131000:  # Meta's "something went wrong"
         return DeliveryError(str(exc))
     return Undeliverable(str(exc))

@@ -8,13 +8,10 @@ of as a rejection at Meta.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-
-log = logging.getLogger(__name__)
 
 MAX_TEXT = 4096
 MAX_BODY = 1024

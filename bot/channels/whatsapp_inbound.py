@@ -16,7 +16,8 @@ from typing import Any
 
 def signature_matches(app_secret: str, body: bytes, header: str) -> bool:
     expected = hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, header.removeprefix("sha256="))
+    given = header.removeprefix("sha256=").encode("utf-8", "replace")  # any bytes compare
+    return hmac.compare_digest(expected.encode(), given)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +80,8 @@ def _message(message: dict[str, Any], contacts: list[dict[str, Any]]) -> WaMessa
             for c in contacts
             if (wa_id and c.get("wa_id") == wa_id) or (user_id and c.get("user_id") == user_id)
         ),
-        contacts[0] if contacts else {},
+        # Without a sender field, the only contact is the sender; with several, nobody is.
+        contacts[0] if len(contacts) == 1 and not (wa_id or user_id) else {},
     )
     user_id = user_id or _text(profile.get("user_id"))
     wa_id = wa_id or _text(profile.get("wa_id"))
@@ -103,10 +105,13 @@ def _message(message: dict[str, Any], contacts: list[dict[str, Any]]) -> WaMessa
             return replace(base, kind="button", button=payload)
     if kind == "contacts":
         return _contact(base, message, wa_id)
+    if kind == "reaction":
+        return None  # a 👍 on our message needs no answer (and answers cost rate limit)
     return base
 
 
 def _contact(base: WaMessage, message: dict[str, Any], sender_wa_id: str | None) -> WaMessage:
+    found: list[tuple[bool, bool, str]] = []  # (the sender's WhatsApp number, own, number)
     for card in _list(message.get("contacts")):
         for phone in _list(card.get("phones")):
             number = _text(phone.get("phone")) or _text(phone.get("wa_id"))
@@ -114,11 +119,13 @@ def _contact(base: WaMessage, message: dict[str, Any], sender_wa_id: str | None)
                 continue
             # The customer's own number: the answer to our request_contact_info, or a card
             # whose WhatsApp id is the sender's. Any other card may be anyone's.
-            own = card.get("origin") == "contact_request" or (
-                sender_wa_id is not None and phone.get("wa_id") == sender_wa_id
-            )
-            return replace(base, kind="contact", contact_phone=number, contact_is_own=own)
-    return base
+            senders = sender_wa_id is not None and phone.get("wa_id") == sender_wa_id
+            found.append((senders, senders or card.get("origin") == "contact_request", number))
+    if not found:
+        return base
+    # Prefer the phone that is the sender's WhatsApp number (a card can list a landline first).
+    _, own, number = max(found, key=lambda f: (f[0], f[1]))
+    return replace(base, kind="contact", contact_phone=number, contact_is_own=own)
 
 
 def _list(value: Any) -> list[dict[str, Any]]:

@@ -63,10 +63,9 @@ class _Chat:
 
 def _load(conn: Connection, event: Inbound, now: datetime) -> _Chat:
     customer = get_or_create_customer(conn, event.channel, event.chat_id, event.user_name, now)
-    if customer.blocked:
-        # Writing to us again means the bot was unblocked: deliver to this chat again.
-        update_customer(conn, customer.id, blocked_at=None)
-        customer = dataclasses.replace(customer, blocked=False)
+    # Writing to us opens WhatsApp's 24-hour window, and means the bot is not blocked.
+    update_customer(conn, customer.id, last_inbound_at=now, blocked_at=None)
+    customer = dataclasses.replace(customer, blocked=False, last_inbound_at=now)
     saved = load_chat_state(conn, event.channel, event.chat_id)
     state = ChatState.from_json(saved) if saved else ChatState()
     catalog = {p.sku: p for p in active_products(conn)}

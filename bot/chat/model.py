@@ -38,6 +38,7 @@ class Reply:
     close_keyboard: bool = False  # take away a "share my number" keyboard, where there is one
     # Outside WhatsApp's 24-hour window only templates go out: (message kind, parameters).
     template: tuple[str, tuple[str, ...]] | None = None
+    prefer_template: bool = False  # the window is known to be closed: skip the free-form try
 
 
 @dataclass(slots=True)

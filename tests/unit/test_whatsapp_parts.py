@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Mapping, Sequence
 
 import pytest
 
-from bot.channels.whatsapp import MORE, _pages
+from bot.channels.whatsapp import MORE, _chunks, _pages, _split_body
 from bot.channels.whatsapp_api import (
     ListRow,
     WhatsAppLimitError,
@@ -20,9 +21,9 @@ from bot.config import ConfigError, load_config
 
 
 def envelope(
-    *messages: dict[str, object],
-    contacts: list[dict[str, object]] | None = None,
-    statuses: list[dict[str, object]] | None = None,
+    *messages: Mapping[str, object],
+    contacts: Sequence[Mapping[str, object]] | None = None,
+    statuses: Sequence[Mapping[str, object]] | None = None,
 ) -> dict[str, object]:
     value: dict[str, object] = {
         "messaging_product": "whatsapp",
@@ -186,14 +187,33 @@ def test_limits_are_checked_before_sending() -> None:
         text_message("z" * 4097)
 
 
-def test_long_lists_are_paged_with_a_more_row() -> None:
-    rows = [ListRow(str(i), f"Row {i}") for i in range(23)]
-    pages = _pages(rows)
-    assert [len(p) for p in pages] == [10, 10, 5]
-    assert pages[0][-1].id == MORE
-    assert pages[1][-1].id == MORE
-    assert [r.id for p in pages for r in p if r.id != MORE] == [str(i) for i in range(23)]
-    assert _pages(rows[:10]) == [rows[:10]]
+def test_long_lists_are_paged_with_the_pinned_rows_and_a_more_row_on_every_page() -> None:
+    rows = [ListRow(str(i), f"Row {i}") for i in range(15)]
+    pinned = [ListRow("checkout", "Checkout"), ListRow("menu", "Menu")]
+    pages = _pages(rows, pinned, seq=3)
+    assert [len(p) for p in pages] == [10, 10, 3]
+    assert [r.id for r in pages[0][-3:]] == ["checkout", "menu", f"{MORE}:3:1"]
+    assert [r.id for r in pages[1][-3:]] == ["checkout", "menu", f"{MORE}:3:2"]
+    assert [r.id for r in pages[2]] == ["14", "checkout", "menu"]
+    shown = [r.id for p in pages for r in p if r.id.isdigit()]
+    assert shown == [str(i) for i in range(15)]
+    assert _pages(rows[:8], pinned, seq=1) == [rows[:8] + pinned]
+
+
+def test_long_texts_are_split_at_line_ends() -> None:
+    text = "\n".join(f"line {i:04d} " + "x" * 90 for i in range(100))  # about 10,000 chars
+    chunks = _chunks(text, 4096)
+    assert all(len(c) <= 4096 for c in chunks)
+    assert "\n".join(chunks) == text
+    assert _chunks("short", 4096) == ["short"]
+
+
+def test_a_long_interactive_body_sends_its_head_first() -> None:
+    text = "\n".join("• a line of the cart " + "y" * 40 for _ in range(30)) + "\n\nTotal: KES 9"
+    head, body = _split_body(text)
+    assert body == "Total: KES 9"
+    assert head.endswith("y" * 40)
+    assert _split_body("short") == ("", "short")
 
 
 def test_whatsapp_settings_are_all_or_nothing() -> None:
@@ -225,3 +245,33 @@ def test_merchant_whatsapp_numbers_are_normalized() -> None:
     assert config.merchant_whatsapp_numbers == ("254722000999", "254711000111")
     with pytest.raises(ConfigError, match="DUKA_MERCHANT_WHATSAPP_NUMBERS"):
         load_config(env={"DUKA_MERCHANT_WHATSAPP_NUMBERS": "12345"})
+
+
+def test_the_senders_own_phone_is_taken_from_a_card_that_lists_a_landline_first() -> None:
+    card = {
+        "phones": [
+            {"phone": "+254 20 1234567"},
+            {"phone": "+254712345678", "wa_id": "254712345678"},
+        ],
+        "origin": "contact_request",
+    }
+    [message], _ = read_webhook(
+        envelope({"from": "254712345678", "id": "wamid.l", "type": "contacts", "contacts": [card]})
+    )
+    assert (message.contact_phone, message.contact_is_own) == ("+254712345678", True)
+
+
+def test_reactions_are_not_answered_and_a_stranger_contact_is_not_the_sender() -> None:
+    reaction = {
+        "from": "1",
+        "id": "wamid.r",
+        "type": "reaction",
+        "reaction": {"message_id": "wamid.x", "emoji": "👍"},
+    }
+    assert read_webhook(envelope(reaction)) == ([], [])
+    hidden = {"id": "wamid.h", "type": "text", "text": {"body": "hi"}}
+    two = [
+        {"wa_id": "254700000001", "user_id": "KE.A"},
+        {"wa_id": "254700000002"},
+    ]
+    assert read_webhook(envelope(hidden, contacts=two)) == ([], [])
