@@ -275,3 +275,16 @@ def claim_inbound(
         if conn.execute(statement.on_conflict_do_nothing()).rowcount == 1:
             fresh.add(message_id)
     return fresh
+
+
+def rekey_chat(conn: Connection, channel: str, old_chat_id: str, new_chat_id: str) -> None:
+    """Move a chat to a new id (WhatsApp adds a business-scoped id to a known phone), unless
+    the new id is already in use: the customer keeps their orders, cart and number."""
+    if old_chat_id == new_chat_id or customer_by_chat(conn, channel, new_chat_id) is not None:
+        return
+    for table in (customers, conversations, message_refs):
+        conn.execute(
+            update(table)
+            .where(table.c.channel == channel, table.c.chat_id == old_chat_id)
+            .values(chat_id=new_chat_id)
+        )

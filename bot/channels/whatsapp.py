@@ -48,7 +48,7 @@ from bot.chat.model import Button, Inbound, Reply
 from bot.config import WhatsAppSettings
 from bot.texts import say
 from storage.engine import Database
-from storage.orders import claim_inbound
+from storage.orders import claim_inbound, rekey_chat
 
 log = logging.getLogger(__name__)
 EXPIRED_TOKEN = 190
@@ -128,6 +128,9 @@ class WhatsAppChannel:
             if message.button and message.button.startswith(f"{MORE}:"):
                 await self._next_page(message.chat_id, message.button)
                 return
+            if message.wa_id and message.chat_id != message.wa_id:
+                # Known by phone before Meta sent a business-scoped id: same customer.
+                await self._db.transaction(rekey_chat, self.name, message.wa_id, message.chat_id)
             event = Inbound(
                 self.name,
                 message.chat_id,

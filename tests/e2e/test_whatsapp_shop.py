@@ -282,3 +282,35 @@ async def test_telegram_and_whatsapp_customers_order_at_once_without_crossing(
     assert not any(reference_tg in t for t in graph.texts_to(WANJIRU))
     pushes = {p["PhoneNumber"] for p in shop.duka.simulator.push_requests}
     assert pushes == {"254712000100", "254712000200"}
+
+
+async def test_several_messages_in_one_post_are_all_answered(shop: Shop) -> None:
+    graph = shop.graph
+    otieno = WaUser("254733000111", name="Otieno")
+    payload = graph.several(graph.text(WANJIRU, "Hi"), graph.text(otieno, "Habari"))
+    assert await graph.post_webhook(shop.webhook, payload) == 200
+    await sees(shop, WANJIRU, "Karibu to Test Duka")
+    await sees(shop, otieno, "Karibu to Test Duka")
+
+
+async def test_a_customer_known_only_by_business_scoped_id_orders_and_pays(shop: Shop) -> None:
+    """A WhatsApp username hides the phone: the M-Pesa number must come from the customer."""
+    hidden = WaUser("254700000000", user_id="KE.2002", name="Achieng", phone_hidden=True)
+    await confirm_an_order(shop, hidden)
+    await writes(shop, hidden, "0712345678")
+    await taps(shop, hidden, "Yes, pay")
+    await sees(shop, hidden, "Paid! KES 60")
+    assert {s.to for s in shop.graph.sent_to(hidden)} == {"KE.2002"}
+
+
+async def test_a_phone_known_customer_keeps_their_cart_when_meta_adds_a_user_id(
+    shop: Shop,
+) -> None:
+    before = WaUser("254711222333", name="Kamau")
+    await writes(shop, before, "Hi")
+    await taps(shop, before, "Vegetables")
+    await taps(shop, before, "Sukuma wiki")
+    await taps(shop, before, "Add to cart")
+    after = dataclasses.replace(before, user_id="KE.3003")
+    await writes(shop, after, "/cart")
+    await sees(shop, after, "1 × Sukuma wiki @ KES 30 = KES 30")
