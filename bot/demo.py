@@ -118,12 +118,18 @@ class _Customer:
 
     async def waits_for(self, words: str) -> None:
         """Until a message containing ``words`` reaches this chat."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + WAIT_SECONDS
-        while not any(words in text for text in self.terminal.messages.get(self.chat_id, [])):
-            if loop.time() > deadline:
-                raise DemoFailed(f"{self.name} never got a message with {words!r}")
-            await asyncio.sleep(0.05)
+        await _wait_for_messages(self.terminal, self.chat_id, words, 1)
+
+
+async def _wait_for_messages(
+    terminal: TerminalChannel, chat_id: str, words: str, count: int
+) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT_SECONDS
+    while sum(words in text for text in terminal.messages.get(chat_id, [])) < count:
+        if loop.time() > deadline:
+            raise DemoFailed(f"{chat_id} never got {count} message(s) with {words!r}")
+        await asyncio.sleep(0.05)
 
 
 class DemoFailed(Exception):
@@ -164,6 +170,7 @@ async def _scripted(
         await otieno.waits_for("did not go through")
         await otieno.presses("Try again")
         await otieno.waits_for("Paid!")
+        await _wait_for_messages(terminal, MERCHANT_CHAT, "New paid order", 2)
     except DemoFailed as exc:
         say(f"\nDEMO FAILED: {exc}")
         return False
