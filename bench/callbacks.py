@@ -281,7 +281,9 @@ async def running_duka(workdir: Path) -> AsyncIterator[tuple[web.Application, st
         },
         path=config_file,
     )
-    app = build_app(config, run_reconciler=False)
+    # The callback path only: delivering the queued messages is the dispatcher's work,
+    # paced by Telegram/WhatsApp in production, and measured by neither side here.
+    app = build_app(config, run_reconciler=False, run_dispatcher=False)
     runner = web.AppRunner(app, shutdown_timeout=2)
     await runner.setup()  # runs the cleanup contexts: migration, simulator, inbox
     try:

@@ -62,14 +62,17 @@ def build_app(
     *,
     clock: Callable[[], datetime] = utc_now,
     run_reconciler: bool = True,
+    run_dispatcher: bool = True,
     dispatch_seconds: float = 1.0,
     terminal: TerminalChannel | None = None,
 ) -> web.Application:
     """The whole product as one aiohttp application.
 
     ``run_reconciler=False`` leaves the background sweep off so a test can call
-    ``app[RECONCILER].sweep()`` itself at the moments it chooses. ``terminal`` adds the
-    demo's terminal chat as a channel (its merchant chat gets the merchant messages).
+    ``app[RECONCILER].sweep()`` itself at the moments it chooses; ``run_dispatcher=False``
+    likewise leaves queued messages undelivered (the benchmark measures the callback path).
+    ``terminal`` adds the demo's terminal chat as a channel (its merchant chat gets the
+    merchant messages).
     """
     callback_path = CallbackPath(config.daraja.callback_url)
     app = web.Application(
@@ -90,7 +93,8 @@ def build_app(
         )
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_daraja)
-    app.cleanup_ctx.append(_chat(clock, dispatch_seconds, terminal))
+    dispatch = dispatch_seconds if run_dispatcher else None
+    app.cleanup_ctx.append(_chat(clock, dispatch, terminal))
     app.cleanup_ctx.append(_settlement(clock, run_reconciler))
     return app
 
@@ -181,7 +185,7 @@ async def _daraja(app: web.Application) -> AsyncIterator[None]:
 
 
 def _chat(
-    clock: Callable[[], datetime], dispatch_seconds: float, terminal: TerminalChannel | None
+    clock: Callable[[], datetime], dispatch_seconds: float | None, terminal: TerminalChannel | None
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def chat(app: web.Application) -> AsyncIterator[None]:
         config = app[CONFIG]
@@ -212,16 +216,21 @@ def _chat(
             telegram = TelegramChannel(config.telegram, conversation, desk)
             channels[telegram.name] = telegram
             app[TELEGRAM] = telegram
-        dispatcher = OutboxDispatcher(app[DATABASE], channels, recipients, clock, dispatch_seconds)
+        dispatcher = OutboxDispatcher(
+            app[DATABASE], channels, recipients, clock, dispatch_seconds or 1.0
+        )
         app[DISPATCHER] = dispatcher
-        task = asyncio.create_task(dispatcher.run_forever(), name="outbox-dispatcher")
+        task = None
+        if dispatch_seconds is not None:
+            task = asyncio.create_task(dispatcher.run_forever(), name="outbox-dispatcher")
         try:
             if telegram is not None:
                 # Telegram being down must not keep the payment callbacks from being served.
                 await telegram.start_in_background()
             yield
         finally:
-            await dispatcher.stop(task)
+            if task is not None:
+                await dispatcher.stop(task)
             if telegram is not None:
                 await telegram.stop()
             if WHATSAPP in app:

@@ -202,6 +202,8 @@ def _fan_out_to_merchants(conn: Connection, recipients: Sequence[str], now: date
         .where(outbox.c.recipient.is_(None))
         .where(outbox.c.status == "pending")
     ).all()
+    if rows and not recipients:
+        log.warning("no merchant chat is configured; %d merchant messages not sent", len(rows))
     for row in rows:
         copies = [
             {
@@ -221,8 +223,6 @@ def _fan_out_to_merchants(conn: Connection, recipients: Sequence[str], now: date
         ]
         if copies:
             conn.execute(insert(outbox), copies)
-        else:
-            log.warning("no merchant chat is configured; merchant message %d not sent", row.id)
         conn.execute(update(outbox).where(outbox.c.id == row.id).values(status="expanded"))
 
 
