@@ -210,6 +210,7 @@ def _chat(
             whatsapp = WhatsAppChannel(config.whatsapp, client, conversation, app[DATABASE], clock)
             channels[whatsapp.name] = whatsapp
             app[WHATSAPP] = whatsapp
+            await whatsapp.resume()
         telegram: TelegramChannel | None = None
         if config.telegram is not None:
             desk = MerchantDesk(app[DATABASE], merchants, clock)

@@ -263,18 +263,40 @@ def _upsert(
 
 
 def claim_inbound(
-    conn: Connection, channel: str, message_ids: Sequence[str], now: datetime
+    conn: Connection, channel: str, messages: Sequence[tuple[str, str]], now: datetime
 ) -> set[str]:
-    """Record inbound message ids; the ones not seen before (a redelivery claims nothing)."""
+    """Record inbound (message id, payload)s before acknowledging them; the ids not seen
+    before (a redelivery claims nothing). Each stays pending until ``inbound_handled``."""
     insert_for = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     fresh = set()
-    for message_id in dict.fromkeys(message_ids):
+    for message_id, payload in dict(messages).items():
         statement = insert_for(inbound_messages).values(
-            channel=channel, message_id=message_id[:128], received_at=now
+            channel=channel, message_id=message_id[:128], received_at=now, payload=payload
         )
         if conn.execute(statement.on_conflict_do_nothing()).rowcount == 1:
             fresh.add(message_id)
     return fresh
+
+
+def inbound_handled(conn: Connection, channel: str, message_id: str, now: datetime) -> None:
+    conn.execute(
+        update(inbound_messages)
+        .where(inbound_messages.c.channel == channel)
+        .where(inbound_messages.c.message_id == message_id[:128])
+        .values(handled_at=now)
+    )
+
+
+def pending_inbound(conn: Connection, channel: str, since: datetime) -> list[str]:
+    """Payloads acknowledged but never handled (the process stopped), oldest first."""
+    rows = conn.execute(
+        select(inbound_messages.c.payload)
+        .where(inbound_messages.c.channel == channel)
+        .where(inbound_messages.c.handled_at.is_(None))
+        .where(inbound_messages.c.received_at >= since)
+        .order_by(inbound_messages.c.id)
+    )
+    return [row.payload for row in rows]
 
 
 def rekey_chat(conn: Connection, channel: str, old_chat_id: str, new_chat_id: str) -> None:

@@ -235,5 +235,7 @@ inbound_messages = Table(
     Column("channel", String(16), nullable=False),
     Column("message_id", String(128), nullable=False),
     Column("received_at", UtcDateTime, nullable=False),
+    Column("payload", Text, nullable=False, server_default=""),  # what to handle (JSON)
+    Column("handled_at", UtcDateTime),  # null: acknowledged to the platform, not yet handled
     UniqueConstraint("channel", "message_id"),
 )

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import json
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import httpx
 from aiohttp import web
@@ -48,10 +49,11 @@ from bot.chat.model import Button, Inbound, Reply
 from bot.config import WhatsAppSettings
 from bot.texts import say
 from storage.engine import Database
-from storage.orders import claim_inbound, rekey_chat
+from storage.orders import claim_inbound, inbound_handled, pending_inbound, rekey_chat
 
 log = logging.getLogger(__name__)
 EXPIRED_TOKEN = 190
+RESUME_WINDOW = timedelta(hours=1)  # older unhandled messages are stale: not acted on
 MORE = "wa:more"  # our own list row: the next page of a long list
 LIST_BUTTON = "Choose · Chagua"  # both languages: the channel does not know the customer's
 PAIR_RATE_PAUSE = 6.0  # Meta allows about one message per six seconds to one user
@@ -105,16 +107,25 @@ class WhatsAppChannel:
         for status in statuses:
             if status.status == "failed":
                 log.warning("WhatsApp message %s failed: %s", status.message_id, status.error_codes)
-        fresh = await self._db.transaction(
-            claim_inbound, self.name, [m.id for m in messages], self._clock()
-        )
+        # Stored before Meta hears "200", so a message cannot be lost between the two.
+        claims = [(m.id, json.dumps(dataclasses.asdict(m))) for m in messages]
+        fresh = await self._db.transaction(claim_inbound, self.name, claims, self._clock())
         for message in messages:
             if message.id in fresh:
                 # Answer Meta now; handle the message after (it may push an STK prompt).
-                task = asyncio.create_task(self._handle(message))
-                self._work.add(task)
-                task.add_done_callback(self._work.discard)
+                self._spawn(message)
         return web.json_response({"ok": True})
+
+    async def resume(self) -> None:
+        """Handle what was acknowledged but not handled when the process last stopped."""
+        since = self._clock() - RESUME_WINDOW
+        for payload in await self._db.transaction(pending_inbound, self.name, since):
+            self._spawn(WaMessage(**json.loads(payload)))
+
+    def _spawn(self, message: WaMessage) -> None:
+        task = asyncio.create_task(self._handle(message))
+        self._work.add(task)
+        task.add_done_callback(self._work.discard)
 
     async def stop(self) -> None:
         """Let messages being handled finish."""
@@ -148,6 +159,9 @@ class WhatsAppChannel:
             sorry = f"{say('en', 'sorry')}\n{say('sw', 'sorry')}"
             with contextlib.suppress(Exception):
                 await self._client.send(message.chat_id, text_message(sorry))
+        # Handled, or answered with an apology: either way, not to be handled again.
+        with contextlib.suppress(Exception):
+            await self._db.transaction(inbound_handled, self.name, message.id, self._clock())
 
     # --- messages out ----------------------------------------------------------------------
 

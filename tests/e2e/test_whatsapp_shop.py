@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import socket
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
+from bot.app import DATABASE
+from bot.channels.whatsapp_inbound import read_webhook
 from payments.simulator import rules
+from storage.orders import claim_inbound
 from tests.conftest import TEST_TOML, RunningDuka, make_config, start_duka
 from tests.e2e.test_telegram_shop import CATALOG
 from tests.fakes.graph_api import (
@@ -314,3 +319,25 @@ async def test_a_phone_known_customer_keeps_their_cart_when_meta_adds_a_user_id(
     after = dataclasses.replace(before, user_id="KE.3003")
     await writes(shop, after, "/cart")
     await sees(shop, after, "1 × Sukuma wiki @ KES 30 = KES 30")
+
+
+async def test_a_message_acknowledged_but_not_handled_is_handled_after_a_restart(
+    database_url: str, tmp_path: Path, graph: FakeGraph
+) -> None:
+    """Meta heard "200" and will not resend; the process stopped before answering."""
+    first = await open_shop(database_url, tmp_path, graph)
+    payload = graph.text(WANJIRU, "Hi")  # what Meta delivered just before the stop
+    [message], _ = read_webhook(payload)
+    claim = [(message.id, json.dumps(dataclasses.asdict(message)))]
+    await first.duka.app[DATABASE].transaction(claim_inbound, "whatsapp", claim, datetime.now(UTC))
+    await first.runner.cleanup()
+    assert graph.sent_to(WANJIRU) == []
+
+    second = await open_shop(database_url, tmp_path, graph)
+    try:
+        await sees(second, WANJIRU, "Karibu to Test Duka")
+        assert await graph.post_webhook(second.webhook, payload) == 200  # Meta retries anyway
+        await writes(second, WANJIRU, "/help")
+        assert sum("Karibu" in t for t in graph.texts_to(WANJIRU)) == 1
+    finally:
+        await second.runner.cleanup()
