@@ -11,7 +11,7 @@ from datetime import datetime, time, timedelta
 from sqlalchemy import Connection, func, select
 
 from bot.chat.model import Reply
-from bot.texts import kes, say, status_text
+from bot.texts import item_lines, kes, say, status_text
 from payments.credentials import NAIROBI
 from payments.phone import mask_msisdn
 from storage.engine import Database
@@ -81,9 +81,7 @@ def _order(conn: Connection, reference: str) -> str:
     if order is None:
         return say("en", "m_no_order", reference=reference)
     customer = customer_by_id(conn, order.customer_id)
-    items = "\n".join(
-        f"{i.quantity} × {i.name} = {kes(i.line_total)}" for i in get_order_items(conn, order.id)
-    )
+    items = item_lines(get_order_items(conn, order.id))
     attempts = conn.execute(
         select(payments).where(payments.c.order_id == order.id).order_by(payments.c.id)
     ).all()

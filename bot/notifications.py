@@ -24,7 +24,7 @@ from sqlalchemy import Connection, insert, select, update
 from bot.channels.base import Channel, DeliveryError, RecipientGone, RetryLater, Undeliverable
 from bot.chat import screens
 from bot.chat.model import Reply
-from bot.texts import kes, reason_text, say
+from bot.texts import item_lines, kes, reason_text, say
 from payments.phone import mask_msisdn
 from storage.engine import Database
 from storage.orders import (
@@ -259,13 +259,12 @@ def _render(conn: Connection, row: _Due, now: datetime) -> _Delivery | None:
     order = get_order(conn, row.order_id) if row.order_id else None
     if order is None or customer is None:
         return None
-    items = get_order_items(conn, order.id)
+    lines = item_lines(get_order_items(conn, order.id))
     payload = row.payload
     if row.audience == "merchant":
         if row.recipient is None:
             return None
         channel, _, chat_id = row.recipient.partition(":")
-        lines = "\n".join(f"{i.quantity} × {i.name} = {kes(i.line_total)}" for i in items)
         return _Delivery(
             channel,
             chat_id,
@@ -290,7 +289,6 @@ def _render(conn: Connection, row: _Due, now: datetime) -> _Delivery | None:
             customer.channel, customer.chat_id, Reply(""), None, blocked_customer=customer.id
         )
     lang = customer.language
-    lines = "\n".join(f"{i.quantity} × {i.name} = {kes(i.line_total)}" for i in items)
     tag = f"payment:{payload.get('payment_id')}"
     replace = remembered_message(conn, customer.channel, customer.chat_id, tag)
     if replace is None and now - row.created_at < PROMPT_GRACE:

@@ -6,15 +6,22 @@ sentence; a key missing in Swahili falls back to English rather than failing.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from payments.result_codes import FailureReason
+from storage.orders import OrderItemRecord
 
 LANGUAGES = ("en", "sw")
 
 
 def kes(amount: int) -> str:
     return f"KES {amount:,}"
+
+
+def item_lines(items: Iterable[OrderItemRecord]) -> str:
+    """An order's items, one per line: ``2 × Sukuma wiki = KES 60``."""
+    return "\n".join(f"{i.quantity} × {i.name} = {kes(i.line_total)}" for i in items)
 
 
 def masked_phone(msisdn: str) -> str:
