@@ -142,16 +142,36 @@ def _metadata_items(stk: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
-def _amount(value: object) -> Decimal:
+# Bounds for an amount Daraja reports. Anything outside is refused before any arithmetic:
+# a huge exponent (1e1000000) costs seconds of CPU in comparisons and cannot be stored.
+MAX_REPORTED_AMOUNT = Decimal(10_000_000)
+_CENTS = Decimal("0.01")
+
+
+def parse_amount(value: object, field: str = "Amount") -> Decimal:
+    """A reported amount: finite, KES 1 to 10,000,000, at most two decimals."""
     if isinstance(value, bool) or value is None:
-        raise MalformedCallback("a successful callback has no Amount")
+        raise MalformedCallback(f"{field} is missing")
+    text = str(value).strip()
+    if len(text) > 32:
+        raise MalformedCallback(f"{field} is not a plausible amount")
     try:
-        amount = Decimal(str(value))
+        amount = Decimal(text)
     except InvalidOperation:
-        raise MalformedCallback(f"Amount {value!r} is not a number") from None
-    if not amount.is_finite() or amount <= 0:
-        raise MalformedCallback(f"Amount {value!r} is not a positive number")
+        raise MalformedCallback(f"{field} {text!r} is not a number") from None
+    if not amount.is_finite():
+        raise MalformedCallback(f"{field} {text!r} is not a finite number")
+    if not 1 <= amount <= MAX_REPORTED_AMOUNT:
+        raise MalformedCallback(f"{field} {text!r} is not between 1 and 10,000,000")
+    if amount != amount.quantize(_CENTS):
+        raise MalformedCallback(f"{field} {text!r} has more than two decimals")
     return amount
+
+
+def _amount(value: object) -> Decimal:
+    if value is None:
+        raise MalformedCallback("a successful callback has no Amount")
+    return parse_amount(value)
 
 
 def _transaction_date(value: object) -> datetime | None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import secrets
 import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -12,31 +14,61 @@ from typing import Any
 import asyncpg
 import pytest
 from aiohttp import web
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.app import ENGINE, SIMULATOR, access_logger_for, build_app
 from bot.config import AppConfig, load_config
 from payments.simulator import DarajaSimulator
 
-POSTGRES_URL = os.environ.get(
+# The server to test on; each test run gets a database of its own on it (named after this
+# one), created on first use and dropped at the end, so two runs at once cannot collide.
+SERVER_URL = os.environ.get(
     "DUKA_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
+RUN_DATABASE = f"{make_url(SERVER_URL).database or 'test'}_{os.getpid()}_{secrets.token_hex(3)}"
+POSTGRES_URL = make_url(SERVER_URL).set(database=RUN_DATABASE).render_as_string(hide_password=False)
 # CI sets this so that an unreachable PostgreSQL fails the run instead of skipping.
 REQUIRE_POSTGRES = os.environ.get("DUKA_REQUIRE_POSTGRES") == "1"
+_run_database_created = False
+
+
+def _dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
 async def _reset_postgres() -> str | None:
-    """Empty the test database; the reason it cannot be used, or None."""
-    dsn = POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://")
+    """Empty this run's test database (creating it first); the reason it cannot be used."""
+    global _run_database_created
     try:
-        conn = await asyncpg.connect(dsn, timeout=3)
+        if not _run_database_created:
+            admin = await asyncpg.connect(_dsn(SERVER_URL), timeout=3)
+            try:
+                await admin.execute(f'CREATE DATABASE "{RUN_DATABASE}"')
+            finally:
+                await admin.close()
+            _run_database_created = True
+        conn = await asyncpg.connect(_dsn(POSTGRES_URL), timeout=3)
     except (OSError, asyncpg.PostgresError) as exc:
-        return f"PostgreSQL at {dsn} is not reachable ({exc})"
+        return f"PostgreSQL at {_dsn(SERVER_URL)} is not usable ({exc})"
     try:
         await conn.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;")
     finally:
         await conn.close()
     return None
+
+
+async def _drop_run_database() -> None:
+    admin = await asyncpg.connect(_dsn(SERVER_URL), timeout=3)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{RUN_DATABASE}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _run_database_created:
+        asyncio.run(_drop_run_database())
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

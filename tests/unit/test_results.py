@@ -120,7 +120,7 @@ def test_garbled_transaction_date_does_not_refuse_the_money() -> None:
             callback(
                 0, [{"Name": "Amount", "Value": -5}, {"Name": "MpesaReceiptNumber", "Value": "X"}]
             ),
-            "not a positive number",
+            "not between 1 and 10,000,000",
         ),
     ],
 )
@@ -147,3 +147,37 @@ def test_query_answer_codes_are_strings() -> None:
 def test_query_answer_without_result_code_is_malformed() -> None:
     with pytest.raises(MalformedCallback):
         parse_query_answer({"CheckoutRequestID": "ws_CO_1"})
+
+
+def _paid_with_amount(raw_amount: str) -> bytes:
+    """A success callback whose Amount is written into the JSON exactly as given."""
+    body = callback(
+        0, [{"Name": "Amount", "Value": 0}, {"Name": "MpesaReceiptNumber", "Value": "NLJ7RT61SV"}]
+    )
+    return body.replace(b'"Value": 0}', f'"Value": {raw_amount}}}'.encode(), 1)
+
+
+@pytest.mark.parametrize(
+    ("raw_amount", "reason"),
+    [
+        ("1e30", "between 1 and 10,000,000"),
+        ("1e1000000", "between 1 and 10,000,000"),
+        ("10000000.01", "between 1 and 10,000,000"),
+        ("0.5", "between 1 and 10,000,000"),
+        ("0", "between 1 and 10,000,000"),
+        ("270.001", "more than two decimals"),
+        ("NaN", "is not a number Daraja sends"),
+        ("Infinity", "is not a number Daraja sends"),
+        ('"Infinity"', "not a finite number"),
+        ('"1e30"', "between 1 and 10,000,000"),
+    ],
+)
+def test_absurd_amounts_are_refused_before_any_arithmetic(raw_amount: str, reason: str) -> None:
+    with pytest.raises(MalformedCallback, match=reason):
+        parse_callback(_paid_with_amount(raw_amount))
+
+
+@pytest.mark.parametrize("raw_amount", ["1", "1.00", "270.5", "10000000", '"250000.00"'])
+def test_plausible_amounts_are_read_exactly(raw_amount: str) -> None:
+    result = parse_callback(_paid_with_amount(raw_amount))
+    assert result.amount == Decimal(raw_amount.strip('"'))
