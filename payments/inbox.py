@@ -62,7 +62,8 @@ def store_and_apply(conn: Connection, batch: Sequence[_Item], now: datetime) -> 
     events = [item.event(next(marks) if item.result else None) for item in batch]
     # The raw bodies are the first rows this transaction writes.
     ledger.insert_events(conn, events, now)
-    ledger.write_plan(conn, plan, now)
+    raws = {item.result.checkout_request_id: item.raw for item in batch if item.result}
+    ledger.write_plan(conn, plan, now, raws)
 
 
 class CallbackInbox:
@@ -145,12 +146,12 @@ class CallbackInbox:
                 continue
             _resolve(item.done)  # stored: Daraja can be told "accepted"
             if item.result is not None:
-                await self._apply_one(event_id, item.result)
+                await self._apply_one(event_id, item.result, item.raw)
 
-    async def _apply_one(self, event_id: int, result: StkResult) -> None:
+    async def _apply_one(self, event_id: int, result: StkResult, item_raw: str) -> None:
         try:
             await self._database.transaction(
-                ledger.apply_results, [(event_id, result)], self._clock()
+                ledger.apply_results, [(event_id, result)], self._clock(), item_raw
             )
         except Exception as exc:
             # Left as "received" with the reason: the reconciler tries it again.

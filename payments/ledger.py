@@ -8,20 +8,18 @@ and the outbox messages it causes commit together or not at all.
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import SQLAlchemyError
 
+from payments.outbox import insert_outbox
 from payments.results import MalformedCallback, StkResult, parse_callback
 from payments.settlement import (
+    ArrivedMoney,
     EventStatus,
     OutboxMessage,
     PaymentSnapshot,
@@ -35,7 +33,8 @@ from payments.states import (
     check_order_transition,
     check_payment_transition,
 )
-from storage.schema import OPEN_PAYMENT_STATUSES, orders, outbox, payment_events, payments
+from payments.unmatched import UnmatchedReason, record_unmatched
+from storage.schema import OPEN_PAYMENT_STATUSES, orders, payment_events, payments
 
 log = logging.getLogger(__name__)
 
@@ -188,15 +187,22 @@ class Plan:
     settlements: list[Settlement | None]  # one per result; None: no attempt matches (yet)
     changes: list[tuple[PaymentSnapshot, PaymentSnapshot]]  # (as read, as to be stored)
     messages: list[OutboxMessage]
+    # Paid results that can never be tied to one attempt (several fit): unmatched money.
+    unmatched: dict[int, tuple[StkResult, UnmatchedReason]] = field(default_factory=dict)
 
     def event_marks(self) -> list[EventMark]:
         """(status, note, payment id) for the event that carried each result."""
-        return [
-            (EventStatus.ORPHAN, "no attempt with this id yet", None)
-            if s is None
-            else (s.event_status, s.note, s.after.payment_id)
-            for s in self.settlements
-        ]
+        marks: list[EventMark] = []
+        for index, settlement in enumerate(self.settlements):
+            if index in self.unmatched:
+                marks.append((EventStatus.UNMATCHED, str(self.unmatched[index][1]), None))
+            elif settlement is None:
+                marks.append((EventStatus.ORPHAN, "no attempt with this id yet", None))
+            else:
+                marks.append(
+                    (settlement.event_status, settlement.note, settlement.after.payment_id)
+                )
+        return marks
 
 
 def plan_results(conn: Connection, results: Sequence[StkResult], now: datetime) -> Plan:
@@ -207,14 +213,19 @@ def plan_results(conn: Connection, results: Sequence[StkResult], now: datetime) 
     """
     current = snapshots_by_checkout_id(conn, (r.checkout_request_id for r in results))
     before = dict(current)
-    for result in results:
+    unmatched: dict[int, tuple[StkResult, UnmatchedReason]] = {}
+    for index, result in enumerate(results):
         if result.checkout_request_id not in current and result.succeeded:
-            unlinked = _unlinked_attempt(conn, result, now)
+            unlinked, fits = _unlinked_attempt(conn, result, now)
             if unlinked is not None:
                 before[result.checkout_request_id] = unlinked
                 current[result.checkout_request_id] = replace(
                     unlinked, checkout_request_id=result.checkout_request_id
                 )
+            elif fits > 1:
+                # Several lost pushes fit: guessing could pay the wrong order. The merchant
+                # is told now and attaches the money by hand (/match).
+                unmatched[index] = (result, UnmatchedReason.SEVERAL_ATTEMPTS_FIT)
     order_status = {s.order_id: s.order_status for s in current.values()}
     settlements: list[Settlement | None] = []
     messages: list[OutboxMessage] = []
@@ -231,28 +242,39 @@ def plan_results(conn: Connection, results: Sequence[StkResult], now: datetime) 
         order_status[snapshot.order_id] = settlement.after.order_status
         messages.extend(settlement.messages)
     changes = [(before[key], after) for key, after in current.items() if after is not before[key]]
-    return Plan(settlements, changes, messages)
+    return Plan(settlements, changes, messages, unmatched)
 
 
-def write_plan(conn: Connection, plan: Plan, now: datetime) -> None:
+def write_plan(
+    conn: Connection, plan: Plan, now: datetime, raws: Mapping[str, str] | None = None
+) -> None:
+    """Store what ``plan`` decided; ``raws`` (raw body by CheckoutRequestID) go with any
+    unmatched money, for the merchant's audit trail."""
     write_payment_changes(conn, plan.changes, now)
     write_order_changes(conn, plan.changes, now)
     insert_outbox(conn, plan.messages, now)
+    for result, reason in plan.unmatched.values():
+        raw = (raws or {}).get(result.checkout_request_id, "")
+        record_unmatched(conn, ArrivedMoney.from_stk(result), reason, raw, now)
 
 
 def apply_results(
-    conn: Connection, results: Sequence[tuple[int, StkResult]], now: datetime
+    conn: Connection, results: Sequence[tuple[int, StkResult]], now: datetime, raw: str = ""
 ) -> list[Settlement | None]:
     """Apply results already stored as events (event id, result), and mark those events."""
     plan = plan_results(conn, [result for _, result in results], now)
-    write_plan(conn, plan, now)
+    raws = {result.checkout_request_id: raw for _, result in results} if raw else None
+    write_plan(conn, plan, now, raws)
     marks = plan.event_marks()
     mark_events(conn, [(eid, *mark) for (eid, _), mark in zip(results, marks, strict=True)])
     return plan.settlements
 
 
-def _unlinked_attempt(conn: Connection, result: StkResult, now: datetime) -> PaymentSnapshot | None:
-    """The attempt a paid callback belongs to when its push answer was lost.
+def _unlinked_attempt(
+    conn: Connection, result: StkResult, now: datetime
+) -> tuple[PaymentSnapshot | None, int]:
+    """The attempt a paid callback belongs to when its push answer was lost, and how many
+    attempts fit (0, 1, or 2 meaning "several").
 
     After a push timeout we never learned the CheckoutRequestID, but the customer may
     still have paid. A success callback carries the phone and amount: if exactly one
@@ -262,14 +284,14 @@ def _unlinked_attempt(conn: Connection, result: StkResult, now: datetime) -> Pay
     answer will claim it by id: no guess is made until then.
     """
     if result.msisdn is None or result.amount is None:
-        return None
+        return None, 0
     in_flight = (
         select(payments.c.id)
         .where(payments.c.msisdn == result.msisdn)
         .where(payments.c.status == str(PaymentStatus.CREATED))
     )
     if (conn.execute(in_flight.limit(1))).first() is not None:
-        return None
+        return None, 0
     query = (
         _snapshot_query()
         .where(payments.c.checkout_request_id.is_(None))
@@ -277,10 +299,11 @@ def _unlinked_attempt(conn: Connection, result: StkResult, now: datetime) -> Pay
         .where(payments.c.msisdn == result.msisdn)
         .where(payments.c.amount == int(result.amount))
         .where(payments.c.created_at >= now - UNLINKED_MATCH_WINDOW)
+        .order_by(payments.c.id)
         .limit(2)
     )
     rows = (conn.execute(query.with_for_update(of=_LOCKED))).all()
-    return _snapshot(rows[0]) if len(rows) == 1 else None
+    return (_snapshot(rows[0]) if len(rows) == 1 else None), len(rows)
 
 
 _UPDATE_PAYMENTS = (
@@ -389,49 +412,25 @@ def set_order_statuses(
         conn.execute(_UPDATE_ORDERS, rows)
 
 
-_INSERT_OUTBOX = {
-    dialect: insert_for(outbox).on_conflict_do_nothing(index_elements=["dedupe_key"])
-    for dialect, insert_for in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
-}
-
-
-def insert_outbox(conn: Connection, messages: Sequence[OutboxMessage], now: datetime) -> None:
-    """Queue messages; a message whose dedupe key exists already is skipped, not doubled."""
-    if not messages:
-        return
-    rows = [
-        {
-            "dedupe_key": m.dedupe_key,
-            "kind": str(m.kind),
-            "audience": str(m.audience),
-            "customer_id": m.customer_id,
-            "order_id": m.order_id,
-            "payload": json.dumps(m.payload),
-            "status": "pending",
-            "attempts": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-        }
-        for m in messages
-    ]
-    conn.execute(_INSERT_OUTBOX[conn.dialect.name], rows)
-
-
 def adopt_orphans(
     conn: Connection,
     now: datetime,
     *,
     checkout_ids: Sequence[str] | None = None,
     received_after: datetime | None = None,
+    unmatched_after: timedelta | None = None,
     limit: int = 200,
 ) -> list[Settlement | None]:
     """Apply stored callbacks that arrived before their attempt was known, or not applied.
 
-    Newest first, each in a savepoint: one event that cannot be applied is marked
-    ``error`` (for a person to look at) and never blocks the others.
+    Newest first, each in a savepoint: one event that cannot be applied, for whatever
+    reason, is marked ``error`` (for a person to look at) and never blocks the others.
+    With ``unmatched_after``, an orphan that old will never find its attempt (a push
+    answer comes within seconds): a paid one becomes unmatched money for the merchant, a
+    failed one is set aside; either way it is not read again.
     """
     query = (
-        select(payment_events.c.id, payment_events.c.raw)
+        select(payment_events.c.id, payment_events.c.raw, payment_events.c.received_at)
         .where(payment_events.c.source == "callback")
         .where(payment_events.c.status.in_([str(EventStatus.ORPHAN), str(EventStatus.RECEIVED)]))
         .order_by(payment_events.c.id.desc())
@@ -444,26 +443,60 @@ def adopt_orphans(
     settlements: list[Settlement | None] = []
     for row in (conn.execute(query)).all():
         try:
-            result = parse_callback(row.raw.encode())
-        except MalformedCallback as exc:
-            mark_events(conn, [(row.id, EventStatus.REJECTED, str(exc), None)])
-            continue
-        try:
             with conn.begin_nested():
-                settlements.extend(apply_results(conn, [(row.id, result)], now))
-        except SQLAlchemyError as exc:
-            log.exception("stored callback %d cannot be applied", row.id)
+                settlements.extend(
+                    _adopt_one(conn, row.id, row.raw, row.received_at, now, unmatched_after)
+                )
+        except Exception as exc:
+            log.exception("stored callback %d cannot be applied; set aside", row.id)
             note = f"cannot be applied: {type(exc).__name__}"
             mark_events(conn, [(row.id, EventStatus.ERROR, note, None)])
     return settlements
 
 
-def expire_payment(conn: Connection, payment_id: int, now: datetime) -> Settlement | None:
-    """Expire an attempt that is still open; ``None`` if a result settled it meanwhile."""
+def _adopt_one(
+    conn: Connection,
+    event_id: int,
+    raw: str,
+    received_at: datetime,
+    now: datetime,
+    unmatched_after: timedelta | None,
+) -> list[Settlement | None]:
+    try:
+        result = parse_callback(raw.encode())
+    except MalformedCallback as exc:
+        mark_events(conn, [(event_id, EventStatus.REJECTED, str(exc), None)])
+        return []
+    settlements = apply_results(conn, [(event_id, result)], now, raw)
+    if settlements != [None] or unmatched_after is None or now - received_at < unmatched_after:
+        return settlements
+    if not result.succeeded:
+        mark_events(conn, [(event_id, EventStatus.IGNORED, "no attempt with this id", None)])
+        return settlements
+    if unmatched_reason := _still_unmatched(conn, event_id):
+        reason = UnmatchedReason.NO_PHONE if result.msisdn is None else unmatched_reason
+        record_unmatched(conn, ArrivedMoney.from_stk(result), reason, raw, now)
+        mark_events(conn, [(event_id, EventStatus.UNMATCHED, str(reason), None)])
+    return settlements
+
+
+def _still_unmatched(conn: Connection, event_id: int) -> UnmatchedReason | None:
+    """Why an orphan left as it was is unmatched (None: applying it just marked it)."""
+    status = conn.execute(
+        select(payment_events.c.status).where(payment_events.c.id == event_id)
+    ).scalar_one()
+    return UnmatchedReason.NO_ATTEMPT if status == EventStatus.ORPHAN else None
+
+
+def expire_payment(
+    conn: Connection, payment_id: int, now: datetime, *, confirmed: bool
+) -> Settlement | None:
+    """Expire an attempt that is still open; ``None`` if a result settled it meanwhile.
+    ``confirmed``: Daraja itself said the prompt was never answered (see ``expire``)."""
     snapshot = snapshot_by_id(conn, payment_id)
     if snapshot is None or not snapshot.status.is_open:
         return None
-    settlement = expire(snapshot)
+    settlement = expire(snapshot, confirmed=confirmed)
     write_payment_changes(conn, [(snapshot, settlement.after)], now)
     insert_outbox(conn, settlement.messages, now)
     return settlement
@@ -507,7 +540,8 @@ def expire_unlinked(conn: Connection, created_before: datetime, now: datetime) -
     )
     expired = 0
     for (payment_id,) in conn.execute(query).all():
-        expired += expire_payment(conn, payment_id, now) is not None
+        # No CheckoutRequestID: M-Pesa can never be asked, so its outcome stays unconfirmed.
+        expired += expire_payment(conn, payment_id, now, confirmed=False) is not None
     return expired
 
 

@@ -75,8 +75,12 @@ class Reconciler:
 
     async def _adopt_orphans(self, report: SweepReport) -> None:
         now = self._clock()
+        # An orphan older than an attempt's whole life will not meet its push answer.
         adopted = await self._database.transaction(
-            ledger.adopt_orphans, now, received_after=now - ORPHAN_LOOKBACK
+            ledger.adopt_orphans,
+            now,
+            received_after=now - ORPHAN_LOOKBACK,
+            unmatched_after=timedelta(seconds=self._settings.expire_after_seconds),
         )
         report.adopted = sum(1 for s in adopted if s is not None and s.changed)
 
@@ -104,6 +108,18 @@ class Reconciler:
         except QueryFailed as exc:
             log.warning("STK query for payment %d failed: %s", payment_id, exc)
             answer = None
+        if answer is not None and answer.result is not None:
+            named = answer.result.checkout_request_id
+            if named != checkout_id:
+                # An answer about another transaction says nothing about this one (a test
+                # double answering with random ids did this): a failed query, not an orphan.
+                log.warning(
+                    "STK query for payment %d (%s) was answered about %s; asking again later",
+                    payment_id,
+                    checkout_id,
+                    named[:64],
+                )
+                answer = None
         return await self._database.transaction(
             self._record_answer, payment_id, checkout_id, accepted_at, answer, self._clock()
         )
@@ -140,7 +156,8 @@ class Reconciler:
         past_deadline = now >= expires_at
         if past_deadline and (answer is not None or now >= expires_at + GIVE_UP_AFTER):
             # Still "being processed" after the prompt's lifetime: it was never answered.
-            expired = ledger.expire_payment(conn, payment_id, now)
+            # After a day of failed queries we still do not know: unconfirmed, not failed.
+            expired = ledger.expire_payment(conn, payment_id, now, confirmed=answer is not None)
             return "expired" if expired is not None else "unchanged"
         if past_deadline:
             # No answer from Daraja at all: expiring now could invite a second payment of

@@ -22,6 +22,8 @@ from payments.result_codes import SUCCESS_CODE, normalize_result_code
 class ResultSource(StrEnum):
     CALLBACK = "callback"
     QUERY = "query"
+    C2B = "c2b"  # a Paybill payment made by hand, matched by its account number
+    MATCH = "match"  # money the merchant attached to an order (/match)
 
 
 class MalformedCallback(ValueError):

@@ -6,6 +6,7 @@ reconciler expires; a unique partial index allows one open attempt per order.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -31,6 +32,8 @@ from storage.engine import Database
 from storage.schema import OPEN_PAYMENT_STATUSES, orders, payments
 
 log = logging.getLogger(__name__)
+# Waits between tries to record Daraja's answer to a push (about 30 s in all).
+RECORD_RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 
 
 class PaymentNotStarted(Exception):
@@ -104,8 +107,15 @@ class PaymentService:
             raise
         except BaseException as exc:
             # Unknown failure (even cancellation) after the request may have left: never
-            # assume it was not sent.
-            await self._record_push(payment_id, PaymentStatus.UNKNOWN, error=exc)
+            # assume it was not sent. (One try: this path may be a shutdown.)
+            await self._database.transaction(
+                self._record_push_outcome,
+                payment_id,
+                PaymentStatus.UNKNOWN,
+                None,
+                exc,
+                self._clock(),
+            )
             raise
         await self._record_push(payment_id, PaymentStatus.PENDING, accepted=accepted)
         log.info("STK push for %s accepted for %s", reference, mask_msisdn(number.msisdn))
@@ -130,9 +140,39 @@ class PaymentService:
         accepted: PushAccepted | None = None,
         error: BaseException | None = None,
     ) -> None:
-        await self._database.transaction(
-            self._record_push_outcome, payment_id, status, accepted, error, self._clock()
-        )
+        """Store what Daraja said about the push. Daraja's answer exists only in memory
+        until this commits, so a failing write is tried again for a while; if it never
+        succeeds, the CheckoutRequestID is logged with the attempt and the callback waits as
+        an orphan (matched by phone and amount once the attempt expires, or shown to the
+        merchant as unmatched money): never lost, never "failed"."""
+        checkout_id = accepted.checkout_request_id if accepted is not None else "-"
+        for delay in (*RECORD_RETRY_SECONDS, None):
+            try:
+                await self._database.transaction(
+                    self._record_push_outcome, payment_id, status, accepted, error, self._clock()
+                )
+                return
+            except Exception:
+                if delay is None:
+                    log.error(
+                        "payment %d: Daraja's answer to its push (%s, CheckoutRequestID %s) "
+                        "could not be recorded; its callback will be matched as an orphan",
+                        payment_id,
+                        status,
+                        checkout_id,
+                        exc_info=True,
+                    )
+                    return
+                log.warning(
+                    "payment %d: recording Daraja's answer (%s, CheckoutRequestID %s) failed; "
+                    "trying again in %g s",
+                    payment_id,
+                    status,
+                    checkout_id,
+                    delay,
+                    exc_info=True,
+                )
+                await asyncio.sleep(delay)
 
     def _record_push_outcome(
         self,

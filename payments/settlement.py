@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from payments.phone import mask_msisdn
-from payments.result_codes import FailureReason, failure_reason
+from payments.result_codes import SUCCESS_CODE, FailureReason, failure_reason
 from payments.results import ResultSource, StkResult
 from payments.states import OrderStatus, PaymentStatus
 
@@ -25,6 +25,7 @@ class EventStatus(StrEnum):
     DUPLICATE = "duplicate"  # already applied; changes nothing
     IGNORED = "ignored"  # e.g. a query answer for a payment a callback already settled
     ORPHAN = "orphan"  # no attempt with this CheckoutRequestID (yet): kept, applied later
+    UNMATCHED = "unmatched"  # paid, but tied to no single attempt: recorded as unmatched money
     REJECTED = "rejected"  # malformed; kept for audit only
     ERROR = "error"  # applying raised; kept, retried by the reconciler
 
@@ -33,13 +34,34 @@ class MessageKind(StrEnum):
     PAYMENT_PAID = "payment_paid"  # customer
     PAYMENT_FAILED = "payment_failed"  # customer
     PAYMENT_UNDER_REVIEW = "payment_under_review"  # customer: money arrived, merchant checks it
+    # customer: M-Pesa never said whether the attempt went through; the shop will check
+    PAYMENT_UNCONFIRMED = "payment_unconfirmed"
+    ORDER_RESOLVED = "order_resolved"  # customer: the merchant settled a review (refund...)
     ORDER_PAID = "order_paid"  # merchant
     PAYMENT_NEEDS_REVIEW = "payment_needs_review"  # merchant: amount mismatch, double payment
+    PAYMENT_CHECK = "payment_check"  # merchant: an attempt whose outcome was never confirmed
+    UNMATCHED_PAYMENT = "unmatched_payment"  # merchant: money that matches no order
+
+    @property
+    def audience(self) -> Audience:
+        return Audience.MERCHANT if self in _MERCHANT_KINDS else Audience.CUSTOMER
 
 
 class Audience(StrEnum):
     CUSTOMER = "customer"
     MERCHANT = "merchant"
+
+
+_MERCHANT_KINDS = frozenset(
+    {
+        MessageKind.ORDER_PAID,
+        MessageKind.PAYMENT_NEEDS_REVIEW,
+        MessageKind.PAYMENT_CHECK,
+        MessageKind.UNMATCHED_PAYMENT,
+    }
+)
+# An attempt that ended without M-Pesa's word on it: the money may have moved.
+UNCONFIRMED_CODE = "unconfirmed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,14 +91,59 @@ class PaymentSnapshot:
 class OutboxMessage:
     kind: MessageKind
     audience: Audience
-    payment_id: int
-    order_id: int
-    customer_id: int
+    payment_id: int | None
+    order_id: int | None
+    customer_id: int | None
     payload: dict[str, Any]
+    # What the message is about, for its dedupe key; by default the payment.
+    subject: str | None = None
 
     @property
     def dedupe_key(self) -> str:
-        return f"payment:{self.payment_id}:{self.kind}:{self.audience}"
+        subject = self.subject or f"payment:{self.payment_id}"
+        return f"{subject}:{self.kind}:{self.audience}"
+
+
+@dataclass(frozen=True, slots=True)
+class ArrivedMoney:
+    """Money M-Pesa reports as paid: from an STK callback, or a C2B (Paybill) confirmation."""
+
+    source: str  # stk_callback | c2b
+    receipt: str  # MpesaReceiptNumber, or the C2B TransID (the same receipt the SMS shows)
+    amount: Decimal
+    msisdn: str | None  # the full number when Daraja gives it (STK); C2B masks it
+    masked_phone: str
+    transaction_at: datetime | None
+    checkout_request_id: str | None = None
+    account: str = ""  # what the customer typed as the account number (C2B)
+
+    @classmethod
+    def from_stk(cls, result: StkResult) -> ArrivedMoney:
+        if result.receipt is None or result.amount is None:
+            raise ValueError("only a successful callback carries money")
+        return cls(
+            source="stk_callback",
+            receipt=result.receipt,
+            amount=result.amount,
+            msisdn=result.msisdn,
+            masked_phone=mask_msisdn(result.msisdn),
+            transaction_at=result.transaction_at,
+            checkout_request_id=result.checkout_request_id,
+        )
+
+    def as_result(self, source: ResultSource, checkout_request_id: str) -> StkResult:
+        """The same facts as a successful result, so that ``settle`` decides as for a callback."""
+        return StkResult(
+            checkout_request_id=checkout_request_id,
+            merchant_request_id="",
+            result_code=SUCCESS_CODE,
+            result_desc=f"paid ({source})",
+            source=source,
+            amount=self.amount,
+            receipt=self.receipt,
+            transaction_at=self.transaction_at,
+            msisdn=self.msisdn,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,18 +173,35 @@ def settle(payment: PaymentSnapshot, result: StkResult) -> Settlement:
     return Settlement(EventStatus.DUPLICATE, f"failure after {payment.status}", payment)
 
 
-def expire(payment: PaymentSnapshot) -> Settlement:
-    """No answer in time: the attempt is over; the customer may try again."""
+def expire(payment: PaymentSnapshot, *, confirmed: bool) -> Settlement:
+    """The attempt is over. ``confirmed``: Daraja said it was still "being processed" when
+    the prompt's life ran out, so it was never answered: the customer may simply try again.
+    Otherwise M-Pesa never told us anything (the push answer was lost, or every query
+    failed): the money may have moved, so nobody is told "failed"; the customer hears that
+    the shop will check, and the merchant gets the attempt to check."""
+    if confirmed:
+        after = replace(
+            payment,
+            status=PaymentStatus.EXPIRED,
+            result_desc="No answer from M-Pesa in time",
+            settled_by="expiry",
+        )
+        message = _message(
+            after, MessageKind.PAYMENT_FAILED, Audience.CUSTOMER, FailureReason.NO_ANSWER
+        )
+        return Settlement(EventStatus.APPLIED, "expired", after, (message,))
     after = replace(
         payment,
         status=PaymentStatus.EXPIRED,
-        result_desc="No answer from M-Pesa in time",
+        result_code=UNCONFIRMED_CODE,
+        result_desc="M-Pesa never confirmed whether this attempt went through",
         settled_by="expiry",
     )
-    message = _message(
-        after, MessageKind.PAYMENT_FAILED, Audience.CUSTOMER, FailureReason.NO_ANSWER
+    messages = (
+        _message(after, MessageKind.PAYMENT_UNCONFIRMED, Audience.CUSTOMER),
+        _message(after, MessageKind.PAYMENT_CHECK, Audience.MERCHANT),
     )
-    return Settlement(EventStatus.APPLIED, "expired", after, (message,))
+    return Settlement(EventStatus.APPLIED, "expired unconfirmed", after, messages)
 
 
 def _already_paid(payment: PaymentSnapshot, result: StkResult) -> Settlement:
@@ -209,6 +293,9 @@ def _failed(payment: PaymentSnapshot, result: StkResult) -> Settlement:
         result_desc=result.result_desc,
         settled_by=str(result.source),
     )
+    if payment.order_status is OrderStatus.PAID:
+        # Paid meanwhile by other means (Paybill, a match): "failed" would only alarm.
+        return Settlement(EventStatus.APPLIED, "failed after the order was paid", after)
     reason = failure_reason(result.result_code)
     message = _message(after, MessageKind.PAYMENT_FAILED, Audience.CUSTOMER, reason)
     return Settlement(EventStatus.APPLIED, f"failed: {result.result_code}", after, (message,))

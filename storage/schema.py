@@ -239,3 +239,44 @@ inbound_messages = Table(
     Column("handled_at", UtcDateTime),  # null: acknowledged to the platform, not yet handled
     UniqueConstraint("channel", "message_id"),
 )
+
+# Money that reached the till but could not be tied to exactly one order: an STK callback
+# with no (or no single) attempt, or a C2B payment for an unknown account or a wrong amount.
+# The merchant attaches it to an order (matched) or settles it by hand (refunded, kept).
+unmatched_payments = Table(
+    "unmatched_payments",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("source", String(16), nullable=False),  # stk_callback | c2b
+    Column("receipt", String(32), nullable=False, unique=True),  # MpesaReceiptNumber / TransID
+    Column("amount", Integer, nullable=False),  # whole KES, rounded down
+    Column("amount_exact", String(24), nullable=False),  # as Daraja reported it, e.g. "270.50"
+    Column("msisdn", String(12)),  # full number when Daraja gave one (STK), else null
+    Column("masked_phone", String(24), nullable=False),  # what the merchant sees
+    Column("account", String(32), nullable=False, server_default=""),  # C2B BillRefNumber
+    Column("checkout_request_id", String(64)),
+    Column("reason", String(32), nullable=False),  # why it matched nothing, see ledger
+    Column("raw", Text, nullable=False),  # the event as received, for the audit trail
+    Column("transaction_at", UtcDateTime),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("status", String(16), nullable=False),  # open | matched | refunded | kept
+    Column("order_id", ForeignKey("orders.id")),  # set when matched
+    Column("resolved_at", UtcDateTime),
+    Column("resolved_by", String(80)),
+    Column("note", Text, nullable=False, server_default=""),
+    Index("ix_unmatched_payments_status", "status"),
+)
+
+# Every decision a merchant makes about money by hand (/match, /resolve): who, when, what.
+review_actions = Table(
+    "review_actions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("actor", String(80), nullable=False),  # "<channel>:<chat id>" of the merchant
+    Column("subject", String(16), nullable=False),  # order | unmatched
+    Column("reference", String(32), nullable=False),  # order reference or receipt
+    Column("action", String(16), nullable=False),  # paid | refund | cancel | match | kept...
+    Column("note", Text, nullable=False, server_default=""),
+    Column("order_id", ForeignKey("orders.id")),
+)

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 OAUTH_PATH = "/oauth/v1/generate"
 STK_PUSH_PATH = "/mpesa/stkpush/v1/processrequest"
 STK_QUERY_PATH = "/mpesa/stkpushquery/v1/query"
+# Both versions register the same way here; on Daraja the version must match the app's product.
+C2B_REGISTER_PATHS = ("/mpesa/c2b/v1/registerurl", "/mpesa/c2b/v2/registerurl")
+C2B_SIMULATE_PATH = "/mpesa/c2b/v1/simulate"
 
 SIMULATOR_KEY: web.AppKey[DarajaSimulator] = web.AppKey("duka_daraja_simulator")
 
@@ -29,6 +32,9 @@ def build_app(simulator: DarajaSimulator) -> web.Application:
     app.router.add_get(OAUTH_PATH, _generate_token)
     app.router.add_post(STK_PUSH_PATH, _stk_push)
     app.router.add_post(STK_QUERY_PATH, _stk_query)
+    for path in C2B_REGISTER_PATHS:
+        app.router.add_post(path, _c2b_register)
+    app.router.add_post(C2B_SIMULATE_PATH, _c2b_simulate)
     app.on_cleanup.append(_close_simulator)
     return app
 
@@ -52,6 +58,24 @@ async def _stk_push(request: web.Request) -> web.Response:
 
 async def _stk_query(request: web.Request) -> web.Response:
     reply = request.app[SIMULATOR_KEY].handle_query(
+        authorization=request.headers.get("Authorization"),
+        content_type=request.content_type,
+        raw_body=await _body_text(request),
+    )
+    return _respond(reply)
+
+
+async def _c2b_register(request: web.Request) -> web.Response:
+    reply = request.app[SIMULATOR_KEY].handle_c2b_register(
+        authorization=request.headers.get("Authorization"),
+        content_type=request.content_type,
+        raw_body=await _body_text(request),
+    )
+    return _respond(reply)
+
+
+async def _c2b_simulate(request: web.Request) -> web.Response:
+    reply = request.app[SIMULATOR_KEY].handle_c2b_simulate(
         authorization=request.headers.get("Authorization"),
         content_type=request.content_type,
         raw_body=await _body_text(request),

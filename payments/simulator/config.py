@@ -30,3 +30,11 @@ class SimulatorConfig:
     timestamp_skew_seconds: int = 3600
     # How long one callback POST may take before it counts as failed (never retried).
     callback_timeout_seconds: float = 10.0
+    # C2B (daraja.md §8). Production refuses a second URL registration ("Urls are already
+    # registered"); the sandbox lets the new URLs replace the old, which this flag imitates.
+    c2b_allow_reregistration: bool = False
+    # On Daraja external validation must be switched on by Safaricom; it is on here by
+    # default because a merchant server that validates is the case worth testing.
+    c2b_validation_active: bool = True
+    # Daraja waits about 8 s for the ValidationURL, then applies the registered ResponseType.
+    c2b_validation_timeout_seconds: float = 8.0

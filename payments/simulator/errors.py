@@ -48,3 +48,10 @@ BEING_PROCESSED = DarajaError(500, "500.001.1001", "The transaction is being pro
 INTERNAL_SERVER_ERROR = DarajaError(500, "500.003.1001", "Internal Server Error")
 RESOURCE_NOT_FOUND = DarajaError(404, "404.001.01", "Resource not found")
 METHOD_NOT_ALLOWED = DarajaError(405, "405.001", "Method Not Allowed")
+# C2B (daraja.md §8). Production refuses a second registerurl until the old URLs are deleted.
+URLS_ALREADY_REGISTERED = DarajaError(500, "500.003.1001", "Urls are already registered")
+# Daraja documents no answer for a C2B payment to a short code without URLs; this wording is
+# the simulator's own, so that a test which forgot to register fails with a clear message.
+C2B_URLS_NOT_REGISTERED = DarajaError(
+    500, "500.003.1001", "C2B URLs are not registered for this ShortCode"
+)

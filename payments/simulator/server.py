@@ -61,6 +61,11 @@ async def run_simulator_forever(
             flush=True,
         )
         print(rules_summary(), flush=True)
+        print(
+            "C2B: register URLs at /mpesa/c2b/v2/registerurl, then pay with "
+            "/mpesa/c2b/v1/simulate (CommandID CustomerPayBillOnline)",
+            flush=True,
+        )
         await asyncio.Event().wait()
     finally:
         await running.stop()

@@ -1,4 +1,4 @@
-"""``DarajaSimulator``: a stateful stand-in for Daraja's OAuth, STK push and STK query.
+"""``DarajaSimulator``: a stateful stand-in for Daraja's OAuth, STK push, STK query and C2B.
 
 It validates like Daraja (``validation``), decides endings by rule (``rules``), keeps
 transactions and the token (``state``), and POSTs callbacks after a delay (``delivery``). The
@@ -6,7 +6,9 @@ aiohttp routes in ``app`` only translate HTTP to the ``handle_*`` methods, so ev
 answers with a ``WireReply`` (status + JSON body) and can be driven without a server.
 
 Tests steer it with ``force_next_outcome``, ``fail_next_push``, ``expire_tokens`` and
-``resolve``, and observe it through the recorded lists and the ``wait_for_*`` helpers.
+``resolve``, and observe it through the recorded lists and the ``wait_for_*`` helpers. C2B
+(registerurl, simulate, ``pay_bill``) lives in ``c2b_service``; the ``c2b_*`` names here are
+its public face.
 """
 
 from __future__ import annotations
@@ -25,6 +27,14 @@ from aiohttp import web
 
 from payments.credentials import NAIROBI, daraja_timestamp
 from payments.simulator.app import build_app
+from payments.simulator.c2b import C2BPayment
+from payments.simulator.c2b_service import (
+    DEFAULT_FIRST_NAME,
+    C2BService,
+    SentC2BConfirmation,
+    SentC2BValidation,
+)
+from payments.simulator.c2b_validation import C2BRegistration, parse_c2b_body
 from payments.simulator.config import SimulatorConfig
 from payments.simulator.delivery import CallbackPoster
 from payments.simulator.errors import (
@@ -101,6 +111,21 @@ class DarajaSimulator:
         self._timers: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
+        self._c2b = C2BService(
+            self.config,
+            ids=self._ids,
+            poster=self._poster,
+            clock=self._clock,
+            spawn=self._spawn,
+            notify=self._notify,
+        )
+        self.c2b_register_requests: list[dict[str, Any]] = []
+        self.c2b_simulate_requests: list[dict[str, Any]] = []
+        # The service's own containers, shared, so they stay current.
+        self.c2b_payments: dict[str, C2BPayment] = self._c2b.payments
+        self.c2b_validations_sent: list[SentC2BValidation] = self._c2b.validations_sent
+        self.c2b_confirmations_sent: list[SentC2BConfirmation] = self._c2b.confirmations_sent
+        self.c2b_confirmations_dropped: list[SentC2BConfirmation] = self._c2b.confirmations_dropped
 
     def app(self) -> web.Application:
         """A new aiohttp application serving this simulator (its cleanup calls ``aclose``)."""
@@ -127,6 +152,23 @@ class DarajaSimulator:
     def expire_tokens(self) -> None:
         """Every issued token stops working (404.001.03) until a new one is fetched."""
         self._tokens.expire_all()
+
+    def duplicate_next_c2b_confirmation(self) -> None:
+        """The next C2B confirmation is POSTed twice, one after the other, same TransID."""
+        self._c2b.duplicate_next_confirmation()
+
+    def drop_next_c2b_confirmation(self) -> None:
+        """The next C2B confirmation is not POSTed; it goes to ``c2b_confirmations_dropped``."""
+        self._c2b.drop_next_confirmation()
+
+    async def pay_bill(
+        self, msisdn: str, account: str, amount: int, *, first_name: str = DEFAULT_FIRST_NAME
+    ) -> C2BPayment:
+        """A customer pays the paybill from the menu: what ``c2b/v1/simulate`` does, but
+        returning once validation and the confirmation POSTs are done. On a simulator with a
+        ``till_number`` it pays the till, and ``account`` must be "". Raises
+        ``RequestRejectedError`` where the endpoint would answer an error."""
+        return await self._c2b.pay_bill(msisdn, account, amount, first_name)
 
     def resolve(self, checkout_request_id: str) -> SimTransaction:
         """End a pending transaction now (even a never-resolving one) and send its callback.
@@ -160,6 +202,24 @@ class DarajaSimulator:
         """Wait until ``count`` callback POSTs have completed (or failed); TimeoutError if not."""
         await self._wait_until(lambda: len(self.callbacks_sent) >= count, timeout)
         return list(self.callbacks_sent)
+
+    async def wait_for_c2b_confirmations(
+        self,
+        count: int,
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> list[SentC2BConfirmation]:
+        """Wait until ``count`` C2B confirmation POSTs have completed (or failed)."""
+        await self._wait_until(lambda: len(self.c2b_confirmations_sent) >= count, timeout)
+        return list(self.c2b_confirmations_sent)
+
+    async def wait_c2b_settled(
+        self,
+        trans_id: str,
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> C2BPayment:
+        """Wait until the payment is completed or rejected (confirmations may be in flight)."""
+        await self._wait_until(lambda: self.c2b_payments[trans_id].settled, timeout)
+        return self.c2b_payments[trans_id]
 
     async def wait_resolved(
         self,
@@ -229,6 +289,29 @@ class DarajaSimulator:
             return WireReply(500, being_processed_body(transaction.checkout_request_id))
         return WireReply(200, query_result_body(transaction))
 
+    @property
+    def c2b_registration(self) -> C2BRegistration | None:
+        """The registered C2B URLs and ResponseType, or None before any registration."""
+        return self._c2b.registration
+
+    def handle_c2b_register(
+        self, *, authorization: str | None, content_type: str, raw_body: str
+    ) -> WireReply:
+        """``c2b/v1/registerurl`` and ``c2b/v2/registerurl``."""
+        self.c2b_register_requests.append(_as_record(raw_body))
+        return self._c2b_reply(
+            authorization, lambda: self._c2b.register(parse_c2b_body(content_type, raw_body))
+        )
+
+    def handle_c2b_simulate(
+        self, *, authorization: str | None, content_type: str, raw_body: str
+    ) -> WireReply:
+        """``c2b/v1/simulate``: answered at once; validation and confirmation follow."""
+        self.c2b_simulate_requests.append(_as_record(raw_body))
+        return self._c2b_reply(
+            authorization, lambda: self._c2b.simulate(parse_c2b_body(content_type, raw_body))
+        )
+
     def error_reply(self, error: DarajaError) -> WireReply:
         return WireReply(error.http_status, error_body(error, self._ids.request_id()))
 
@@ -248,6 +331,16 @@ class DarajaSimulator:
             200,
             push_accepted_body(transaction.merchant_request_id, transaction.checkout_request_id),
         )
+
+    def _c2b_reply(
+        self, authorization: str | None, answer: Callable[[], dict[str, str]]
+    ) -> WireReply:
+        if not self._tokens.is_valid(bearer_token(authorization)):
+            return self.error_reply(INVALID_ACCESS_TOKEN)
+        try:
+            return WireReply(200, answer())
+        except RequestRejectedError as exc:
+            return self.error_reply(exc.error)
 
     def _take_outcome(self, push: StkPushRequest) -> Outcome:
         forced, self._next_outcome = self._next_outcome, None

@@ -96,6 +96,11 @@ class IdFactory:
         return f"{hexed[:4]}-{hexed[4:8]}-{hexed[8:12]}-{hexed[12:28]}"
 
     @staticmethod
+    def originator_conversation_id() -> str:
+        """The C2B answers' ``OriginatorCoversationID``; Daraja's samples use the same shape."""
+        return IdFactory.merchant_request_id()
+
+    @staticmethod
     def request_id() -> str:
         """The ``requestId`` of an error answer, e.g. ``16813-1590513-1``."""
         return f"{secrets.randbelow(90000) + 10000}-{secrets.randbelow(9 * 10**7) + 10**7}-1"

@@ -176,7 +176,7 @@ def validate_query(
 
 
 def check_business_short_code(value: object, config: SimulatorConfig) -> str:
-    text = _digits(value)
+    text = digit_text(value)
     if text is None or not _SHORT_CODE.fullmatch(text):
         raise RequestRejectedError(bad_request("BusinessShortCode"))
     if text != config.short_code:
@@ -209,29 +209,38 @@ def check_transaction_type(value: object) -> str:
 
 
 def check_amount(value: object) -> int:
-    text = _digits(value)
+    text = digit_text(value)
     if text is None or not MIN_AMOUNT <= int(text) <= MAX_AMOUNT:
         raise RequestRejectedError(bad_request("Amount"))
     return int(text)
 
 
 def check_msisdn(value: object, field: str) -> str:
-    text = _digits(value)
+    text = digit_text(value)
     if text is None or not _MSISDN.fullmatch(text):
         raise RequestRejectedError(bad_request(field))
     return text
 
 
 def check_party_b(value: object, transaction_type: str, short_code: str) -> str:
-    text = _digits(value)
+    text = digit_text(value)
     if text is None or (transaction_type == PAYBILL and text != short_code):
         raise RequestRejectedError(bad_request("PartyB"))
     return text
 
 
 def check_callback_url(value: object) -> str:
+    return check_merchant_url(value, "CallBackURL")
+
+
+def check_merchant_url(value: object, field: str) -> str:
+    """A URL Daraja will POST to: absolute http(s), no whitespace, no banned word in any case.
+
+    Shared by STK's ``CallBackURL`` and C2B's ``ConfirmationURL`` / ``ValidationURL``, which
+    Safaricom screens by the same word list (daraja.md §2.3, §8).
+    """
     if not isinstance(value, str) or not value or any(ch.isspace() for ch in value):
-        raise RequestRejectedError(bad_request("CallBackURL"))
+        raise RequestRejectedError(bad_request(field))
     parts = urlsplit(value)
     lowered = value.lower()
     if (
@@ -239,7 +248,7 @@ def check_callback_url(value: object) -> str:
         or not parts.hostname
         or any(word in lowered for word in BANNED_CALLBACK_WORDS)
     ):
-        raise RequestRejectedError(bad_request("CallBackURL"))
+        raise RequestRejectedError(bad_request(field))
     return value
 
 
@@ -258,7 +267,7 @@ def check_transaction_desc(value: object) -> str | None:
     return value
 
 
-def _digits(value: object) -> str | None:
+def digit_text(value: object) -> str | None:
     """A non-negative JSON integer or an ASCII digit string as text; None for anything else.
 
     ``bool`` is excluded because ``True`` is an ``int`` in Python but not a number in JSON.

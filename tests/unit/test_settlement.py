@@ -114,7 +114,7 @@ def test_query_does_not_override_a_failure_a_callback_reported() -> None:
 
 def test_a_late_paid_callback_revives_an_expired_attempt() -> None:
     """The customer typed the PIN after we gave up: the money moved, so it is paid."""
-    expired = expire(PENDING).after
+    expired = expire(PENDING, confirmed=True).after
     s = settle(expired, PAID_CALLBACK)
     assert s.after.status is PaymentStatus.PAID
     assert s.after.order_status is OrderStatus.PAID
@@ -126,10 +126,32 @@ def test_a_late_paid_callback_after_a_failure_is_recorded_as_paid() -> None:
 
 
 def test_expiry_tells_the_customer_there_was_no_answer() -> None:
-    s = expire(PENDING)
+    s = expire(PENDING, confirmed=True)
     assert s.after.status is PaymentStatus.EXPIRED
     [message] = s.messages
     assert message.payload["reason"] == "no_answer"
+
+
+def test_expiry_without_mpesas_word_never_says_failed() -> None:
+    """The push answer was lost (or every query failed): the money may have moved."""
+    unknown = replace(PENDING, status=PaymentStatus.UNKNOWN, checkout_request_id=None)
+    s = expire(unknown, confirmed=False)
+    assert s.after.status is PaymentStatus.EXPIRED
+    assert s.after.result_code == "unconfirmed"
+    assert kinds(s.messages) == [
+        ("customer", "payment_unconfirmed"),
+        ("merchant", "payment_check"),
+    ]
+    assert "payment_failed" not in {m.kind for m in s.messages}
+
+
+def test_a_failure_after_the_order_was_paid_another_way_tells_nobody() -> None:
+    """Paid by Paybill while the STK prompt was still open; the prompt then times out."""
+    paid_elsewhere = replace(PENDING, order_status=OrderStatus.PAID)
+    s = settle(paid_elsewhere, CANCELLED_CALLBACK)
+    assert s.after.status is PaymentStatus.FAILED
+    assert s.after.order_status is OrderStatus.PAID
+    assert s.messages == ()
 
 
 @pytest.mark.parametrize("paid", [Decimal("1249"), Decimal("1251.00"), Decimal("1250.50")])
@@ -210,5 +232,5 @@ def test_late_receipt_with_a_different_amount_is_flagged_for_the_merchant() -> N
 
 
 def test_query_answer_after_expiry_is_ignored() -> None:
-    s = settle(expire(PENDING).after, PAID_QUERY)
+    s = settle(expire(PENDING, confirmed=True).after, PAID_QUERY)
     assert s.event_status is EventStatus.IGNORED

@@ -1,0 +1,45 @@
+"""Queuing outbox messages: the rows the dispatcher later delivers.
+
+Written inside the transaction of the change that causes them, so a message exists if
+and only if its change committed; the unique dedupe key turns a repeat into nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import Connection
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from payments.settlement import OutboxMessage
+from storage.schema import outbox
+
+_INSERT_OUTBOX = {
+    dialect: insert_for(outbox).on_conflict_do_nothing(index_elements=["dedupe_key"])
+    for dialect, insert_for in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+}
+
+
+def insert_outbox(conn: Connection, messages: Sequence[OutboxMessage], now: datetime) -> None:
+    """Queue messages; a message whose dedupe key exists already is skipped, not doubled."""
+    if not messages:
+        return
+    rows = [
+        {
+            "dedupe_key": m.dedupe_key,
+            "kind": str(m.kind),
+            "audience": str(m.audience),
+            "customer_id": m.customer_id,
+            "order_id": m.order_id,
+            "payload": json.dumps(m.payload),
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for m in messages
+    ]
+    conn.execute(_INSERT_OUTBOX[conn.dialect.name], rows)
