@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,12 +23,20 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 
 from bot.channels.base import Channel, DeliveryError, RecipientGone, RetryLater, Undeliverable
-from bot.chat import screens
 from bot.chat.model import Reply
-from bot.texts import item_lines, kes, reason_text, say
-from payments.phone import mask_msisdn
+from bot.rendering import (
+    CUSTOMER_RENDERERS,
+    MERCHANT_RENDERERS,
+    ORDERLESS_KINDS,
+    CustomerFacts,
+    MerchantFacts,
+)
+from bot.texts import item_lines
+from payments.settlement import MessageKind
 from storage.engine import Database
 from storage.orders import (
+    CustomerRecord,
+    customer_by_chat,
     customer_by_id,
     get_order,
     get_order_items,
@@ -78,8 +87,12 @@ class OutboxDispatcher:
         merchant_recipients: Sequence[str],
         clock: Callable[[], datetime],
         poll_seconds: float = 1.0,
+        paybill: str | None = None,
     ) -> None:
         self._db = database
+        self._paybill = paybill  # offered after a failed push, when the fallback is on
+        # Messages a platform refused for good, by (channel, kind): loud, and counted.
+        self.undeliverable: Counter[tuple[str, str]] = Counter()
         self._channels = channels
         self._merchants = list(merchant_recipients)  # "telegram:123", "terminal:merchant"
         self._clock = clock
@@ -139,7 +152,7 @@ class OutboxDispatcher:
         return sent
 
     async def _deliver(self, row: _Due) -> bool:
-        delivery = await self._db.transaction(_render, row, self._clock())
+        delivery = await self._db.transaction(_render, row, self._clock(), self._paybill)
         if delivery is _NOT_YET:
             # The "check your phone" message is being sent right now; edit it, a moment later.
             await self._db.transaction(_retry, row, 1.0, "waiting for the prompt", self._clock())
@@ -167,7 +180,14 @@ class OutboxDispatcher:
             await self._db.transaction(_gone, row, str(exc), self._clock())
             return False
         except Undeliverable as exc:
-            log.warning("outbox %d: refused for good (%s)", row.id, exc)
+            self.undeliverable[(delivery.channel, row.kind)] += 1
+            log.error(
+                "outbox %d (%s to %s) can never be delivered: %s",
+                row.id,
+                row.kind,
+                row.audience,
+                exc,
+            )
             await self._db.transaction(_finish, row.id, "failed", str(exc), self._clock())
             return False
         except RetryLater as exc:
@@ -254,120 +274,51 @@ def _due(conn: Connection, now: datetime, limit: int) -> list[_Due]:
 _NOT_YET = _Delivery("", "", Reply(""), None)  # render again in a moment
 
 
-def _render(conn: Connection, row: _Due, now: datetime) -> _Delivery | None:
+def _render(
+    conn: Connection, row: _Due, now: datetime, paybill: str | None = None
+) -> _Delivery | None:
+    kind = MessageKind(row.kind)
     customer = customer_by_id(conn, row.customer_id) if row.customer_id else None
     order = get_order(conn, row.order_id) if row.order_id else None
-    if order is None or customer is None:
+    if kind not in ORDERLESS_KINDS and (order is None or customer is None):
         return None
-    lines = item_lines(get_order_items(conn, order.id))
+    lines = item_lines(get_order_items(conn, order.id)) if order is not None else ""
     payload = row.payload
     if row.audience == "merchant":
         if row.recipient is None:
             return None
         channel, _, chat_id = row.recipient.partition(":")
+        name = (customer.name if customer is not None else "") or "-"
+        reply = MERCHANT_RENDERERS[kind](payload, MerchantFacts(lines, name))
+        # Merchants rarely write to the shop's number: unless one did within the last day,
+        # WhatsApp's window is closed and only a template gets through.
+        merchant_chat = customer_by_chat(conn, channel, chat_id)
+        window_open = merchant_chat is not None and _inside_window(merchant_chat, now)
         return _Delivery(
-            channel,
-            chat_id,
-            Reply(
-                _merchant_text(row.kind, payload, lines, customer.name),
-                template=(
-                    row.kind,
-                    (
-                        payload["order_reference"],
-                        kes(payload["paid_amount"]),
-                        payload.get("receipt") or "-",
-                        customer.name or "-",
-                    ),
-                ),
-                # Merchants do not write to the shop's number: their window is closed.
-                prefer_template=True,
-            ),
-            None,
+            channel, chat_id, dataclasses.replace(reply, prefer_template=not window_open), None
         )
+    if customer is None or order is None:
+        return None
     if customer.blocked:
         return _Delivery(
             customer.channel, customer.chat_id, Reply(""), None, blocked_customer=customer.id
         )
-    lang = customer.language
     tag = f"payment:{payload.get('payment_id')}"
     replace = remembered_message(conn, customer.channel, customer.chat_id, tag)
-    if replace is None and now - row.created_at < PROMPT_GRACE:
+    if replace is None and now - row.created_at < PROMPT_GRACE and "payment_id" in payload:
         return _NOT_YET
-    reply = _customer_reply(row.kind, payload, lang, lines, order.id, order.status, tag)
-    last = customer.last_inbound_at
-    if last is None or now - last > SERVICE_WINDOW:
+    facts = CustomerFacts(customer.language, lines, order.id, order.status, tag, paybill)
+    reply = CUSTOMER_RENDERERS[kind](payload, facts)
+    if not _inside_window(customer, now):
         # WhatsApp would accept a free-form message and fail it later (131047) outside the
         # customer-service window; send the approved template straight away instead.
         reply = dataclasses.replace(reply, prefer_template=True)
     return _Delivery(customer.channel, customer.chat_id, reply, replace)
 
 
-def _customer_reply(
-    kind: str,
-    payload: Mapping[str, Any],
-    lang: str,
-    lines: str,
-    order_id: int,
-    order_status: str,
-    tag: str,
-) -> Reply:
-    reference = payload["order_reference"]
-    if kind == "payment_paid":
-        receipt = payload.get("receipt") or say(lang, "paid_receipt_pending")
-        text = say(
-            lang,
-            "paid",
-            amount=kes(payload["paid_amount"]),
-            reference=reference,
-            receipt=receipt,
-            lines=lines,
-        )
-        template = (kind, (reference, kes(payload["paid_amount"]), receipt))
-        return Reply(text, tag=tag, template=template)
-    if kind == "payment_failed":
-        reason = reason_text(lang, str(payload.get("reason", "")))
-        text = say(lang, "failed", reference=reference, reason=reason)
-        # Buttons only while the order can still be paid (not after another attempt paid it).
-        buttons = screens.failed_payment_buttons(lang, order_id)
-        return Reply(
-            text,
-            buttons if order_status == "awaiting_payment" else (),
-            tag=tag,
-            template=(kind, (reference, reason)),
-        )
-    if kind == "payment_under_review":
-        text = say(lang, "under_review", amount=kes(payload["paid_amount"]), reference=reference)
-        return Reply(text, tag=tag)
-    raise ValueError(f"no customer text for outbox message kind {kind!r}")
-
-
-def _merchant_text(kind: str, payload: Mapping[str, Any], lines: str, customer: str) -> str:
-    receipt = payload.get("receipt") or "pending"
-    phone = payload.get("masked_phone") or mask_msisdn(None)
-    if kind == "order_paid":
-        return say(
-            "en",
-            "m_paid",
-            reference=payload["order_reference"],
-            amount=kes(payload["paid_amount"]),
-            lines=lines,
-            receipt=receipt,
-            customer=customer or "-",
-            phone=phone,
-        )
-    if kind == "payment_needs_review":
-        return say(
-            "en",
-            "m_review",
-            reference=payload["order_reference"],
-            why=say("en", f"why_{payload.get('why', 'amount_mismatch')}"),
-            amount=kes(payload["paid_amount"]),
-            total=kes(payload["order_total"]),
-            receipt=receipt,
-            customer=customer or "-",
-            phone=phone,
-        )
-    raise ValueError(f"no merchant text for outbox message kind {kind!r}")
+def _inside_window(customer: CustomerRecord, now: datetime) -> bool:
+    last = customer.last_inbound_at
+    return last is not None and now - last <= SERVICE_WINDOW
 
 
 def _sent(

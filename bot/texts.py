@@ -103,6 +103,22 @@ _EN: dict[str, str] = {
     "status_needs_review": "being checked",
     "status_cancelled": "cancelled",
     # Buttons (short: WhatsApp allows 20 characters).
+    "unconfirmed": (
+        "We could not confirm whether your payment of {amount} for order {reference} went "
+        "through. If M-Pesa sent you a confirmation SMS, do not pay again: the shop will "
+        "check and tell you here. If no SMS came, you can pay again."
+    ),
+    "paybill": (
+        "Pay by Paybill: Lipa na M-Pesa → Paybill {paybill} → Account {reference} → "
+        "{amount}. We will tell you here as soon as it arrives."
+    ),
+    "resolved": "Order {reference}: {outcome}",
+    "resolved_paid": "the shop has confirmed your payment. Your order is paid.",
+    "resolved_refund": "the shop will refund your payment of {amount}; the order is cancelled.",
+    "resolved_cancel": "the shop has cancelled this order.",
+    "resolved_note": "Note from the shop: {note}",
+    "btn_paybill": "Pay by Paybill",
+    "btn_pay_again": "Pay again",
     "btn_menu": "Menu",
     "btn_cart": "Cart",
     "btn_checkout": "Checkout",
@@ -150,6 +166,33 @@ _EN: dict[str, str] = {
     "m_attempt": "• {when} {phone} {status} {detail}",
     "m_no_order": "No order {reference}.",
     "m_order_usage": "Send /order followed by the reference, e.g. /order DK-7KX3M9.",
+    "m_check": (
+        "Check order {reference}: M-Pesa never confirmed the attempt to pay {amount} from "
+        "{phone} ({customer}). The money may have moved: see /review; /resolve {reference} "
+        "paid if it is in your M-Pesa statement."
+    ),
+    "m_unmatched": (
+        "{amount} received from {phone}, receipt {receipt}, not matched to an order ({why}). "
+        "Attach it with /match {receipt} <order>, or /resolve {receipt} refunded|kept."
+    ),
+    "unmatched_several_attempts_fit": "several payment attempts fit it",
+    "unmatched_no_attempt": "no payment attempt of ours fits it",
+    "unmatched_no_phone": "M-Pesa sent no phone number with it",
+    "unmatched_unknown_account": "Paybill account {account} is no order",
+    "unmatched_wrong_amount": "not the total of order {account}",
+    "unmatched_order_not_payable": "order {account} was not waiting for payment",
+    "m_review_list": "To review:\n{lines}",
+    "m_review_none": "Nothing to review: no orders in review and no unmatched money.",
+    "m_review_order": "• {reference} {status} {total}: {detail}",
+    "m_review_unmatched": "• {receipt} {amount} from {phone} ({when}), unmatched: {why}",
+    "m_review_check": "• {reference} {amount} from {phone} ({when}): never confirmed",
+    "m_resolve_usage": (
+        "Send /resolve REF paid|refund|cancel [note] for an order, or "
+        "/resolve RECEIPT refunded|kept [note] for unmatched money."
+    ),
+    "m_match_usage": "Send /match RECEIPT REF, e.g. /match QKX1A2B3C4 DK-7KX3M9.",
+    "m_done": "Done: {what}.",
+    "m_refused": "Not done: {why}",
     "why_amount_mismatch": "the amount paid differs from the total",
     "why_phone_mismatch": "paid from a different phone than the one asked",
     "why_order_already_paid": "the order was already paid (a second payment)",
@@ -228,6 +271,22 @@ _SW: dict[str, str] = {
     "status_paid": "imelipwa",
     "status_needs_review": "inakaguliwa",
     "status_cancelled": "imeghairiwa",
+    "unconfirmed": (
+        "Hatukuweza kuthibitisha kama malipo yako ya {amount} kwa agizo {reference} "
+        "yamefanikiwa. Kama M-Pesa ilikutumia SMS ya uthibitisho, usilipe tena: duka "
+        "litakagua na kukuambia hapa. Kama hukupata SMS, unaweza kulipa tena."
+    ),
+    "paybill": (
+        "Lipa kwa Paybill: Lipa na M-Pesa → Paybill {paybill} → Akaunti {reference} → "
+        "{amount}. Tutakuambia hapa mara tu malipo yatakapofika."
+    ),
+    "resolved": "Agizo {reference}: {outcome}",
+    "resolved_paid": "duka limethibitisha malipo yako. Agizo lako limelipwa.",
+    "resolved_refund": "duka litakurudishia malipo yako ya {amount}; agizo limeghairiwa.",
+    "resolved_cancel": "duka limeghairi agizo hili.",
+    "resolved_note": "Ujumbe kutoka dukani: {note}",
+    "btn_paybill": "Lipa kwa Paybill",
+    "btn_pay_again": "Lipa tena",
     "btn_menu": "Menyu",
     "btn_cart": "Kikapu",
     "btn_checkout": "Lipa",

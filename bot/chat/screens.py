@@ -121,9 +121,23 @@ def summary(lang: str, cart: Mapping[str, int], catalog: Mapping[str, ProductSpe
     return Reply(text, rows, edit=True)
 
 
-def failed_payment_buttons(lang: str, order_id: int) -> tuple[tuple[Button, ...], ...]:
-    return (
+def failed_payment_buttons(
+    lang: str, order_id: int, *, paybill: bool = False
+) -> tuple[tuple[Button, ...], ...]:
+    rows = [
         (Button(say(lang, "btn_try_again"), f"retry:{order_id}"),),
         (Button(say(lang, "btn_other_number"), f"other:{order_id}"),),
+    ]
+    if paybill:
+        # For what a new prompt cannot fix: no STK on the SIM, a phone that never answers.
+        rows.append((Button(say(lang, "btn_paybill"), f"paybill:{order_id}"),))
+    rows.append((Button(say(lang, "btn_cancel_order"), f"cancel:{order_id}"),))
+    return tuple(rows)
+
+
+def unconfirmed_payment_buttons(lang: str, order_id: int) -> tuple[tuple[Button, ...], ...]:
+    """After an attempt nobody could confirm: paying again is possible, but named as such."""
+    return (
+        (Button(say(lang, "btn_pay_again"), f"retry:{order_id}"),),
         (Button(say(lang, "btn_cancel_order"), f"cancel:{order_id}"),),
     )

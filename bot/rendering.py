@@ -1,0 +1,168 @@
+"""The words of every outbox message, by kind: a pure table, no I/O.
+
+Customer messages are in the customer's language; merchant messages in English. Each
+carries its WhatsApp template parameters too, so that every kind can still be delivered
+outside WhatsApp's 24-hour window (template parameters are single lines).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bot.chat import screens
+from bot.chat.model import Reply
+from bot.texts import kes, reason_text, say
+from payments.phone import mask_msisdn
+from payments.settlement import MessageKind
+
+Payload = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerFacts:
+    """What a customer message needs besides its payload."""
+
+    lang: str
+    lines: str  # the order's item lines
+    order_id: int
+    order_status: str
+    tag: str  # the message to edit in place ("check your phone"), by its tag
+    paybill: str | None  # the Paybill number when the Paybill fallback is on
+
+
+def _paid(p: Payload, f: CustomerFacts) -> Reply:
+    reference = p["order_reference"]
+    receipt = p.get("receipt") or say(f.lang, "paid_receipt_pending")
+    amount = kes(p["paid_amount"])
+    text = say(f.lang, "paid", amount=amount, reference=reference, receipt=receipt, lines=f.lines)
+    return Reply(text, tag=f.tag, template=(MessageKind.PAYMENT_PAID, (reference, amount, receipt)))
+
+
+def _failed(p: Payload, f: CustomerFacts) -> Reply:
+    reference = p["order_reference"]
+    reason = reason_text(f.lang, str(p.get("reason", "")))
+    text = say(f.lang, "failed", reference=reference, reason=reason)
+    # Buttons only while the order can still be paid (not after another attempt paid it).
+    payable = f.order_status == "awaiting_payment"
+    buttons = screens.failed_payment_buttons(f.lang, f.order_id, paybill=f.paybill is not None)
+    return Reply(
+        text,
+        buttons if payable else (),
+        tag=f.tag,
+        template=(MessageKind.PAYMENT_FAILED, (reference, reason)),
+    )
+
+
+def _under_review(p: Payload, f: CustomerFacts) -> Reply:
+    reference, amount = p["order_reference"], kes(p["paid_amount"])
+    text = say(f.lang, "under_review", amount=amount, reference=reference)
+    return Reply(text, tag=f.tag, template=(MessageKind.PAYMENT_UNDER_REVIEW, (reference, amount)))
+
+
+def _unconfirmed(p: Payload, f: CustomerFacts) -> Reply:
+    reference, amount = p["order_reference"], kes(p["amount"])
+    text = say(f.lang, "unconfirmed", amount=amount, reference=reference)
+    payable = f.order_status == "awaiting_payment"
+    buttons = screens.unconfirmed_payment_buttons(f.lang, f.order_id)
+    return Reply(
+        text,
+        buttons if payable else (),
+        tag=f.tag,
+        template=(MessageKind.PAYMENT_UNCONFIRMED, (reference, amount)),
+    )
+
+
+def _resolved(p: Payload, f: CustomerFacts) -> Reply:
+    reference = p["order_reference"]
+    outcome = say(f.lang, f"resolved_{p['action']}", amount=kes(p.get("paid_amount") or 0))
+    note = str(p.get("note") or "")
+    text = say(f.lang, "resolved", reference=reference, outcome=outcome)
+    if note:
+        text = f"{text}\n{say(f.lang, 'resolved_note', note=note)}"
+    return Reply(text, template=(MessageKind.ORDER_RESOLVED, (reference, outcome)))
+
+
+CUSTOMER_RENDERERS: dict[MessageKind, Callable[[Payload, CustomerFacts], Reply]] = {
+    MessageKind.PAYMENT_PAID: _paid,
+    MessageKind.PAYMENT_FAILED: _failed,
+    MessageKind.PAYMENT_UNDER_REVIEW: _under_review,
+    MessageKind.PAYMENT_UNCONFIRMED: _unconfirmed,
+    MessageKind.ORDER_RESOLVED: _resolved,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MerchantFacts:
+    lines: str  # the order's item lines ("" without an order)
+    customer: str  # the customer's name ("-" when unknown)
+
+
+def _order_paid(p: Payload, f: MerchantFacts) -> Reply:
+    reference, amount = p["order_reference"], kes(p["paid_amount"])
+    receipt = p.get("receipt") or "pending"
+    phone = p.get("masked_phone") or mask_msisdn(None)
+    text = say(
+        "en",
+        "m_paid",
+        reference=reference,
+        amount=amount,
+        lines=f.lines,
+        receipt=receipt,
+        customer=f.customer,
+        phone=phone,
+    )
+    template = (MessageKind.ORDER_PAID, (reference, amount, receipt, f.customer))
+    return Reply(text, template=template)
+
+
+def _needs_review(p: Payload, f: MerchantFacts) -> Reply:
+    reference, amount = p["order_reference"], kes(p["paid_amount"])
+    receipt = p.get("receipt") or "pending"
+    why = say("en", f"why_{p.get('why', 'amount_mismatch')}")
+    text = say(
+        "en",
+        "m_review",
+        reference=reference,
+        why=why,
+        amount=amount,
+        total=kes(p["order_total"]),
+        receipt=receipt,
+        customer=f.customer,
+        phone=p.get("masked_phone") or mask_msisdn(None),
+    )
+    return Reply(
+        text, template=(MessageKind.PAYMENT_NEEDS_REVIEW, (reference, why, amount, receipt))
+    )
+
+
+def _check(p: Payload, f: MerchantFacts) -> Reply:
+    reference, amount = p["order_reference"], kes(p["amount"])
+    phone = p.get("masked_phone") or mask_msisdn(None)
+    text = say(
+        "en", "m_check", reference=reference, amount=amount, phone=phone, customer=f.customer
+    )
+    return Reply(text, template=(MessageKind.PAYMENT_CHECK, (reference, amount, phone)))
+
+
+def _unmatched(p: Payload, f: MerchantFacts) -> Reply:
+    amount, phone, receipt = kes(p["paid_amount"]), p["masked_phone"], p["receipt"]
+    account = str(p.get("account") or "")
+    why = say("en", f"unmatched_{p.get('reason', 'no_attempt')}", account=account)
+    text = say("en", "m_unmatched", amount=amount, phone=phone, receipt=receipt, why=why)
+    return Reply(text, template=(MessageKind.UNMATCHED_PAYMENT, (amount, phone, receipt)))
+
+
+MERCHANT_RENDERERS: dict[MessageKind, Callable[[Payload, MerchantFacts], Reply]] = {
+    MessageKind.ORDER_PAID: _order_paid,
+    MessageKind.PAYMENT_NEEDS_REVIEW: _needs_review,
+    MessageKind.PAYMENT_CHECK: _check,
+    MessageKind.UNMATCHED_PAYMENT: _unmatched,
+}
+
+# Kinds that need the order (and its customer) to be rendered.
+ORDERLESS_KINDS = frozenset({MessageKind.UNMATCHED_PAYMENT})
+
+if set(CUSTOMER_RENDERERS) | set(MERCHANT_RENDERERS) != set(MessageKind):
+    raise RuntimeError("every MessageKind needs a renderer")
