@@ -31,6 +31,8 @@ from bot.config import AppConfig
 from bot.http_logging import RedactingAccessLogger
 from bot.merchant import MerchantDesk
 from bot.notifications import OutboxDispatcher
+from payments.c2b_webhook import INTAKE as C2B_INTAKE
+from payments.c2b_webhook import C2BIntake, c2b_paths, c2b_routes
 from payments.daraja_client import DarajaClient
 from payments.inbox import CallbackInbox
 from payments.reconciler import Reconciler
@@ -53,6 +55,7 @@ CONVERSATION = web.AppKey("conversation", Conversation)
 DISPATCHER = web.AppKey("outbox_dispatcher", OutboxDispatcher)
 TELEGRAM = web.AppKey("telegram_channel", TelegramChannel)
 WHATSAPP = web.AppKey("whatsapp_channel", WhatsAppChannel)
+MERCHANT_DESK = web.AppKey("merchant_desk", MerchantDesk)
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # WhatsApp webhooks can reach ~3 MB; callbacks cap themselves
 
@@ -76,10 +79,16 @@ def build_app(
     """
     callback_path = CallbackPath(config.daraja.callback_url)
     app = web.Application(
-        client_max_size=MAX_BODY_BYTES, middlewares=[_error_middleware(callback_path)]
+        client_max_size=MAX_BODY_BYTES, middlewares=[_error_middleware(_secret_paths(config))]
     )
     app[CONFIG] = config
     app.add_routes(callback_routes(callback_path))
+    if config.daraja.c2b_confirmation_url:
+        app.add_routes(
+            c2b_routes(
+                *c2b_paths(config.daraja.c2b_confirmation_url, config.daraja.c2b_validation_url)
+            )
+        )
     app.add_routes([web.get("/healthz", _health)])
     if config.telegram is not None and config.telegram.webhook_url:
         app.add_routes([web.post(config.telegram.webhook_path, _to_channel(TELEGRAM, "webhook"))])
@@ -99,9 +108,17 @@ def build_app(
     return app
 
 
+def _secret_paths(config: AppConfig) -> tuple[CallbackPath, ...]:
+    """Every served path that holds a secret (STK callback, C2B confirmation and validation)."""
+    paths = [CallbackPath(config.daraja.callback_url)]
+    if config.daraja.c2b_confirmation_url:
+        paths += c2b_paths(config.daraja.c2b_confirmation_url, config.daraja.c2b_validation_url)
+    return tuple(paths)
+
+
 def access_logger_for(config: AppConfig) -> type[RedactingAccessLogger]:
-    """An access logger that hides the callback secret (for ``web.run_app``/``AppRunner``)."""
-    return RedactingAccessLogger.for_path(CallbackPath(config.daraja.callback_url))
+    """An access logger that hides the callback secrets (for ``web.run_app``/``AppRunner``)."""
+    return RedactingAccessLogger.for_path(*_secret_paths(config))
 
 
 async def _health(request: web.Request) -> web.Response:
@@ -112,7 +129,7 @@ async def _health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def _error_middleware(callback_path: CallbackPath) -> Middleware:
+def _error_middleware(secret_paths: tuple[CallbackPath, ...]) -> Middleware:
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
@@ -120,7 +137,9 @@ def _error_middleware(callback_path: CallbackPath) -> Middleware:
         except web.HTTPException:
             raise
         except Exception:
-            path = callback_path.redact(request.path)
+            path = request.path
+            for secret_path in secret_paths:
+                path = secret_path.redact(path)
             log.exception("unhandled error in %s %s", request.method, path)
             return web.json_response({"error": "internal error"}, status=500)
 
@@ -178,6 +197,10 @@ async def _daraja(app: web.Application) -> AsyncIterator[None]:
         http = await stack.enter_async_context(httpx.AsyncClient())
         client = DarajaClient(settings, http)
         app[DARAJA] = client
+        if SIMULATOR in app and settings.c2b_confirmation_url:
+            # The embedded simulator is new at every start: register as `duka c2b-register`
+            # does against Daraja, so that Paybill payments reach us.
+            await client.register_c2b_urls()
         app[PAYMENTS] = PaymentService(
             app[DATABASE], client, query_after_seconds=config.reconcile.query_after_seconds
         )
@@ -189,15 +212,24 @@ def _chat(
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def chat(app: web.Application) -> AsyncIterator[None]:
         config = app[CONFIG]
-        conversation = Conversation(app[DATABASE], app[PAYMENTS], config.shop_name, clock)
+        paybill = config.daraja.paybill_fallback
+        conversation = Conversation(
+            app[DATABASE], app[PAYMENTS], config.shop_name, clock, paybill=paybill
+        )
         app[CONVERSATION] = conversation
-        merchants = {str(i) for i in config.merchant_telegram_ids}
         channels: dict[str, Channel] = {}
         recipients = [f"telegram:{i}" for i in config.merchant_telegram_ids]
         if terminal is not None:
             channels[terminal.name] = terminal
             recipients.append(f"{terminal.name}:{MERCHANT_CHAT}")
         recipients += [f"whatsapp:{number}" for number in config.merchant_whatsapp_numbers]
+        dispatcher = OutboxDispatcher(
+            app[DATABASE], channels, recipients, clock, dispatch_seconds or 1.0, paybill=paybill
+        )
+        app[DISPATCHER] = dispatcher
+        # Whoever may send merchant commands: the same chats that get merchant messages.
+        desk = MerchantDesk(app[DATABASE], set(recipients), clock, on_change=dispatcher.wake)
+        app[MERCHANT_DESK] = desk
         whatsapp_http: httpx.AsyncClient | None = None
         if config.whatsapp is not None:
             whatsapp_http = httpx.AsyncClient()
@@ -207,20 +239,17 @@ def _chat(
                 config.whatsapp.access_token,
                 whatsapp_http,
             )
-            whatsapp = WhatsAppChannel(config.whatsapp, client, conversation, app[DATABASE], clock)
+            whatsapp = WhatsAppChannel(
+                config.whatsapp, client, conversation, app[DATABASE], clock, merchant=desk
+            )
             channels[whatsapp.name] = whatsapp
             app[WHATSAPP] = whatsapp
             await whatsapp.resume()
         telegram: TelegramChannel | None = None
         if config.telegram is not None:
-            desk = MerchantDesk(app[DATABASE], merchants, clock)
             telegram = TelegramChannel(config.telegram, conversation, desk)
             channels[telegram.name] = telegram
             app[TELEGRAM] = telegram
-        dispatcher = OutboxDispatcher(
-            app[DATABASE], channels, recipients, clock, dispatch_seconds or 1.0
-        )
-        app[DISPATCHER] = dispatcher
         task = None
         if dispatch_seconds is not None:
             task = asyncio.create_task(dispatcher.run_forever(), name="outbox-dispatcher")
@@ -249,6 +278,7 @@ def _settlement(
         inbox = CallbackInbox(app[DATABASE], clock, on_applied=app[DISPATCHER].wake)
         inbox.start()
         app[INBOX] = inbox
+        app[C2B_INTAKE] = C2BIntake(app[DATABASE], clock, app[DISPATCHER].wake)
         reconciler = Reconciler(app[DATABASE], app[DARAJA], app[CONFIG].reconcile, clock)
         app[RECONCILER] = reconciler
         task = asyncio.create_task(reconciler.run_forever()) if run_reconciler else None

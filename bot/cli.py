@@ -6,12 +6,17 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
+from urllib.parse import urlsplit
 
+import httpx
 from aiohttp import web
 
 from bot.app import access_logger_for, build_app
-from bot.config import ConfigError, load_config
+from bot.config import MIN_CALLBACK_SECRET_LENGTH, ConfigError, load_config
 from bot.http_logging import configure_logging
+from payments.daraja_client import ALREADY_REGISTERED, DarajaClient
+from payments.errors import C2BAlreadyRegistered, DarajaError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +30,11 @@ def main(argv: list[str] | None = None) -> int:
         "--script", action="store_true", help="play two scripted customers and check the result"
     )
     demo.add_argument("--callback-delay", type=float, default=1.0, metavar="SECONDS")
+    commands.add_parser(
+        "c2b-register",
+        help="register the Paybill (C2B) confirmation and validation URLs with Daraja "
+        "(MPESA_C2B_CONFIRMATION_URL, MPESA_C2B_VALIDATION_URL); safe to run again",
+    )
     simulator = commands.add_parser("simulator", help="run the Daraja simulator on its own")
     simulator.add_argument("--host", default="127.0.0.1")
     simulator.add_argument("--port", type=int, default=8090)
@@ -35,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve()
+        if args.command == "c2b-register":
+            return asyncio.run(_c2b_register(print))
         if args.command == "demo":
             logging.getLogger().setLevel(logging.WARNING)  # the transcript is the output
             from bot.demo import run_demo
@@ -65,3 +77,53 @@ def _serve() -> int:
         print=lambda text: logging.getLogger("duka").info(text.strip()),
     )
     return 0
+
+
+async def _c2b_register(say: Callable[[str], None]) -> int:
+    """Register our C2B URLs once; a second run explains instead of failing."""
+    settings = load_config().daraja
+    if not settings.c2b_confirmation_url:
+        say(
+            "MPESA_C2B_CONFIRMATION_URL is not set: set it to your public URL ending in a "
+            "long secret (and optionally MPESA_C2B_VALIDATION_URL)"
+        )
+        return 2
+    if settings.is_buy_goods:
+        say("C2B registration is for a Paybill: a till has no account number to name the order")
+        return 2
+    if not settings.base_url:
+        say(
+            "MPESA_ENVIRONMENT=simulator without MPESA_BASE_URL: `duka serve` registers with its "
+            "embedded simulator by itself; point MPESA_BASE_URL at a `duka simulator` to register "
+            "there"
+        )
+        return 2
+    shown = ", ".join(
+        _redacted(url) for url in (settings.c2b_confirmation_url, settings.c2b_validation_url)
+    )
+    async with httpx.AsyncClient() as http:
+        try:
+            answer = await DarajaClient(settings, http).register_c2b_urls()
+        except C2BAlreadyRegistered:
+            say(
+                f"Short code {settings.short_code} already has C2B URLs registered (Daraja "
+                f"{ALREADY_REGISTERED}: Urls are already registered). If they are {shown}, "
+                "nothing more to do. Daraja never replaces them: to change them, ask Safaricom "
+                "(apisupport@safaricom.co.ke) to delete the old ones, then run this again."
+            )
+            return 0
+        except DarajaError as exc:
+            say(f"Daraja refused the registration: {exc}")
+            return 2
+    say(f"Registered for short code {settings.short_code}: {shown} ({answer})")
+    return 0
+
+
+def _redacted(url: str) -> str:
+    """The URL without its secret: only the last secret-holding segment is hidden."""
+    parts = urlsplit(url)
+    segments = parts.path.split("/")
+    hidden = [
+        "***" if len(segment) >= MIN_CALLBACK_SECRET_LENGTH else segment for segment in segments
+    ]
+    return f"{parts.scheme}://{parts.netloc}{'/'.join(hidden)}"

@@ -63,10 +63,17 @@ class TelegramSettings:
 
 GRAPH_API_BASE_URL = "https://graph.facebook.com/v26.0"  # pinned: Meta changes behaviour by version
 # Approved template names used outside WhatsApp's 24-hour window, by outbox message kind.
+# Every message kind has one, so that none is lost outside the window.
 DEFAULT_TEMPLATES = (
     ("payment_paid", "duka_payment_paid"),
     ("payment_failed", "duka_payment_failed"),
+    ("payment_under_review", "duka_payment_under_review"),
+    ("payment_unconfirmed", "duka_payment_unconfirmed"),
+    ("order_resolved", "duka_order_resolved"),
     ("order_paid", "duka_order_paid"),
+    ("payment_needs_review", "duka_payment_needs_review"),
+    ("payment_check", "duka_payment_check"),
+    ("unmatched_payment", "duka_unmatched_payment"),
 )
 
 
@@ -112,6 +119,8 @@ _KNOWN_KEYS: dict[str, set[str]] = {
         "short_code",
         "till_number",
         "callback_url",
+        "c2b_confirmation_url",
+        "c2b_validation_url",
         "transaction_desc",
         "request_timeout_seconds",
     },
@@ -127,10 +136,8 @@ _KNOWN_KEYS: dict[str, set[str]] = {
     "merchant": {"telegram_ids", "whatsapp_numbers"},
     "whatsapp": {
         "webhook_path",
-        "template_payment_paid",
-        "template_payment_failed",
-        "template_order_paid",
         "template_language",
+        *(f"template_{kind}" for kind, _ in DEFAULT_TEMPLATES),
     },
 }
 _SECRET_KEYS = {"consumer_key", "consumer_secret", "passkey"}
@@ -269,6 +276,7 @@ def _daraja(
             f"http://{callback_host}:{port}{CALLBACK_ROUTE_PREFIX}/{secrets.token_hex(24)}"
         )
     _check_callback_url(callback_url, environment)
+    c2b_confirmation, c2b_validation = _c2b_urls(mpesa, env, environment, callback_url)
 
     desc = str(mpesa.get("transaction_desc", "Duka order"))
     if not 1 <= len(desc) <= 13:
@@ -288,7 +296,50 @@ def _daraja(
         request_timeout_seconds=_positive_number(
             "mpesa.request_timeout_seconds", mpesa.get("request_timeout_seconds", 20)
         ),
+        c2b_confirmation_url=c2b_confirmation,
+        c2b_validation_url=c2b_validation,
     )
+
+
+def _c2b_urls(
+    mpesa: Mapping[str, Any], env: Mapping[str, str], environment: DarajaEnvironment, stk_url: str
+) -> tuple[str, str]:
+    """(confirmation URL, validation URL), both "" when the Paybill fallback is off. Without
+    its own validation URL, validation is served under the confirmation URL + ``/validate``."""
+    confirmation = env.get("MPESA_C2B_CONFIRMATION_URL") or mpesa.get("c2b_confirmation_url") or ""
+    validation = env.get("MPESA_C2B_VALIDATION_URL") or mpesa.get("c2b_validation_url") or ""
+    if not confirmation:
+        if validation:
+            raise ConfigError(
+                "MPESA_C2B_VALIDATION_URL",
+                "set without MPESA_C2B_CONFIRMATION_URL",
+                "set the confirmation URL too (validation alone does not record payments)",
+            )
+        return "", ""
+    confirmation = confirmation.strip().rstrip("/")
+    _check_callback_url(confirmation, environment, key="MPESA_C2B_CONFIRMATION_URL")
+    validation = validation.strip().rstrip("/") or f"{confirmation}/validate"
+    if env.get("MPESA_C2B_VALIDATION_URL") or mpesa.get("c2b_validation_url"):
+        _check_callback_url(validation, environment, key="MPESA_C2B_VALIDATION_URL")
+    stk_prefix = urlsplit(stk_url).path.rstrip("/").rpartition("/")[0]
+    for key, url in (
+        ("MPESA_C2B_CONFIRMATION_URL", confirmation),
+        ("MPESA_C2B_VALIDATION_URL", validation),
+    ):
+        if urlsplit(url).path.rstrip("/").rpartition("/")[0] == stk_prefix:
+            raise ConfigError(
+                key,
+                "its path starts like MPESA_CALLBACK_URL's",
+                f"use another path before the secret, e.g. /hooks/c2b/<secret> (STK callbacks "
+                f"use {stk_prefix}/<secret>)",
+            )
+    if urlsplit(confirmation).path == urlsplit(validation).path:
+        raise ConfigError(
+            "MPESA_C2B_VALIDATION_URL",
+            "is the same as MPESA_C2B_CONFIRMATION_URL",
+            "give validation its own URL, or leave it unset",
+        )
+    return confirmation, validation
 
 
 def _catalog(section: Mapping[str, Any], env: Mapping[str, str]) -> list[ProductSpec]:
@@ -427,8 +478,9 @@ def _reconcile(section: Mapping[str, Any]) -> ReconcileSettings:
     return settings
 
 
-def _check_callback_url(url: str, environment: DarajaEnvironment) -> None:
-    key = "MPESA_CALLBACK_URL"
+def _check_callback_url(
+    url: str, environment: DarajaEnvironment, key: str = "MPESA_CALLBACK_URL"
+) -> None:
     if any(ch.isspace() for ch in url):
         raise ConfigError(key, "contains a space", "remove the spaces (Daraja rejects them)")
     _check_http_url(key, url)

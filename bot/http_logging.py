@@ -14,11 +14,11 @@ from payments.webhook import CallbackPath
 
 
 class RedactingAccessLogger(AbstractAccessLogger):
-    callback_path: ClassVar[CallbackPath | None] = None
+    callback_paths: ClassVar[tuple[CallbackPath, ...]] = ()
 
     @classmethod
-    def for_path(cls, callback_path: CallbackPath) -> type[RedactingAccessLogger]:
-        return type("RedactingAccessLogger", (cls,), {"callback_path": callback_path})
+    def for_path(cls, *callback_paths: CallbackPath) -> type[RedactingAccessLogger]:
+        return type("RedactingAccessLogger", (cls,), {"callback_paths": callback_paths})
 
     @property
     def enabled(self) -> bool:
@@ -27,8 +27,8 @@ class RedactingAccessLogger(AbstractAccessLogger):
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         path = request.path
-        if self.callback_path is not None:
-            path = self.callback_path.redact(path)
+        for secret_path in self.callback_paths:
+            path = secret_path.redact(path)
         self.logger.info(
             '%s "%s %s" %d %.1fms',
             request.remote,

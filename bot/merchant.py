@@ -1,6 +1,8 @@
-"""The merchant's commands in Telegram: /today, /pending, /order REF.
+"""The merchant's commands, on every channel: /today, /pending, /order REF, and the way
+out of review: /review, /unmatched, /match RECEIPT REF, /resolve REF|RECEIPT DECISION [note].
 
-Only chats listed in the configuration get answers; anyone else is treated as a customer.
+Only the chats listed in the configuration (``telegram:<chat id>``, ``whatsapp:<number>``,
+``terminal:merchant``) get answers; anyone else is treated as a customer.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from sqlalchemy import Connection, func, select
 
 from bot.chat.model import Reply
 from bot.texts import item_lines, kes, say, status_text
+from payments import review
 from payments.credentials import NAIROBI
 from payments.phone import mask_msisdn
 from storage.engine import Database
@@ -22,31 +25,128 @@ from storage.schema import orders, payments
 
 class MerchantDesk:
     def __init__(
-        self, database: Database, merchant_chat_ids: set[str], clock: Callable[[], datetime]
+        self,
+        database: Database,
+        merchants: set[str],
+        clock: Callable[[], datetime],
+        on_change: Callable[[], None] | None = None,
     ):
         self._db = database
-        self._merchants = merchant_chat_ids
+        self._merchants = merchants  # "<channel>:<chat id>"
         self._clock = clock
+        self._on_change = on_change  # e.g. wake the outbox dispatcher: a customer is told
 
-    def is_merchant(self, chat_id: str) -> bool:
-        return chat_id in self._merchants
+    def is_merchant(self, who: str) -> bool:
+        return who in self._merchants
 
-    async def handle(self, chat_id: str, text: str) -> Reply | None:
-        """An answer for a merchant's command; None when this is not one (or not a merchant)."""
+    async def handle(self, who: str, text: str) -> Reply | None:
+        """An answer for a merchant's command; None when this is not one (or not a merchant).
+        ``who`` is ``<channel>:<chat id>`` (on WhatsApp the sender's phone number)."""
         words = text.strip().split()
-        if not words or not self.is_merchant(chat_id):
+        if not words or not self.is_merchant(who):
             return None
         command = words[0].lower().split("@")[0]
         if command == "/today":
             return Reply(await self._db.transaction(_today, self._clock()))
         if command == "/pending":
-            return Reply(await self._db.transaction(_pending))
+            return Reply(await self._db.transaction(_pending, self._clock()))
         if command == "/order":
             if len(words) < 2:
                 return Reply(say("en", "m_order_usage"))
             reference = normalize_reference("".join(words[1:]))  # "dk 7kx3m9" works too
             return Reply(await self._db.transaction(_order, reference))
+        if command in {"/review", "/unmatched"}:
+            only_money = command == "/unmatched"
+            return Reply(await self._db.transaction(_review, self._clock(), only_money))
+        if command == "/match":
+            return await self._decide(_match, who, words[1:])
+        if command == "/resolve":
+            return await self._decide(_resolve, who, words[1:])
         return None
+
+    async def _decide(self, decide: _Decision, who: str, args: list[str]) -> Reply:
+        try:
+            done = await self._db.transaction(decide, args, who, self._clock())
+        except review.ReviewRefused as exc:
+            return Reply(say("en", "m_refused", why=str(exc)))
+        if self._on_change is not None:
+            self._on_change()
+        return Reply(say("en", "m_done", what=done))
+
+
+_Decision = Callable[[Connection, list[str], str, datetime], str]
+
+
+def _match(conn: Connection, args: list[str], who: str, now: datetime) -> str:
+    if len(args) < 2:
+        raise review.ReviewRefused(say("en", "m_match_usage"))
+    reference = normalize_reference("".join(args[1:]))
+    return review.match(conn, args[0], reference, actor=who, now=now)
+
+
+def _resolve(conn: Connection, args: list[str], who: str, now: datetime) -> str:
+    if len(args) < 2:
+        raise review.ReviewRefused(say("en", "m_resolve_usage"))
+    subject, decision, note = args[0], args[1].lower(), " ".join(args[2:])
+    if review.is_unmatched_receipt(conn, subject):
+        # Either spelling: "refund"/"refunded", "keep"/"kept".
+        word = {"refund": "refunded", "keep": "kept"}.get(decision, decision)
+        if word not in set(review.UnmatchedDecision):
+            raise review.ReviewRefused(say("en", "m_resolve_usage"))
+        unmatched_decision = review.UnmatchedDecision(word)
+        return review.resolve_unmatched(conn, subject, unmatched_decision, note, actor=who, now=now)
+    word = {"refunded": "refund", "cancelled": "cancel", "canceled": "cancel"}.get(
+        decision, decision
+    )
+    if word not in set(review.OrderDecision):
+        raise review.ReviewRefused(say("en", "m_resolve_usage"))
+    reference = normalize_reference(subject)
+    return review.resolve_order(
+        conn, reference, review.OrderDecision(word), note, actor=who, now=now
+    )
+
+
+def _review(conn: Connection, now: datetime, only_money: bool) -> str:
+    found = review.review_list(conn, now)
+    lines = [
+        say(
+            "en",
+            "m_review_unmatched",
+            receipt=m.receipt,
+            amount=kes(m.amount),
+            phone=m.masked_phone,
+            when=f"{m.received_at.astimezone(NAIROBI):%d %b %H:%M}",
+            why=say("en", f"unmatched_{m.reason}", account=m.account),
+        )
+        for m in found.unmatched
+    ]
+    if not only_money:
+        lines += [
+            say(
+                "en",
+                "m_review_order",
+                reference=reference,
+                status=status_text("en", status),
+                total=kes(total),
+                detail=why,
+            )
+            for reference, status, total, why in found.orders
+        ]
+        for attempt in found.unconfirmed:
+            line = say(
+                "en",
+                "m_review_check",
+                reference=attempt.reference,
+                amount=kes(attempt.amount),
+                phone=review.masked(attempt),
+                when=f"{attempt.created_at.astimezone(NAIROBI):%d %b %H:%M}",
+            )
+            if attempt.same_money:
+                line += f" (same phone and amount as unmatched {', '.join(attempt.same_money)})"
+            lines.append(line)
+    if not lines:
+        return say("en", "m_review_none")
+    return say("en", "m_review_list", lines="\n".join(lines))
 
 
 def _today(conn: Connection, now: datetime) -> str:
@@ -60,20 +160,21 @@ def _today(conn: Connection, now: datetime) -> str:
     return say("en", "m_today", count=count, total=kes(int(total)))
 
 
-def _pending(conn: Connection) -> str:
+def _pending(conn: Connection, now: datetime) -> str:
     rows = conn.execute(
         select(orders.c.reference, orders.c.total, orders.c.created_at)
         .where(orders.c.status == "awaiting_payment")
         .order_by(orders.c.id.desc())
         .limit(20)
     ).all()
-    if not rows:
-        return say("en", "m_pending_none")
-    lines = "\n".join(
+    waiting = "\n".join(
         f"• {r.reference} {kes(r.total)} ({r.created_at.astimezone(NAIROBI):%d %b %H:%M})"
         for r in rows
     )
-    return say("en", "m_pending", lines=lines)
+    text = say("en", "m_pending", lines=waiting) if rows else say("en", "m_pending_none")
+    # Orders in review and unmatched money wait for the merchant too.
+    to_review = _review(conn, now, only_money=False)
+    return f"{text}\n\n{to_review}"
 
 
 def _order(conn: Connection, reference: str) -> str:

@@ -19,6 +19,7 @@ import httpx
 
 from payments.credentials import NAIROBI, daraja_timestamp, stk_password
 from payments.errors import (
+    C2BAlreadyRegistered,
     DarajaConfigError,
     DarajaError,
     DarajaUnavailable,
@@ -38,6 +39,9 @@ log = logging.getLogger(__name__)
 OAUTH_PATH = "/oauth/v1/generate"
 STK_PUSH_PATH = "/mpesa/stkpush/v1/processrequest"
 STK_QUERY_PATH = "/mpesa/stkpushquery/v1/query"
+C2B_REGISTER_PATH = "/mpesa/c2b/v2/registerurl"
+C2B_SIMULATE_PATH = "/mpesa/c2b/v1/simulate"  # sandbox (and our simulator) only
+ALREADY_REGISTERED = "500.003.1001"
 MAX_AMOUNT = 250_000
 # Invalid or expired token; and "no API product match", which a stale token can also cause.
 TOKEN_REFUSED = frozenset({"404.001.03", "401.003.01"})
@@ -165,6 +169,51 @@ class DarajaClient:
                 raise QueryFailed(str(exc), http_status=200) from exc
         raise QueryFailed(
             message or "unexpected STK query answer",
+            error_code=str(data.get("errorCode", "")),
+            http_status=response.status_code,
+        )
+
+    async def register_c2b_urls(self) -> str:
+        """Register the C2B confirmation and validation URLs for our short code; Daraja's
+        ``ResponseDescription``. ``C2BAlreadyRegistered`` when production Daraja already has
+        URLs for it (it never replaces them: they must be deleted first)."""
+        s = self._settings
+        if not s.c2b_confirmation_url:
+            raise DarajaConfigError("MPESA_C2B_CONFIRMATION_URL is not set")
+        body = {
+            "ShortCode": s.short_code,
+            # When our validation URL cannot be reached, Daraja completes the payment: money
+            # the customer meant to pay is better recorded (maybe as unmatched) than refused.
+            "ResponseType": "Completed",
+            "ConfirmationURL": s.c2b_confirmation_url,
+            "ValidationURL": s.c2b_validation_url,
+        }
+        response = await self._post(C2B_REGISTER_PATH, body, sent_may_matter=False)
+        data = _json(response)
+        if response.status_code == 200 and str(data.get("ResponseCode")) == "0":
+            return str(data.get("ResponseDescription", "Success"))
+        code = str(data.get("errorCode", ""))
+        message = str(data.get("errorMessage", "")) or f"HTTP {response.status_code}"
+        if code == ALREADY_REGISTERED:
+            raise C2BAlreadyRegistered(message, error_code=code, http_status=response.status_code)
+        raise DarajaConfigError(message, error_code=code, http_status=response.status_code)
+
+    async def simulate_c2b(self, msisdn: str, amount: int, account: str) -> str:
+        """Daraja sandbox's "customer pays the Paybill" (the demo's ``paybill`` command)."""
+        s = self._settings
+        body = {
+            "ShortCode": s.short_code,
+            "CommandID": "CustomerPayBillOnline",
+            "Amount": amount,
+            "Msisdn": msisdn,
+            "BillRefNumber": account,
+        }
+        response = await self._post(C2B_SIMULATE_PATH, body, sent_may_matter=False)
+        data = _json(response)
+        if response.status_code == 200 and str(data.get("ResponseCode")) == "0":
+            return str(data.get("ResponseDescription", ""))
+        raise PushRefused(
+            str(data.get("errorMessage", "")) or f"HTTP {response.status_code}",
             error_code=str(data.get("errorCode", "")),
             http_status=response.status_code,
         )

@@ -2,6 +2,7 @@
 
     DarajaError
     ├── DarajaConfigError      our credentials or setup are wrong; retrying will not help
+    │   └── C2BAlreadyRegistered  C2B URLs exist for the short code (500.003.1001)
     ├── PushRefused            Daraja refused the push: no prompt was shown, nothing to settle
     │   └── SubscriberBusy     "Unable to lock subscriber": the customer may retry in a minute
     ├── DarajaUnavailable      could not reach Daraja, or it is shedding load: nothing was sent
@@ -36,6 +37,10 @@ class DarajaError(Exception):
 
 class DarajaConfigError(DarajaError):
     reason = FailureReason.SHOP_SETUP
+
+
+class C2BAlreadyRegistered(DarajaConfigError):
+    """Production Daraja keeps the first C2B URLs registered for a short code."""
 
 
 class PushRefused(DarajaError):

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, bindparam, insert, or_, select, update
 
 from payments.outbox import insert_outbox
-from payments.results import MalformedCallback, StkResult, parse_callback
+from payments.results import MalformedCallback, ResultSource, StkResult, parse_callback
 from payments.settlement import (
     ArrivedMoney,
     EventStatus,
@@ -34,7 +34,13 @@ from payments.states import (
     check_payment_transition,
 )
 from payments.unmatched import UnmatchedReason, record_unmatched
-from storage.schema import OPEN_PAYMENT_STATUSES, orders, payment_events, payments
+from storage.schema import (
+    OPEN_PAYMENT_STATUSES,
+    orders,
+    payment_events,
+    payments,
+    unmatched_payments,
+)
 
 log = logging.getLogger(__name__)
 
@@ -562,3 +568,64 @@ def cancel_order(conn: Connection, order_id: int, now: datetime) -> bool:
         return False
     set_order_statuses(conn, [(order_id, OrderStatus.AWAITING_PAYMENT, OrderStatus.CANCELLED)], now)
     return True
+
+
+def receipt_is_known(conn: Connection, receipt: str) -> bool:
+    """Whether a payment or an unmatched payment already carries this M-Pesa receipt."""
+    found = conn.execute(
+        select(payments.c.id).where(payments.c.mpesa_receipt == receipt).limit(1)
+    ).first()
+    if found is not None:
+        return True
+    return (
+        conn.execute(
+            select(unmatched_payments.c.id).where(unmatched_payments.c.receipt == receipt).limit(1)
+        ).first()
+        is not None
+    )
+
+
+def record_arrived_payment(
+    conn: Connection, order_id: int, money: ArrivedMoney, source: ResultSource, now: datetime
+) -> Settlement:
+    """Money that arrived without an STK attempt of its own (a Paybill payment, or unmatched
+    money the merchant attached) pays the order exactly as a callback would: the payment is
+    recorded as a new attempt that ``settle`` decides on, with the same messages."""
+    order = conn.execute(
+        select(orders.c.customer_id, orders.c.reference, orders.c.status, orders.c.total)
+        .where(orders.c.id == order_id)
+        .with_for_update()
+    ).one()
+    msisdn = money.msisdn or ""  # C2B masks the number; the receipt identifies the money
+    payment_id = conn.execute(
+        insert(payments)
+        .values(
+            order_id=order_id,
+            status=str(PaymentStatus.PAID),  # created settled: it records money that moved
+            msisdn=msisdn,
+            amount=order.total,
+            created_at=now,
+            updated_at=now,
+        )
+        .returning(payments.c.id)
+    ).scalar_one()
+    before = PaymentSnapshot(
+        payment_id=int(payment_id),
+        order_id=order_id,
+        customer_id=order.customer_id,
+        order_reference=order.reference,
+        order_status=OrderStatus(order.status),
+        order_total=order.total,
+        status=PaymentStatus.CREATED,
+        amount=order.total,
+        msisdn=msisdn,
+        checkout_request_id=money.checkout_request_id,
+    )
+    result = money.as_result(source, money.checkout_request_id or "")
+    settlement = settle(before, result)
+    write_payment_changes(
+        conn, [(replace(before, status=PaymentStatus.PAID), settlement.after)], now
+    )
+    write_order_changes(conn, [(before, settlement.after)], now)
+    insert_outbox(conn, settlement.messages, now)
+    return settlement

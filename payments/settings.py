@@ -34,6 +34,17 @@ class DarajaSettings:
     callback_url: str = field(repr=False)  # its path holds the secret
     transaction_desc: str = "Duka order"
     request_timeout_seconds: float = 20.0
+    # C2B (Paybill by hand): full public URLs ending in their own secrets; "" when off.
+    c2b_confirmation_url: str = field(default="", repr=False)
+    c2b_validation_url: str = field(default="", repr=False)
+
+    @property
+    def paybill_fallback(self) -> str | None:
+        """The Paybill number customers may pay by hand, when that fallback is on. A till
+        has no account number to name the order by, so Buy Goods never offers it."""
+        if self.c2b_confirmation_url and not self.is_buy_goods:
+            return self.short_code
+        return None
 
     @property
     def is_buy_goods(self) -> bool:

@@ -29,14 +29,15 @@ INBOX = web.AppKey("callback_inbox", CallbackInbox)
 class CallbackPath:
     """Splits the configured callback URL into a public route prefix and its secret."""
 
-    def __init__(self, callback_url: str) -> None:
+    def __init__(self, callback_url: str, suffix: str = "") -> None:
         path = urlsplit(callback_url).path.rstrip("/")
         self.prefix, _, secret = path.rpartition("/")
         self._secret = secret.encode()
+        self._suffix = suffix  # a fixed tail after the secret, e.g. "/validate"
 
     @property
     def route(self) -> str:
-        return f"{self.prefix}/{{token}}"
+        return f"{self.prefix}/{{token}}{self._suffix}"
 
     def matches(self, token: str) -> bool:
         return hmac.compare_digest(token.encode(), self._secret)
@@ -53,9 +54,8 @@ def callback_routes(callback_path: CallbackPath) -> list[web.RouteDef]:
         if not callback_path.matches(request.match_info["token"]):
             raise web.HTTPNotFound()
         inbox = request.config_dict[INBOX]
-        body, oversized = await _read_limited(request)
-        # Text a database accepts whatever arrived: PostgreSQL refuses NUL characters.
-        raw = body.decode("utf-8", errors="backslashreplace").replace("\x00", "\\x00")
+        body, oversized = await read_limited(request)
+        raw = storable_text(body)
         if oversized:
             return await _reject(inbox, raw, f"body is larger than {MAX_CALLBACK_BYTES} bytes", 413)
         try:
@@ -78,7 +78,12 @@ def callback_routes(callback_path: CallbackPath) -> list[web.RouteDef]:
     return [web.post(callback_path.route, receive_callback)]
 
 
-async def _read_limited(request: web.Request) -> tuple[bytes, bool]:
+def storable_text(body: bytes) -> str:
+    """Text a database accepts whatever arrived: PostgreSQL refuses NUL characters."""
+    return body.decode("utf-8", errors="backslashreplace").replace("\x00", "\\x00")
+
+
+async def read_limited(request: web.Request) -> tuple[bytes, bool]:
     """Read at most MAX_CALLBACK_BYTES; the flag says there was more."""
     length = request.content_length
     if length is not None and length <= MAX_CALLBACK_BYTES:

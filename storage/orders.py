@@ -117,6 +117,15 @@ def _customer(r: Row[Any]) -> CustomerRecord:
     )
 
 
+def record_inbound(
+    conn: Connection, channel: str, chat_id: str, name: str, now: datetime
+) -> CustomerRecord:
+    """Note that this chat just wrote to us (WhatsApp's 24-hour window opens)."""
+    customer = get_or_create_customer(conn, channel, chat_id, name, now)
+    update_customer(conn, customer.id, last_inbound_at=now, blocked_at=None)
+    return customer
+
+
 def update_customer(conn: Connection, /, customer_id: int, **values: object) -> None:
     """Set msisdn, language, name or blocked_at."""
     conn.execute(update(customers).where(customers.c.id == customer_id).values(**values))

@@ -171,7 +171,7 @@ class TelegramChannel:
             )
         elif update.message is not None and update.message.text is not None:
             text = update.message.text
-            merchant_reply = await self._merchant.handle(chat_id, text)
+            merchant_reply = await self._merchant.handle(f"{self.name}:{chat_id}", text)
             if merchant_reply is not None:
                 await self.send(chat_id, merchant_reply)
                 return

@@ -47,9 +47,16 @@ from bot.channels.whatsapp_inbound import WaMessage, read_webhook, signature_mat
 from bot.chat.engine import Conversation
 from bot.chat.model import Button, Inbound, Reply
 from bot.config import WhatsAppSettings
+from bot.merchant import MerchantDesk
 from bot.texts import say
 from storage.engine import Database
-from storage.orders import claim_inbound, inbound_handled, pending_inbound, rekey_chat
+from storage.orders import (
+    claim_inbound,
+    inbound_handled,
+    pending_inbound,
+    record_inbound,
+    rekey_chat,
+)
 
 log = logging.getLogger(__name__)
 EXPIRED_TOKEN = 190
@@ -70,10 +77,12 @@ class WhatsAppChannel:
         conversation: Conversation,
         database: Database,
         clock: Callable[[], datetime],
+        merchant: MerchantDesk | None = None,
     ) -> None:
         self._settings = settings
         self._client = client
         self._conversation = conversation
+        self._merchant = merchant
         self._db = database
         self._clock = clock
         # chat -> (its latest list's number, that list's pages, body): for "More".
@@ -139,6 +148,8 @@ class WhatsAppChannel:
             if message.button and message.button.startswith(f"{MORE}:"):
                 await self._next_page(message.chat_id, message.button)
                 return
+            if await self._merchant_command(message):
+                return
             if message.wa_id and message.chat_id != message.wa_id:
                 # Known by phone before Meta sent a business-scoped id: same customer.
                 await self._db.transaction(rekey_chat, self.name, message.wa_id, message.chat_id)
@@ -162,6 +173,23 @@ class WhatsAppChannel:
         # Handled, or answered with an apology: either way, not to be handled again.
         with contextlib.suppress(Exception):
             await self._db.transaction(inbound_handled, self.name, message.id, self._clock())
+
+    async def _merchant_command(self, message: WaMessage) -> bool:
+        """Answer a merchant's command (merchants are known by their phone number)."""
+        if self._merchant is None or not message.wa_id or not message.text:
+            return False
+        who = f"{self.name}:{message.wa_id}"
+        if not self._merchant.is_merchant(who):
+            return False
+        # A merchant writing opens WhatsApp's window: their alerts can go out as plain text.
+        await self._db.transaction(
+            record_inbound, self.name, message.wa_id, message.name, self._clock()
+        )
+        reply = await self._merchant.handle(who, message.text)
+        if reply is None:
+            return False
+        await self.send(message.chat_id, reply)
+        return True
 
     # --- messages out ----------------------------------------------------------------------
 

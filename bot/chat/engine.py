@@ -81,11 +81,14 @@ class Conversation:
         payments: PaymentService,
         shop_name: str,
         clock: Callable[[], datetime] = utc_now,
+        *,
+        paybill: str | None = None,
     ) -> None:
         self._db = database
         self._payments = payments
         self._shop = shop_name
         self._clock = clock
+        self._paybill = paybill  # the Paybill number, when paying by hand is offered
         # chat -> (its lock, how many events hold or await it); dropped at zero, so the
         # table stays as small as the set of chats being served right now.
         self._turns: dict[tuple[str, str], tuple[asyncio.Lock, list[int]]] = {}
@@ -228,7 +231,7 @@ class Conversation:
             return await self._confirm(chat)
         if name == "phone":
             return await self._phone_choice(chat, arg)
-        if name in {"retry", "other", "cancel"}:
+        if name in {"retry", "other", "cancel", "paybill"}:
             return await self._after_failure(chat, name, arg)
         if name == "lang" and arg in LANGUAGES:
             await self._db.transaction(update_customer, chat.customer.id, language=arg)
@@ -403,7 +406,10 @@ class Conversation:
             reason = exc.reason if isinstance(exc, DarajaError) else FailureReason.OTHER
             chat.state.step = "browsing"
             text = say(lang, "payment_refused", reason=reason_text(lang, reason))
-            return [Reply(text, screens.failed_payment_buttons(lang, order_id))]
+            buttons = screens.failed_payment_buttons(
+                lang, order_id, paybill=self._paybill is not None
+            )
+            return [Reply(text, buttons)]
         chat.state.step, chat.state.order_id = "browsing", None
         total = kes(started.amount)
         key = "check_phone" if started.status is PaymentStatus.PENDING else "push_unknown"
@@ -451,6 +457,19 @@ class Conversation:
                 status=status,
             )
             return [Reply(line)]
+        if action == "paybill" and self._paybill is not None:
+            # Paying by hand: the order's reference is the account number; the C2B
+            # confirmation pays the order like a callback would, and the result comes here.
+            chat.state.step, chat.state.order_id = "browsing", None
+            text = say(
+                chat.lang,
+                "paybill",
+                paybill=self._paybill,
+                reference=order.reference,
+                amount=kes(order.total),
+            )
+            rows = ((Button(say(chat.lang, "btn_cancel_order"), f"cancel:{order.id}"),),)
+            return [Reply(text, rows)]
         chat.state.step, chat.state.order_id = "awaiting_phone", order.id
         if action == "retry" and chat.customer.msisdn:
             return await self._pay(chat, order.id, normalize_msisdn(chat.customer.msisdn))
