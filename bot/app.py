@@ -202,9 +202,17 @@ async def _daraja(app: web.Application) -> AsyncIterator[None]:
             # does against Daraja, so that Paybill payments reach us.
             await client.register_c2b_urls()
         app[PAYMENTS] = PaymentService(
-            app[DATABASE], client, query_after_seconds=config.reconcile.query_after_seconds
+            app[DATABASE],
+            client,
+            query_after_seconds=config.reconcile.query_after_seconds,
+            on_applied=lambda: _wake_dispatcher(app),  # the dispatcher is made later
         )
         yield
+
+
+def _wake_dispatcher(app: web.Application) -> None:
+    if DISPATCHER in app:
+        app[DISPATCHER].wake()
 
 
 def _chat(
@@ -279,7 +287,9 @@ def _settlement(
         inbox.start()
         app[INBOX] = inbox
         app[C2B_INTAKE] = C2BIntake(app[DATABASE], clock, app[DISPATCHER].wake)
-        reconciler = Reconciler(app[DATABASE], app[DARAJA], app[CONFIG].reconcile, clock)
+        reconciler = Reconciler(
+            app[DATABASE], app[DARAJA], app[CONFIG].reconcile, clock, app[DISPATCHER].wake
+        )
         app[RECONCILER] = reconciler
         task = asyncio.create_task(reconciler.run_forever()) if run_reconciler else None
         try:

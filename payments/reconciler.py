@@ -33,7 +33,9 @@ ORPHAN_LOOKBACK = timedelta(days=1)
 # Past the deadline, an attempt is expired only on Daraja's word ("being processed"); while
 # queries fail it is asked again this often, and given up only after GIVE_UP_AFTER.
 RETRY_AFTER_FAILED_QUERY = timedelta(minutes=1)
-GIVE_UP_AFTER = timedelta(days=1)
+# Then it ends "unconfirmed": the customer hears that the shop will check (never "failed"),
+# the merchant gets it to check, and a late callback can still mark it paid.
+GIVE_UP_AFTER = timedelta(minutes=10)
 
 
 @dataclass(slots=True)
@@ -51,11 +53,13 @@ class Reconciler:
         client: DarajaClient,
         settings: ReconcileSettings,
         clock: Callable[[], datetime],
+        on_applied: Callable[[], None] | None = None,
     ) -> None:
         self._database = database
         self._client = client
         self._settings = settings
         self._clock = clock
+        self._on_applied = on_applied  # e.g. wake the outbox dispatcher
         self._min_gap = 1.0 / settings.max_queries_per_second
 
     async def run_forever(self) -> None:
@@ -71,6 +75,8 @@ class Reconciler:
                 await phase(report)
             except Exception:
                 log.exception("reconciliation phase %s failed", phase.__name__)
+        if self._on_applied is not None and (report.adopted or report.settled or report.expired):
+            self._on_applied()  # the messages these changes queued go out now, not at a poll
         return report
 
     async def _adopt_orphans(self, report: SweepReport) -> None:

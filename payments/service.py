@@ -77,11 +77,14 @@ class PaymentService:
         *,
         query_after_seconds: float,
         clock: Callable[[], datetime] = utc_now,
+        on_applied: Callable[[], None] | None = None,
     ) -> None:
         self._database = database
         self._client = client
         self._query_after = timedelta(seconds=query_after_seconds)
         self._clock = clock
+        # Recording a push can apply a callback that was waiting for it: wake the dispatcher.
+        self._on_applied = on_applied
 
     async def start_payment(self, order_id: int, phone: str | MpesaNumber) -> PaymentStarted:
         """Push an STK prompt for the order's total to ``phone``.
@@ -151,6 +154,8 @@ class PaymentService:
                 await self._database.transaction(
                     self._record_push_outcome, payment_id, status, accepted, error, self._clock()
                 )
+                if self._on_applied is not None:
+                    self._on_applied()
                 return
             except Exception:
                 if delay is None:
