@@ -2,17 +2,21 @@
 
 The real server, the Daraja simulator, a fresh SQLite file and a sample catalog, with a
 terminal chat in which you are the customer (the merchant's notifications show up too).
-``--script`` plays two customers instead, a happy path and a failed-then-retried one,
-through the same server, simulator and database, and exits 0 only when both orders end
-paid with a receipt and the expected messages were delivered.
+``--script`` plays three customers instead: a happy path, a failed-then-retried one, and
+one whose phone never answers the prompt and who pays by Paybill instead, through the
+same server, simulator and database; it exits 0 only when every order ends paid with a
+receipt and the expected messages were delivered.
 
 The simulator decides by the paying number (see ``payments/simulator/rules.py``):
-0712 345 678 pays; 0712 000 011 is cancelled the first time, then pays.
+0712 345 678 pays; 0712 000 011 is cancelled the first time, then pays; 0712 000 002
+never answers. ``paybill REF AMOUNT`` pays the Paybill by hand (Daraja's C2B).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
+import secrets
 import socket
 import tempfile
 from collections.abc import Callable
@@ -21,12 +25,15 @@ from pathlib import Path
 from aiohttp import web
 from sqlalchemy import Connection, select
 
-from bot.app import CONVERSATION, DATABASE, access_logger_for, build_app
+from bot.app import CONVERSATION, DARAJA, DATABASE, access_logger_for, build_app
 from bot.catalog import ProductSpec
 from bot.channels.terminal import MERCHANT_CHAT, TerminalChannel
 from bot.chat.engine import Conversation
 from bot.chat.model import Inbound
 from bot.config import load_config
+from payments.daraja_client import DarajaClient
+from payments.errors import DarajaError
+from payments.phone import InvalidPhoneNumber, normalize_msisdn
 from storage.engine import Database
 from storage.schema import orders, outbox, payments
 
@@ -62,6 +69,10 @@ async def run_demo(say: Say = print, *, script: bool, callback_delay_seconds: fl
                 "DUKA_DATABASE_URL": f"sqlite+aiosqlite:///{Path(workdir) / 'duka.sqlite3'}",
                 "DUKA_HTTP_PORT": str(port),
                 "MPESA_ENVIRONMENT": "simulator",
+                # The Paybill fallback, served and registered with the built-in simulator.
+                "MPESA_C2B_CONFIRMATION_URL": (
+                    f"http://127.0.0.1:{port}/hooks/c2b/{secrets.token_hex(24)}"
+                ),
             },
             path=config_path,
         )
@@ -76,8 +87,8 @@ async def run_demo(say: Say = print, *, script: bool, callback_delay_seconds: fl
                 "(M-Pesa: the built-in Daraja simulator; no real money moves)."
             )
             if script:
-                return await _scripted(app[CONVERSATION], terminal, app[DATABASE], say)
-            return await _interactive(app[CONVERSATION], terminal, say)
+                return await _scripted(app[CONVERSATION], terminal, app[DATABASE], app[DARAJA], say)
+            return await _interactive(app[CONVERSATION], terminal, app[DARAJA], say)
         finally:
             await runner.cleanup()
 
@@ -120,6 +131,17 @@ class _Customer:
         """Until a message containing ``words`` reaches this chat."""
         await _wait_for_messages(self.terminal, self.chat_id, words, 1)
 
+    def last_message(self) -> str:
+        return self.terminal.messages.get(self.chat_id, [""])[-1]
+
+
+async def _pay_by_paybill(
+    daraja: DarajaClient, say: Say, who: str, phone: str, reference: str, amount: int
+) -> None:
+    """The customer's own M-Pesa menu: Lipa na M-Pesa → Paybill → account → amount."""
+    say(f"[{who} pays by Paybill from {phone}] account {reference}, KES {amount:,}")
+    await daraja.simulate_c2b(normalize_msisdn(phone).msisdn, amount, reference)
+
 
 async def _wait_for_messages(
     terminal: TerminalChannel, chat_id: str, words: str, count: int
@@ -137,10 +159,15 @@ class DemoFailed(Exception):
 
 
 async def _scripted(
-    conversation: Conversation, terminal: TerminalChannel, database: Database, say: Say
+    conversation: Conversation,
+    terminal: TerminalChannel,
+    database: Database,
+    daraja: DarajaClient,
+    say: Say,
 ) -> bool:
     wanjiru = _Customer(conversation, terminal, "wanjiru", "Wanjiru", say)
     otieno = _Customer(conversation, terminal, "otieno", "Otieno", say)
+    kamau = _Customer(conversation, terminal, "kamau", "Kamau", say)
     try:
         say("\n--- 1. Wanjiru orders and pays ---")
         await wanjiru.types("/start")
@@ -170,7 +197,25 @@ async def _scripted(
         await otieno.waits_for("did not go through")
         await otieno.presses("Try again")
         await otieno.waits_for("Paid!")
-        await _wait_for_messages(terminal, MERCHANT_CHAT, "New paid order", 2)
+
+        say("\n--- 3. Kamau's phone never shows the prompt; he pays by Paybill instead ---")
+        await kamau.types("/start")
+        await kamau.presses("Staples")
+        await kamau.presses("Pishori")
+        await kamau.presses("Add to cart")
+        await kamau.presses("Checkout")
+        await kamau.presses("Confirm order")
+        await kamau.types("0712 000 002")
+        await kamau.presses("Yes, pay")
+        await kamau.waits_for("did not go through")
+        await kamau.presses("Pay by Paybill")
+        instructions = re.search(r"Account (DK-\w+) → KES ([\d,]+)", kamau.last_message())
+        if instructions is None:
+            raise DemoFailed("Kamau got no Paybill instructions")
+        amount = int(instructions.group(2).replace(",", ""))
+        await _pay_by_paybill(daraja, say, "Kamau", "0712 000 002", instructions.group(1), amount)
+        await kamau.waits_for("Paid!")
+        await _wait_for_messages(terminal, MERCHANT_CHAT, "New paid order", 3)
     except DemoFailed as exc:
         say(f"\nDEMO FAILED: {exc}")
         return False
@@ -180,10 +225,10 @@ async def _scripted(
 async def _check(database: Database, terminal: TerminalChannel, say: Say) -> bool:
     paid, receipts, delivered = await database.transaction(_outcome)
     merchant_notes = sum("New paid order" in m for m in terminal.messages.get(MERCHANT_CHAT, []))
-    ok = paid == 2 and receipts == 2 and delivered and merchant_notes == 2
+    ok = paid == 3 and receipts == 3 and delivered and merchant_notes == 3
     say(
-        f"\nOrders paid: {paid}/2, receipts: {receipts}/2, all messages delivered: {delivered}, "
-        f"merchant notifications: {merchant_notes}/2 -> {'OK' if ok else 'NOT OK'}"
+        f"\nOrders paid: {paid}/3, receipts: {receipts}/3, all messages delivered: {delivered}, "
+        f"merchant notifications: {merchant_notes}/3 -> {'OK' if ok else 'NOT OK'}"
     )
     return ok
 
@@ -203,12 +248,15 @@ def _outcome(conn: Connection) -> tuple[int, int, bool]:
     return paid, receipts, not undelivered
 
 
-async def _interactive(conversation: Conversation, terminal: TerminalChannel, say: Say) -> bool:
+async def _interactive(
+    conversation: Conversation, terminal: TerminalChannel, daraja: DarajaClient, say: Say
+) -> bool:
     say(
         "You are the customer. Type a number to press a button, any text to chat, "
         f"'share' to share your number ({DEMO_PHONE}), /help for commands, 'quit' to leave.\n"
         "Numbers ending 001 cancel, 002 go unanswered, 003 enter a wrong PIN, 004 lack "
-        "funds; any other number pays."
+        "funds; any other number pays. After a failed payment, 'Pay by Paybill' shows the "
+        "Paybill details; type 'paybill REF AMOUNT' (e.g. paybill DK-7KX3M9 270) to pay them."
     )
     you = _Customer(conversation, terminal, "you", "You", lambda _: None)
     await you.types("/start")
@@ -224,7 +272,23 @@ async def _interactive(conversation: Conversation, terminal: TerminalChannel, sa
             continue
         if line.lower() == "share":
             await you.shares_number(DEMO_PHONE)
+        elif line.lower().startswith("paybill "):
+            await _paybill_line(daraja, say, line)
         elif terminal.button("you", line) is not None and (line.isdigit() or len(line) > 2):
             await you.presses(line)
         else:
             await you.types(line)
+
+
+async def _paybill_line(daraja: DarajaClient, say: Say, line: str) -> None:
+    """``paybill REF AMOUNT``: pay the shop's Paybill by hand from the demo phone."""
+    parts = line.split()
+    if len(parts) != 3 or not parts[2].replace(",", "").isdigit():
+        say("Type it as: paybill DK-7KX3M9 270")
+        return
+    try:
+        await _pay_by_paybill(
+            daraja, say, "You", DEMO_PHONE, parts[1], int(parts[2].replace(",", ""))
+        )
+    except (DarajaError, InvalidPhoneNumber) as exc:
+        say(f"M-Pesa refused the Paybill payment: {exc}")

@@ -627,5 +627,12 @@ def record_arrived_payment(
         conn, [(replace(before, status=PaymentStatus.PAID), settlement.after)], now
     )
     write_order_changes(conn, [(before, settlement.after)], now)
-    insert_outbox(conn, settlement.messages, now)
+    # C2B masks the number: the merchant sees Daraja's masked form rather than nothing.
+    messages = [
+        replace(m, payload={**m.payload, "masked_phone": money.masked_phone})
+        if not money.msisdn
+        else m
+        for m in settlement.messages
+    ]
+    insert_outbox(conn, messages, now)
     return settlement
