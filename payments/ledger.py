@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, Row, bindparam, insert, or_, select, text, update
 
 from payments.outbox import insert_outbox
 from payments.results import MalformedCallback, ResultSource, StkResult, parse_callback
@@ -120,6 +120,26 @@ _SNAPSHOT_BY_ID = (
 _INSERT_EVENTS = insert(payment_events)
 
 
+# Taken in sorted order, one statement for the whole batch.
+_LOCK_CHECKOUT_IDS = text(
+    "SELECT pg_advisory_xact_lock(hashtextextended(id, 0)) "
+    "FROM (SELECT id FROM unnest(CAST(:ids AS text[])) AS id ORDER BY id) AS sorted_ids"
+)
+
+
+def lock_checkout_ids(conn: Connection, checkout_ids: Sequence[str]) -> None:
+    """Serialize, on PostgreSQL, everything that links a CheckoutRequestID to an attempt.
+
+    A callback can arrive while its push answer is being recorded. Under READ COMMITTED
+    neither transaction sees the other's uncommitted row, so without this the callback
+    is stored as an orphan *and* the push's adoption misses it. Holding a lock per id until
+    commit makes the second one see the first. (SQLite's BEGIN IMMEDIATE already
+    serializes all writers.)
+    """
+    if checkout_ids and conn.dialect.name == "postgresql":
+        conn.execute(_LOCK_CHECKOUT_IDS, {"ids": sorted(set(checkout_ids))})
+
+
 def snapshots_by_checkout_id(
     conn: Connection, checkout_ids: Iterable[str]
 ) -> dict[str, PaymentSnapshot]:
@@ -127,6 +147,7 @@ def snapshots_by_checkout_id(
     ids = sorted(set(checkout_ids))
     if not ids:
         return {}
+    lock_checkout_ids(conn, ids)
     rows = conn.execute(_SNAPSHOTS_BY_CHECKOUT_ID, {"ids": ids})
     return {row.checkout_request_id: _snapshot(row) for row in rows}
 

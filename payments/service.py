@@ -188,6 +188,9 @@ class PaymentService:
         error: BaseException | None,
         now: datetime,
     ) -> None:
+        if accepted is not None:
+            # First, so that a callback for this id being stored right now is seen below.
+            ledger.lock_checkout_ids(conn, [accepted.checkout_request_id])
         before = ledger.snapshot_by_id(conn, payment_id)
         if before is None or before.status is not PaymentStatus.CREATED:
             return
