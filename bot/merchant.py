@@ -95,9 +95,9 @@ def _resolve(conn: Connection, args: list[str], who: str, now: datetime) -> str:
             raise review.ReviewRefused(say("en", "m_resolve_usage"))
         unmatched_decision = review.UnmatchedDecision(word)
         return review.resolve_unmatched(conn, subject, unmatched_decision, note, actor=who, now=now)
-    word = {"refunded": "refund", "cancelled": "cancel", "canceled": "cancel"}.get(
-        decision, decision
-    )
+    if decision in {"refunded", "kept", "keep"}:  # words for money, not for an order
+        raise review.ReviewRefused(f"no unmatched payment has receipt {subject.upper()}")
+    word = {"cancelled": "cancel", "canceled": "cancel"}.get(decision, decision)
     if word not in set(review.OrderDecision):
         raise review.ReviewRefused(say("en", "m_resolve_usage"))
     reference = normalize_reference(subject)

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF = timedelta(minutes=5)
 STOP_GRACE_SECONDS = 10.0
 PROMPT_GRACE = timedelta(seconds=10)  # how long a result waits for its prompt's message id
+UNPROMPTED = frozenset({"c2b", "match"})  # payments made by hand: no prompt to wait for
 # WhatsApp's customer-service window, less a margin for the message to get there.
 SERVICE_WINDOW = timedelta(hours=24) - timedelta(minutes=10)
 GIVE_UP_AFTER_ATTEMPTS = 60  # about four hours of failures at the longest back-off
@@ -305,7 +306,8 @@ def _render(
         )
     tag = f"payment:{payload.get('payment_id')}"
     replace = remembered_message(conn, customer.channel, customer.chat_id, tag)
-    if replace is None and now - row.created_at < PROMPT_GRACE and "payment_id" in payload:
+    prompted = "payment_id" in payload and payload.get("settled_by") not in UNPROMPTED
+    if replace is None and now - row.created_at < PROMPT_GRACE and prompted:
         return _NOT_YET
     facts = CustomerFacts(customer.language, lines, order.id, order.status, tag, paybill)
     reply = CUSTOMER_RENDERERS[kind](payload, facts)

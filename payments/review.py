@@ -44,6 +44,14 @@ from storage.schema import OPEN_PAYMENT_STATUSES, orders, payments, review_actio
 UNCONFIRMED_LOOKBACK = timedelta(days=7)
 
 
+_READABLE = {
+    OrderStatus.AWAITING_PAYMENT: "waiting for payment",
+    OrderStatus.PAID: "paid",
+    OrderStatus.NEEDS_REVIEW: "in review",
+    OrderStatus.CANCELLED: "cancelled",
+}
+
+
 class ReviewRefused(Exception):
     """The decision cannot be made; ``str(exc)`` tells the merchant why."""
 
@@ -74,16 +82,20 @@ def match(conn: Connection, receipt: str, reference: str, *, actor: str, now: da
     order = _order(conn, reference)
     if order.status is not OrderStatus.AWAITING_PAYMENT:
         raise ReviewRefused(
-            f"order {order.reference} is {order.status}, not waiting for payment; "
+            f"order {order.reference} is {_READABLE[order.status]}, not waiting for payment; "
             f"use /resolve {order.reference}"
+        )
+    if _has_open_attempt(conn, order.id):
+        raise ReviewRefused(
+            f"a payment for order {order.reference} is under way; wait for its result"
         )
     received = Decimal(unmatched.amount_exact)
     if received != order.total:
         difference = abs(received - order.total)
         side = "more" if received > order.total else "less"
         raise ReviewRefused(
-            f"{unmatched.receipt} is KES {received:,} but order {order.reference} is "
-            f"KES {order.total:,}: KES {difference:,} {side} than the order"
+            f"{unmatched.receipt} is {_kes(received)} but order {order.reference} is "
+            f"{_kes(order.total)}: {_kes(difference)} {side} than the order"
         )
     money = ArrivedMoney(
         source=unmatched.source,
@@ -163,7 +175,7 @@ def resolve_unmatched(
     unmatched = _open_unmatched(conn, receipt)
     set_status(conn, unmatched, UnmatchedStatus(str(decision)), actor=actor, note=note, now=now)
     _audit(conn, actor, "unmatched", unmatched.receipt, str(decision), note, now, None)
-    return f"{unmatched.receipt} ({unmatched.amount_exact}) marked {decision}"
+    return f"{unmatched.receipt} ({_kes(Decimal(unmatched.amount_exact))}) marked {decision}"
 
 
 def is_unmatched_receipt(conn: Connection, text: str) -> bool:
@@ -228,6 +240,14 @@ def review_list(conn: Connection, now: datetime) -> ReviewList:
 
 def masked(attempt: UnconfirmedAttempt) -> str:
     return mask_msisdn(attempt.msisdn)
+
+
+def _kes(amount: Decimal | int) -> str:
+    """``KES 1,250``, or ``KES 1,250.50`` when there are cents (Daraja writes ``500.00``)."""
+    whole = Decimal(amount)
+    if whole == whole.to_integral_value():
+        return f"KES {int(whole):,}"
+    return f"KES {whole:,.2f}"
 
 
 def _open_unmatched(conn: Connection, receipt: str) -> UnmatchedPayment:

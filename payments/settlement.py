@@ -318,6 +318,8 @@ def _message(
         "result_code": payment.result_code,
         "result_desc": payment.result_desc,
         "masked_phone": mask_msisdn(payment.msisdn),
+        # How it was settled: money paid by hand (c2b, match) had no PIN prompt to edit.
+        "settled_by": payment.settled_by,
     }
     if reason is not None:
         payload["reason"] = str(reason)
