@@ -88,9 +88,15 @@ class WhatsAppSettings:
     # Approved template names used outside the 24-hour window, by message kind.
     templates: tuple[tuple[str, str], ...] = ()
     template_language: str = "en"
+    # The templates' Swahili translation, for customers who chose Kiswahili (Meta keeps one
+    # template name in several languages); when it is missing, the default is sent.
+    template_language_sw: str = "sw"
 
     def template_for(self, kind: str) -> str | None:
         return dict(self.templates).get(kind)
+
+    def template_language_for(self, language: str | None) -> str:
+        return self.template_language_sw if language == "sw" else self.template_language
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +143,7 @@ _KNOWN_KEYS: dict[str, set[str]] = {
     "whatsapp": {
         "webhook_path",
         "template_language",
+        "template_language_sw",
         *(f"template_{kind}" for kind, _ in DEFAULT_TEMPLATES),
     },
 }
@@ -443,6 +450,9 @@ def _whatsapp(section: Mapping[str, Any], env: Mapping[str, str]) -> WhatsAppSet
         templates=templates,
         template_language=_text(
             "whatsapp.template_language", section.get("template_language", "en")
+        ),
+        template_language_sw=_text(
+            "whatsapp.template_language_sw", section.get("template_language_sw", "sw")
         ),
     )
 

@@ -25,11 +25,11 @@ from sqlalchemy import Connection, insert, select, update
 from bot.channels.base import Channel, DeliveryError, RecipientGone, RetryLater, Undeliverable
 from bot.chat.model import Reply
 from bot.rendering import (
-    CUSTOMER_RENDERERS,
     MERCHANT_RENDERERS,
     ORDERLESS_KINDS,
     CustomerFacts,
     MerchantFacts,
+    render_customer,
 )
 from bot.texts import item_lines
 from payments.settlement import MessageKind
@@ -310,7 +310,7 @@ def _render(
     if replace is None and now - row.created_at < PROMPT_GRACE and prompted:
         return _NOT_YET
     facts = CustomerFacts(customer.language, lines, order.id, order.status, tag, paybill)
-    reply = CUSTOMER_RENDERERS[kind](payload, facts)
+    reply = render_customer(kind, payload, facts)
     if not _inside_window(customer, now):
         # WhatsApp would accept a free-form message and fail it later (131047) outside the
         # customer-service window; send the approved template straight away instead.

@@ -8,7 +8,7 @@ outside WhatsApp's 24-hour window (template parameters are single lines).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bot.chat import screens
@@ -82,6 +82,11 @@ def _resolved(p: Payload, f: CustomerFacts) -> Reply:
     if note:
         text = f"{text}\n{say(f.lang, 'resolved_note', note=note)}"
     return Reply(text, template=(MessageKind.ORDER_RESOLVED, (reference, outcome)))
+
+
+def render_customer(kind: MessageKind, payload: Payload, facts: CustomerFacts) -> Reply:
+    """The customer's message, marked with its language (a template goes out in it too)."""
+    return replace(CUSTOMER_RENDERERS[kind](payload, facts), language=facts.lang)
 
 
 CUSTOMER_RENDERERS: dict[MessageKind, Callable[[Payload, CustomerFacts], Reply]] = {

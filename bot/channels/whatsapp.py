@@ -60,6 +60,7 @@ from storage.orders import (
 
 log = logging.getLogger(__name__)
 EXPIRED_TOKEN = 190
+NO_TRANSLATION = 132001  # "Template name does not exist in the translation"
 RESUME_WINDOW = timedelta(hours=1)  # older unhandled messages are stale: not acted on
 MORE = "wa:more"  # our own list row: the next page of a long list
 LIST_BUTTON = "Choose · Chagua"  # both languages: the channel does not know the customer's
@@ -197,7 +198,7 @@ class WhatsAppChannel:
         """Send ``reply`` (WhatsApp cannot edit: ``replace`` is ignored); the wamid."""
         try:
             if reply.prefer_template and reply.template is not None:
-                return await self._send_template(chat_id, reply.template)
+                return await self._send_template(chat_id, reply.template, reply.language)
             message_id = ""
             for message in self._render(chat_id, reply):
                 message_id = await self._send_paced(chat_id, message)
@@ -207,7 +208,7 @@ class WhatsAppChannel:
             raise Undeliverable(str(exc)) from exc
         except GraphError as exc:
             if exc.code == OUTSIDE_WINDOW and reply.template is not None:
-                return await self._send_template(chat_id, reply.template)
+                return await self._send_template(chat_id, reply.template, reply.language)
             raise _delivery_error(exc) from exc
 
     async def _send_paced(self, chat_id: str, message: dict[str, object]) -> str:
@@ -224,14 +225,27 @@ class WhatsAppChannel:
                 raise DeliveryError(f"WhatsApp unreachable ({type(exc).__name__})") from exc
         raise AssertionError("unreachable")
 
-    async def _send_template(self, chat_id: str, template: tuple[str, tuple[str, ...]]) -> str:
+    async def _send_template(
+        self, chat_id: str, template: tuple[str, tuple[str, ...]], language: str | None
+    ) -> str:
         kind, parameters = template
         name = self._settings.template_for(kind)
         if name is None:
             raise Undeliverable(f"outside the 24-hour window and no template for {kind}")
-        message = template_message(name, self._settings.template_language, list(parameters))
+        code = self._settings.template_language_for(language)
         try:
-            return await self._send_paced(chat_id, message)
+            return await self._send_paced(chat_id, template_message(name, code, list(parameters)))
+        except GraphError as exc:
+            default = self._settings.template_language
+            if exc.code != NO_TRANSLATION or code == default:
+                raise _delivery_error(exc) from exc
+            # No translation of this template in the customer's language: the default one
+            # still tells them (its parameters stay in their language).
+            log.warning("template %s has no %s translation; sending %s", name, code, default)
+        try:
+            return await self._send_paced(
+                chat_id, template_message(name, default, list(parameters))
+            )
         except GraphError as exc:
             raise _delivery_error(exc) from exc
 

@@ -39,6 +39,7 @@ class Reply:
     # Outside WhatsApp's 24-hour window only templates go out: (message kind, parameters).
     template: tuple[str, tuple[str, ...]] | None = None
     prefer_template: bool = False  # the window is known to be closed: skip the free-form try
+    language: str | None = None  # the language the text is written in, where it matters
 
 
 @dataclass(slots=True)

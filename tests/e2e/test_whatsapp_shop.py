@@ -208,6 +208,39 @@ async def test_paid_notice_outside_the_window_goes_out_as_a_template(shop: Shop)
     assert not any("Paid!" in t for t in graph.texts_to(WANJIRU))
 
 
+async def test_a_kiswahili_customer_gets_the_template_in_swahili_or_else_the_default(
+    shop: Shop,
+) -> None:
+    """Outside the window: the Swahili translation; where the shop has none, the English one."""
+    graph = shop.graph
+    await writes(shop, WANJIRU, "/language")
+    await taps(shop, WANJIRU, "Kiswahili")
+    await confirm_an_order_in_swahili(shop)
+    shop.duka.simulator.force_next_outcome(dataclasses.replace(rules.SUCCESS, never_resolves=True))
+    await deliver(shop, graph.contact(WANJIRU, "+254712345678", origin="contact_request"))
+    await sees(shop, WANJIRU, "Angalia simu yako")
+    graph.expire_window(WANJIRU)
+    graph.approved_languages = {"en"}  # the shop made its templates in English only
+    [payment] = await payment_rows(shop.duka.engine, 1)
+    shop.duka.simulator.resolve(payment.checkout_request_id)
+    await graph.wait_for(lambda g: bool(g.templates_to(WANJIRU)))
+    refused = [s for s in graph.sent_to(WANJIRU) if s.type == "template" and not s.accepted]
+    assert [s.body["template"]["language"]["code"] for s in refused] == ["sw"]
+    [template] = graph.templates_to(WANJIRU)
+    assert (template["name"], template["language"]["code"]) == ("duka_payment_paid", "en")
+
+
+async def confirm_an_order_in_swahili(shop: Shop, user: WaUser = WANJIRU) -> None:
+    await writes(shop, user, "Habari")
+    await sees(shop, user, "Karibu")
+    await taps(shop, user, "Vegetables")
+    await taps(shop, user, "Sukuma wiki")
+    await taps(shop, user, "Weka kikapuni")
+    await taps(shop, user, "Lipa")
+    await taps(shop, user, "Thibitisha agizo")
+    await sees(shop, user, "Namba gani ya M-Pesa")
+
+
 async def test_rate_limited_notice_is_retried_and_sent_once(shop: Shop) -> None:
     graph = shop.graph
     await confirm_an_order(shop)

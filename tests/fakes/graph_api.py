@@ -437,6 +437,8 @@ class FakeGraph:
         self.waba_id = waba_id
         # None: any template name is "approved"; a set makes unknown names fail with 132001.
         self.approved_templates = approved_templates
+        # None: every language is translated; a set makes other language codes fail (132001).
+        self.approved_languages: set[str] | None = None
         # Injectable so a test can move time instead of sleeping (window expiry, timestamps).
         self.clock = clock
 
@@ -1181,6 +1183,8 @@ class FakeGraph:
         language = _require_object(template, "language", "template.language")
         code = _require_text(language.get("code"), "template.language.code")
         if self.approved_templates is not None and name not in self.approved_templates:
+            raise _GraphError(132001, f"template name ({name}) does not exist in {code}")
+        if self.approved_languages is not None and code not in self.approved_languages:
             raise _GraphError(132001, f"template name ({name}) does not exist in {code}")
 
     def _record(self, sent: Sent) -> None:
