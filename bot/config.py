@@ -346,6 +346,14 @@ def _c2b_urls(
             "is the same as MPESA_C2B_CONFIRMATION_URL",
             "give validation its own URL, or leave it unset",
         )
+    confirmation_prefix = urlsplit(confirmation).path.rpartition("/")[0]
+    if urlsplit(validation).path.rstrip("/").rpartition("/")[0] == confirmation_prefix:
+        raise ConfigError(
+            "MPESA_C2B_VALIDATION_URL",
+            "its path starts like MPESA_C2B_CONFIRMATION_URL's",
+            "use another path before its secret (e.g. /hooks/c2b-validation/<secret>), or "
+            "leave it unset to serve validation at the confirmation URL + /validate",
+        )
     return confirmation, validation
 
 

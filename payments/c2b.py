@@ -67,11 +67,10 @@ def parse_c2b(body: bytes) -> C2BPayment:
     trans_id = _text(document, "TransID", 32).upper()
     if not _TRANS_ID.fullmatch(trans_id):
         raise MalformedCallback("TransID is not an M-Pesa transaction id")
-    time_text = _text(document, "TransTime", 14, required=False)
     try:
-        transaction_at = parse_daraja_timestamp(time_text) if time_text else None
+        transaction_at = parse_daraja_timestamp(str(document.get("TransTime", "")).strip())
     except ValueError:
-        transaction_at = None  # the money matters more than a garbled time
+        transaction_at = None  # the money matters more than a garbled (or missing) time
     return C2BPayment(
         trans_id=trans_id,
         amount=parse_amount(_text(document, "TransAmount", 32), "TransAmount"),
@@ -140,13 +139,21 @@ def apply_confirmation(
         _store(conn, raw, EventStatus.APPLIED, settlement.note, now, settlement.after.payment_id)
         return EventStatus.APPLIED
     reason = _UNMATCHED_REASON[target.verdict]
-    record_unmatched(conn, payment.money, reason, raw, now)
+    if record_unmatched(conn, payment.money, reason, raw, now) is None:
+        # A copy arriving at the same moment recorded it first (no order row to wait on).
+        _store(conn, raw, EventStatus.DUPLICATE, f"TransID {payment.trans_id} seen before", now)
+        return EventStatus.DUPLICATE
     _store(conn, raw, EventStatus.UNMATCHED, str(reason), now)
     return EventStatus.UNMATCHED
 
 
 def store_rejected(conn: Connection, raw: str, reason: str, now: datetime) -> None:
     _store(conn, raw, EventStatus.REJECTED, reason, now)
+
+
+def store_failed(conn: Connection, raw: str, reason: str, now: datetime) -> None:
+    """A confirmation that could not be applied (Daraja was answered 503): kept for a person."""
+    _store(conn, raw, EventStatus.ERROR, reason, now)
 
 
 def _store(

@@ -9,6 +9,7 @@ body gets a 4xx with the reason and is kept for audit; nothing here answers 500.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +17,14 @@ from datetime import datetime
 
 from aiohttp import web
 
-from payments.c2b import Verdict, apply_confirmation, judge, parse_c2b, store_rejected
+from payments.c2b import (
+    Verdict,
+    apply_confirmation,
+    judge,
+    parse_c2b,
+    store_failed,
+    store_rejected,
+)
 from payments.results import MalformedCallback
 from payments.webhook import MAX_CALLBACK_BYTES, CallbackPath, read_limited, storable_text
 from storage.engine import Database
@@ -78,8 +86,14 @@ def c2b_routes(confirmation: CallbackPath, validation: CallbackPath) -> list[web
             outcome = await intake.database.transaction(
                 apply_confirmation, payment, raw, intake.clock()
             )
-        except Exception:
+        except Exception as exc:
             log.exception("C2B confirmation %s could not be stored", payment.trans_id)
+            # Keep the body for a person if anything can still be written (e.g. a bug in
+            # applying it rather than a database that is down).
+            with contextlib.suppress(Exception):
+                await intake.database.transaction(
+                    store_failed, raw, f"not applied: {type(exc).__name__}", intake.clock()
+                )
             return web.json_response(
                 {"ResultCode": 1, "ResultDesc": "Temporarily unable to store the payment"},
                 status=503,

@@ -179,6 +179,7 @@ def expire(payment: PaymentSnapshot, *, confirmed: bool) -> Settlement:
     Otherwise M-Pesa never told us anything (the push answer was lost, or every query
     failed): the money may have moved, so nobody is told "failed"; the customer hears that
     the shop will check, and the merchant gets the attempt to check."""
+    paid_meanwhile = payment.order_status is OrderStatus.PAID  # by Paybill, or a match
     if confirmed:
         after = replace(
             payment,
@@ -186,6 +187,8 @@ def expire(payment: PaymentSnapshot, *, confirmed: bool) -> Settlement:
             result_desc="No answer from M-Pesa in time",
             settled_by="expiry",
         )
+        if paid_meanwhile:
+            return Settlement(EventStatus.APPLIED, "expired after the order was paid", after)
         message = _message(
             after, MessageKind.PAYMENT_FAILED, Audience.CUSTOMER, FailureReason.NO_ANSWER
         )
@@ -197,11 +200,13 @@ def expire(payment: PaymentSnapshot, *, confirmed: bool) -> Settlement:
         result_desc="M-Pesa never confirmed whether this attempt went through",
         settled_by="expiry",
     )
-    messages = (
-        _message(after, MessageKind.PAYMENT_UNCONFIRMED, Audience.CUSTOMER),
-        _message(after, MessageKind.PAYMENT_CHECK, Audience.MERCHANT),
-    )
-    return Settlement(EventStatus.APPLIED, "expired unconfirmed", after, messages)
+    check = _message(after, MessageKind.PAYMENT_CHECK, Audience.MERCHANT)
+    if paid_meanwhile:
+        # The order is paid, so the customer has nothing to do; the merchant still checks
+        # whether this attempt took money too.
+        return Settlement(EventStatus.APPLIED, "expired unconfirmed after payment", after, (check,))
+    unconfirmed = _message(after, MessageKind.PAYMENT_UNCONFIRMED, Audience.CUSTOMER)
+    return Settlement(EventStatus.APPLIED, "expired unconfirmed", after, (unconfirmed, check))
 
 
 def _already_paid(payment: PaymentSnapshot, result: StkResult) -> Settlement:

@@ -250,9 +250,9 @@ unmatched_payments = Table(
     Column("source", String(16), nullable=False),  # stk_callback | c2b
     Column("receipt", String(32), nullable=False, unique=True),  # MpesaReceiptNumber / TransID
     Column("amount", Integer, nullable=False),  # whole KES, rounded down
-    Column("amount_exact", String(24), nullable=False),  # as Daraja reported it, e.g. "270.50"
+    Column("amount_exact", String(32), nullable=False),  # as Daraja reported it, e.g. "270.50"
     Column("msisdn", String(12)),  # full number when Daraja gave one (STK), else null
-    Column("masked_phone", String(24), nullable=False),  # what the merchant sees
+    Column("masked_phone", String(64), nullable=False),  # as shown; C2B v1 sends a hash
     Column("account", String(32), nullable=False, server_default=""),  # C2B BillRefNumber
     Column("checkout_request_id", String(64)),
     Column("reason", String(32), nullable=False),  # why it matched nothing, see ledger

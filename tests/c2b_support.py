@@ -57,14 +57,16 @@ async def start_paybill_duka(
     c2b: bool = True,
     toml: str = "",
     terminal: TerminalChannel | None = None,
+    **options: Any,
 ) -> PaybillDuka:
-    """Duka with its embedded simulator; ``c2b`` sets MPESA_C2B_CONFIRMATION_URL."""
+    """Duka with its embedded simulator; ``c2b`` sets MPESA_C2B_CONFIRMATION_URL; the
+    ``options`` go to ``build_app`` (a clock, say)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     env = {"MPESA_C2B_CONFIRMATION_URL": c2b_url(port)} if c2b else {}
     config = make_config(database_url, port, tmp_path, toml=toml or TEST_TOML, **env)
-    duka, runner = await start_duka(config, sock, terminal=terminal)
+    duka, runner = await start_duka(config, sock, terminal=terminal, **options)
     return PaybillDuka(duka, runner)
 
 

@@ -666,6 +666,10 @@ async def test_match_while_the_orders_push_is_open_does_not_pay_the_order_twice(
     carry two payments (/resolve refuses in this state with "under way"; /match does not)."""
     duka = side.duka
     await orphan_callback_arrives(duka, "TKW1W2W3W4", f"{side.total}.00")
+    # The money is unmatched first, so that the push below is still open (not yet expired
+    # by the sweeps) when the merchant sends /match.
+    await sweep_until_unmatched(duka, "TKW1W2W3W4")
+    await side.merchant_sees("TKW1W2W3W4")  # its alert is out before the customer starts
     await side.confirm_order()
     duka.simulator.force_next_outcome(dataclasses.replace(rules.SUCCESS, never_resolves=True))
     await side.pay_with("0712 345 678")
@@ -673,7 +677,6 @@ async def test_match_while_the_orders_push_is_open_does_not_pay_the_order_twice(
     order = await latest_order(duka)
     [push] = await payment_rows(duka.engine, order.id)
     assert push.status == "pending"
-    await sweep_until_unmatched(duka, "TKW1W2W3W4")
 
     answer = await side.merchant_sends(f"/match TKW1W2W3W4 {order.reference}")
     duka.simulator.resolve(push.checkout_request_id)  # the customer enters the PIN
