@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from payments import ledger
+from payments import arrived, ledger
 from payments.credentials import parse_daraja_timestamp
 from payments.results import MalformedCallback, ResultSource, parse_amount
 from payments.settlement import ArrivedMoney, EventStatus
@@ -129,11 +129,11 @@ def apply_confirmation(
     # The order is locked first: a duplicate arriving at the same moment waits here, and
     # then sees the receipt the first one recorded.
     target = judge(conn, payment, lock=True)
-    if ledger.receipt_is_known(conn, payment.trans_id):
+    if arrived.receipt_is_known(conn, payment.trans_id):
         _store(conn, raw, EventStatus.DUPLICATE, f"TransID {payment.trans_id} seen before", now)
         return EventStatus.DUPLICATE
     if target.verdict is Verdict.PAYS_ORDER and target.order_id is not None:
-        settlement = ledger.record_arrived_payment(
+        settlement = arrived.record_arrived_payment(
             conn, target.order_id, payment.money, ResultSource.C2B, now
         )
         _store(conn, raw, EventStatus.APPLIED, settlement.note, now, settlement.after.payment_id)

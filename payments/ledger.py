@@ -14,17 +14,30 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, insert, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Row,
+    bindparam,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 
 from payments.outbox import insert_outbox
-from payments.results import MalformedCallback, ResultSource, StkResult, parse_callback
+from payments.results import MalformedCallback, StkResult, parse_callback
 from payments.settlement import (
+    UNCONFIRMED_CODE,
     ArrivedMoney,
     EventStatus,
     OutboxMessage,
     PaymentSnapshot,
     Settlement,
     expire,
+    is_second_payment,
+    recorded_elsewhere,
     settle,
 )
 from payments.states import (
@@ -39,7 +52,6 @@ from storage.schema import (
     orders,
     payment_events,
     payments,
-    unmatched_payments,
 )
 
 log = logging.getLogger(__name__)
@@ -254,22 +266,50 @@ def plan_results(conn: Connection, results: Sequence[StkResult], now: datetime) 
                 # is told now and attaches the money by hand (/match).
                 unmatched[index] = (result, UnmatchedReason.SEVERAL_ATTEMPTS_FIT)
     order_status = {s.order_id: s.order_status for s in current.values()}
+    holders = _receipt_holders(conn, [r.receipt for r in results if r.succeeded and r.receipt])
     settlements: list[Settlement | None] = []
     messages: list[OutboxMessage] = []
-    for result in results:
+    for index, result in enumerate(results):
         snapshot = current.get(result.checkout_request_id)
         if snapshot is None:
             settlements.append(None)
             continue
         if snapshot.order_status is not order_status[snapshot.order_id]:
             snapshot = replace(snapshot, order_status=order_status[snapshot.order_id])
-        settlement = settle(snapshot, result)
+        holder_id, holder_order = holders.get(result.receipt or "", (None, None))
+        if is_second_payment(snapshot, result) and holder_id is None:
+            # More money for an attempt already paid: it has no attempt of its own.
+            unmatched[index] = (result, UnmatchedReason.SECOND_PAYMENT)
+            settlements.append(None)
+            continue
+        if holder_id is None or holder_id == snapshot.payment_id:
+            settlement = settle(snapshot, result)
+        elif holder_order == snapshot.order_id:
+            settlement = recorded_elsewhere(snapshot, result, holder_id)
+        else:
+            # One M-Pesa transaction cannot pay two orders' pushes: forged, or Daraja's
+            # mistake. Its money is on record already; the query will tell this one's truth.
+            note = f"receipt already belongs to payment {holder_id} of another order"
+            settlement = Settlement(EventStatus.DUPLICATE, note, snapshot)
         settlements.append(settlement)
         current[result.checkout_request_id] = settlement.after
         order_status[snapshot.order_id] = settlement.after.order_status
         messages.extend(settlement.messages)
     changes = [(before[key], after) for key, after in current.items() if after is not before[key]]
     return Plan(settlements, changes, messages, unmatched)
+
+
+def _receipt_holders(conn: Connection, receipts: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """(payment id, order id) already carrying each of these M-Pesa receipts, where one does."""
+    if not receipts:
+        return {}
+    rows = conn.execute(_RECEIPT_HOLDERS, {"receipts": sorted(set(receipts))})
+    return {row.mpesa_receipt: (row.id, row.order_id) for row in rows}
+
+
+_RECEIPT_HOLDERS = select(payments.c.id, payments.c.order_id, payments.c.mpesa_receipt).where(
+    payments.c.mpesa_receipt.in_(bindparam("receipts", expanding=True))
+)
 
 
 def write_plan(
@@ -322,7 +362,15 @@ def _unlinked_attempt(
     query = (
         _snapshot_query()
         .where(payments.c.checkout_request_id.is_(None))
-        .where(payments.c.status.in_([str(PaymentStatus.UNKNOWN), str(PaymentStatus.EXPIRED)]))
+        .where(
+            payments.c.status.in_([str(PaymentStatus.UNKNOWN), str(PaymentStatus.EXPIRED)])
+            # Or one the merchant confirmed by hand: its callback brings the receipt.
+            | (
+                (payments.c.status == str(PaymentStatus.PAID))
+                & (payments.c.settled_by == "merchant")
+                & payments.c.mpesa_receipt.is_(None)
+            )
+        )
         .where(payments.c.msisdn == result.msisdn)
         .where(payments.c.amount == int(result.amount))
         .where(payments.c.created_at >= now - UNLINKED_MATCH_WINDOW)
@@ -451,15 +499,29 @@ def adopt_orphans(
     """Apply stored callbacks that arrived before their attempt was known, or not applied.
 
     Newest first, each in a savepoint: one event that cannot be applied, for whatever
-    reason, is marked ``error`` (for a person to look at) and never blocks the others.
-    With ``unmatched_after``, an orphan that old will never find its attempt (a push
+    reason, is marked ``error`` and never blocks the others. With ``unmatched_after``
+    (the reconciler's sweep), an orphan that old will never find its attempt (a push
     answer comes within seconds): a paid one becomes unmatched money for the merchant, a
-    failed one is set aside; either way it is not read again.
+    failed one is set aside; either way it is not read again. Events marked ``error`` are
+    tried again meanwhile (a deadlock or a lock timeout passes); a paid one that still
+    fails then becomes unmatched money too, so the merchant sees it.
     """
+    statuses = [str(EventStatus.ORPHAN), str(EventStatus.RECEIVED)]
+    wanted: ColumnElement[bool] = payment_events.c.status.in_(statuses)
+    if unmatched_after is not None:
+        retry_errors = (payment_events.c.status == str(EventStatus.ERROR)) & (
+            payment_events.c.received_at >= now - 2 * unmatched_after
+        )
+        wanted = wanted | retry_errors
     query = (
-        select(payment_events.c.id, payment_events.c.raw, payment_events.c.received_at)
+        select(
+            payment_events.c.id,
+            payment_events.c.raw,
+            payment_events.c.received_at,
+            payment_events.c.checkout_request_id,
+        )
         .where(payment_events.c.source == "callback")
-        .where(payment_events.c.status.in_([str(EventStatus.ORPHAN), str(EventStatus.RECEIVED)]))
+        .where(wanted)
         .order_by(payment_events.c.id.desc())
         .limit(limit)
     )
@@ -467,8 +529,11 @@ def adopt_orphans(
         query = query.where(payment_events.c.checkout_request_id.in_(checkout_ids))
     if received_after is not None:
         query = query.where(payment_events.c.received_at >= received_after)
+    rows = conn.execute(query).all()
+    # All of them up front, in sorted order, like every other transaction takes them.
+    lock_checkout_ids(conn, [r.checkout_request_id for r in rows if r.checkout_request_id])
     settlements: list[Settlement | None] = []
-    for row in (conn.execute(query)).all():
+    for row in rows:
         try:
             with conn.begin_nested():
                 settlements.extend(
@@ -477,8 +542,27 @@ def adopt_orphans(
         except Exception as exc:
             log.exception("stored callback %d cannot be applied; set aside", row.id)
             note = f"cannot be applied: {type(exc).__name__}"
-            mark_events(conn, [(row.id, EventStatus.ERROR, note, None)])
+            old = unmatched_after is not None and now - row.received_at >= unmatched_after
+            if not (old and _keep_as_unmatched(conn, row.id, row.raw, note, now)):
+                mark_events(conn, [(row.id, EventStatus.ERROR, note, None)])
     return settlements
+
+
+def _keep_as_unmatched(conn: Connection, event_id: int, raw: str, note: str, now: datetime) -> bool:
+    """A paid callback that keeps failing to apply: its money goes to the merchant as
+    unmatched. False when there is no money in it (or even that fails)."""
+    try:
+        with conn.begin_nested():
+            result = parse_callback(raw.encode())
+            if not result.succeeded:
+                return False
+            money = ArrivedMoney.from_stk(result)
+            record_unmatched(conn, money, UnmatchedReason.NOT_APPLIED, raw, now)
+            mark_events(conn, [(event_id, EventStatus.UNMATCHED, note, None)])
+            return True
+    except Exception:
+        log.exception("stored callback %d cannot be kept as unmatched money either", event_id)
+        return False
 
 
 def _adopt_one(
@@ -542,19 +626,40 @@ def created_at(conn: Connection, payment_id: int) -> datetime:
     return (conn.execute(query)).scalar_one()  # type: ignore[no-any-return]
 
 
-def due_queries(conn: Connection, now: datetime, limit: int) -> list[tuple[int, str, datetime]]:
-    """Pending attempts whose next STK query is due: (payment id, CheckoutRequestID, accepted)."""
+def due_queries(
+    conn: Connection, now: datetime, limit: int
+) -> list[tuple[int, str, datetime, PaymentStatus]]:
+    """Attempts whose next STK query is due: (payment id, CheckoutRequestID, accepted,
+    status). Pending ones, and those that expired unconfirmed (still asked for a while:
+    Daraja may yet say that the money moved)."""
+    pending = (payments.c.status == str(PaymentStatus.PENDING)) & or_(
+        payments.c.next_query_at.is_(None), payments.c.next_query_at <= now
+    )
+    unconfirmed = (
+        (payments.c.status == str(PaymentStatus.EXPIRED))
+        & (payments.c.result_code == UNCONFIRMED_CODE)
+        & payments.c.checkout_request_id.is_not(None)
+        & (payments.c.next_query_at <= now)
+    )
     query = (
-        select(payments.c.id, payments.c.checkout_request_id, payments.c.push_accepted_at)
-        .where(payments.c.status == str(PaymentStatus.PENDING))
-        .where(or_(payments.c.next_query_at.is_(None), payments.c.next_query_at <= now))
+        select(
+            payments.c.id,
+            payments.c.checkout_request_id,
+            payments.c.push_accepted_at,
+            payments.c.status,
+        )
+        .where(or_(pending, unconfirmed))
         .order_by(payments.c.next_query_at)
         .limit(limit)
     )
     return [
-        (row.id, row.checkout_request_id, row.push_accepted_at or now)
+        (row.id, row.checkout_request_id, row.push_accepted_at or now, PaymentStatus(row.status))
         for row in conn.execute(query)
     ]
+
+
+def stop_queries(conn: Connection, payment_id: int) -> None:
+    conn.execute(update(payments).where(payments.c.id == payment_id).values(next_query_at=None))
 
 
 def expire_unlinked(conn: Connection, created_before: datetime, now: datetime) -> int:
@@ -589,71 +694,3 @@ def cancel_order(conn: Connection, order_id: int, now: datetime) -> bool:
         return False
     set_order_statuses(conn, [(order_id, OrderStatus.AWAITING_PAYMENT, OrderStatus.CANCELLED)], now)
     return True
-
-
-def receipt_is_known(conn: Connection, receipt: str) -> bool:
-    """Whether a payment or an unmatched payment already carries this M-Pesa receipt."""
-    found = conn.execute(
-        select(payments.c.id).where(payments.c.mpesa_receipt == receipt).limit(1)
-    ).first()
-    if found is not None:
-        return True
-    return (
-        conn.execute(
-            select(unmatched_payments.c.id).where(unmatched_payments.c.receipt == receipt).limit(1)
-        ).first()
-        is not None
-    )
-
-
-def record_arrived_payment(
-    conn: Connection, order_id: int, money: ArrivedMoney, source: ResultSource, now: datetime
-) -> Settlement:
-    """Money that arrived without an STK attempt of its own (a Paybill payment, or unmatched
-    money the merchant attached) pays the order exactly as a callback would: the payment is
-    recorded as a new attempt that ``settle`` decides on, with the same messages."""
-    order = conn.execute(
-        select(orders.c.customer_id, orders.c.reference, orders.c.status, orders.c.total)
-        .where(orders.c.id == order_id)
-        .with_for_update()
-    ).one()
-    msisdn = money.msisdn or ""  # C2B masks the number; the receipt identifies the money
-    payment_id = conn.execute(
-        insert(payments)
-        .values(
-            order_id=order_id,
-            status=str(PaymentStatus.PAID),  # created settled: it records money that moved
-            msisdn=msisdn,
-            amount=order.total,
-            created_at=now,
-            updated_at=now,
-        )
-        .returning(payments.c.id)
-    ).scalar_one()
-    before = PaymentSnapshot(
-        payment_id=int(payment_id),
-        order_id=order_id,
-        customer_id=order.customer_id,
-        order_reference=order.reference,
-        order_status=OrderStatus(order.status),
-        order_total=order.total,
-        status=PaymentStatus.CREATED,
-        amount=order.total,
-        msisdn=msisdn,
-        checkout_request_id=money.checkout_request_id,
-    )
-    result = money.as_result(source, money.checkout_request_id or "")
-    settlement = settle(before, result)
-    write_payment_changes(
-        conn, [(replace(before, status=PaymentStatus.PAID), settlement.after)], now
-    )
-    write_order_changes(conn, [(before, settlement.after)], now)
-    # C2B masks the number: the merchant sees Daraja's masked form rather than nothing.
-    messages = [
-        replace(m, payload={**m.payload, "masked_phone": money.masked_phone})
-        if not money.msisdn
-        else m
-        for m in settlement.messages
-    ]
-    insert_outbox(conn, messages, now)
-    return settlement

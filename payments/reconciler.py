@@ -1,13 +1,17 @@
 """The safety net for missing callbacks: query pending attempts, expire stale ones.
 
 Every sweep (and one at start-up, so a restart never leaves an attempt stuck):
-1. callbacks stored without a matching attempt (or not yet applied) are applied;
+1. callbacks stored without a matching attempt (or not yet applied) are applied; one
+   that stays an orphan longer than ``expire_after`` becomes unmatched money (paid) or
+   is set aside (failed);
 2. pending attempts whose next query is due are queried, at a bounded rate; answers
    go through the same ``ledger.plan_results`` as callbacks; once an attempt is older
    than ``expire_after`` its last query is made and, if Daraja still says "being
-   processed", it expires (while queries fail, it keeps being asked instead);
+   processed", it expires; while queries fail it keeps being asked, and after
+   ``GIVE_UP_AFTER`` more it expires *unconfirmed* (never "failed") and is still asked
+   about for a day, so that a late "paid" pays the order after all;
 3. attempts that never got a CheckoutRequestID (push outcome unknown, or a crash
-   mid-push) cannot be queried and expire after ``expire_after``.
+   mid-push) cannot be queried and expire, unconfirmed, after ``expire_after``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from payments.daraja_client import DarajaClient, QueryAnswer
 from payments.errors import QueryFailed
 from payments.settings import ReconcileSettings
 from payments.settlement import EventStatus
+from payments.states import PaymentStatus
 from storage.engine import Database
 
 log = logging.getLogger(__name__)
@@ -36,6 +41,9 @@ RETRY_AFTER_FAILED_QUERY = timedelta(minutes=1)
 # Then it ends "unconfirmed": the customer hears that the shop will check (never "failed"),
 # the merchant gets it to check, and a late callback can still mark it paid.
 GIVE_UP_AFTER = timedelta(minutes=10)
+# An attempt that ended unconfirmed is still asked about (every RETRY_AFTER_FAILED_QUERY)
+# for this long: if Daraja answers that the money moved, the order is paid after all.
+KEEP_ASKING_UNCONFIRMED = timedelta(days=1)
 
 
 @dataclass(slots=True)
@@ -95,19 +103,21 @@ class Reconciler:
             1, int(self._settings.sweep_interval_seconds * self._settings.max_queries_per_second)
         )
         due = await self._database.transaction(ledger.due_queries, self._clock(), limit)
-        for payment_id, checkout_id, accepted_at in due:
+        for payment_id, checkout_id, accepted_at, status in due:
             if report.queried:
                 await asyncio.sleep(self._min_gap)  # bounded rate: Spike Arrest is per app
             report.queried += 1
             try:
-                outcome = await self._query_one(payment_id, checkout_id, accepted_at)
+                outcome = await self._query_one(payment_id, checkout_id, accepted_at, status)
             except Exception:
                 log.exception("reconciling payment %d failed", payment_id)
                 continue
             report.settled += outcome == "settled"
             report.expired += outcome == "expired"
 
-    async def _query_one(self, payment_id: int, checkout_id: str, accepted_at: datetime) -> str:
+    async def _query_one(
+        self, payment_id: int, checkout_id: str, accepted_at: datetime, status: PaymentStatus
+    ) -> str:
         answer: QueryAnswer | None
         try:
             answer = await self._client.stk_query(checkout_id)
@@ -126,8 +136,12 @@ class Reconciler:
                     named[:64],
                 )
                 answer = None
+        # An attempt that already expired unconfirmed is only being asked about, late.
+        record = (
+            self._record_late_answer if status is PaymentStatus.EXPIRED else self._record_answer
+        )
         return await self._database.transaction(
-            self._record_answer, payment_id, checkout_id, accepted_at, answer, self._clock()
+            record, payment_id, checkout_id, accepted_at, answer, self._clock()
         )
 
     def _record_answer(
@@ -141,14 +155,7 @@ class Reconciler:
     ) -> str:
         expires_at = accepted_at + timedelta(seconds=self._settings.expire_after_seconds)
         if answer is not None and answer.result is not None:
-            plan = ledger.plan_results(conn, [answer.result], now)
-            [mark] = plan.event_marks()
-            ledger.insert_events(
-                conn, [ledger.NewEvent("query", json.dumps(answer.raw), checkout_id, *mark)], now
-            )
-            ledger.write_plan(conn, plan, now)
-            [settled] = plan.settlements
-            return "settled" if settled is not None and settled.changed else "unchanged"
+            return self._apply_answer(conn, checkout_id, answer, now)
         if answer is not None:
             event = ledger.NewEvent(
                 "query",
@@ -163,7 +170,10 @@ class Reconciler:
         if past_deadline and (answer is not None or now >= expires_at + GIVE_UP_AFTER):
             # Still "being processed" after the prompt's lifetime: it was never answered.
             # After a day of failed queries we still do not know: unconfirmed, not failed.
-            expired = ledger.expire_payment(conn, payment_id, now, confirmed=answer is not None)
+            confirmed = answer is not None
+            expired = ledger.expire_payment(conn, payment_id, now, confirmed=confirmed)
+            if expired is not None and not confirmed:
+                ledger.schedule_next_query(conn, payment_id, now + RETRY_AFTER_FAILED_QUERY)
             return "expired" if expired is not None else "unchanged"
         if past_deadline:
             # No answer from Daraja at all: expiring now could invite a second payment of
@@ -174,6 +184,41 @@ class Reconciler:
             next_query = min(now + interval, expires_at)
         ledger.schedule_next_query(conn, payment_id, next_query)
         return "pending"
+
+    def _apply_answer(
+        self, conn: Connection, checkout_id: str, answer: QueryAnswer, now: datetime
+    ) -> str:
+        assert answer.result is not None
+        plan = ledger.plan_results(conn, [answer.result], now)
+        [mark] = plan.event_marks()
+        ledger.insert_events(
+            conn, [ledger.NewEvent("query", json.dumps(answer.raw), checkout_id, *mark)], now
+        )
+        ledger.write_plan(conn, plan, now)
+        [settled] = plan.settlements
+        return "settled" if settled is not None and settled.changed else "unchanged"
+
+    def _record_late_answer(
+        self,
+        conn: Connection,
+        payment_id: int,
+        checkout_id: str,
+        accepted_at: datetime,
+        answer: QueryAnswer | None,
+        now: datetime,
+    ) -> str:
+        """An attempt that expired unconfirmed: a definite answer ends the asking (a
+        success pays it after all; a failure changes nothing); otherwise ask again later,
+        for a day."""
+        if answer is not None and answer.result is not None:
+            outcome = self._apply_answer(conn, checkout_id, answer, now)
+            ledger.stop_queries(conn, payment_id)
+            return outcome
+        if now >= accepted_at + KEEP_ASKING_UNCONFIRMED:
+            ledger.stop_queries(conn, payment_id)
+        else:
+            ledger.schedule_next_query(conn, payment_id, now + RETRY_AFTER_FAILED_QUERY)
+        return "unchanged"
 
     async def _expire_unqueryable(self, report: SweepReport) -> None:
         cutoff = self._clock() - timedelta(seconds=self._settings.expire_after_seconds)

@@ -11,7 +11,7 @@ outbox, and records who decided what in ``review_actions``. A refusal raises
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select
 
-from payments import ledger
+from payments import arrived, ledger
 from payments.outbox import insert_outbox
 from payments.phone import mask_msisdn
 from payments.results import ResultSource
@@ -29,6 +29,9 @@ from payments.settlement import (
     Audience,
     MessageKind,
     OutboxMessage,
+    PaymentSnapshot,
+    confirm_by_merchant,
+    paid_notice,
 )
 from payments.states import OrderStatus, PaymentStatus
 from payments.unmatched import (
@@ -107,10 +110,11 @@ def match(conn: Connection, receipt: str, reference: str, *, actor: str, now: da
         checkout_request_id=unmatched.checkout_request_id,
         account=unmatched.account,
     )
-    ledger.record_arrived_payment(conn, order.id, money, ResultSource.MATCH, now)
-    set_status(
+    arrived.record_arrived_payment(conn, order.id, money, ResultSource.MATCH, now)
+    if not set_status(
         conn, unmatched, UnmatchedStatus.MATCHED, actor=actor, note="", now=now, order_id=order.id
-    )
+    ):
+        raise ReviewRefused(f"{unmatched.receipt} was closed a moment ago")
     _audit(
         conn, actor, "unmatched", unmatched.receipt, f"match {order.reference}", "", now, order.id
     )
@@ -130,26 +134,44 @@ def resolve_order(
     order = _order(conn, reference)
     if order.status not in {OrderStatus.NEEDS_REVIEW, OrderStatus.AWAITING_PAYMENT}:
         raise ReviewRefused(
-            f"order {order.reference} is {order.status}; there is nothing to decide"
+            f"order {order.reference} is {_READABLE[order.status]}; there is nothing to decide"
         )
-    if order.status is OrderStatus.AWAITING_PAYMENT and _has_open_attempt(conn, order.id):
-        raise ReviewRefused(
-            f"a payment for order {order.reference} is under way; wait for its result"
-        )
+    unconfirmed = None
+    if order.status is OrderStatus.AWAITING_PAYMENT:
+        if _has_open_attempt(conn, order.id):
+            raise ReviewRefused(
+                f"a payment for order {order.reference} is under way; wait for its result"
+            )
+        unconfirmed = _unconfirmed_attempt(conn, order.id)
+        if unconfirmed is None and decision is not OrderDecision.CANCEL:
+            raise ReviewRefused(
+                f"order {order.reference} has no payment to mark {decision}: it is waiting "
+                f"for payment (attach unmatched money with /match, or cancel it)"
+            )
+    audit_id = _audit(conn, actor, "order", order.reference, str(decision), note, now, order.id)
+    if decision is OrderDecision.PAID and unconfirmed is not None:
+        # The attempt itself becomes paid, so that its late callback only adds the receipt
+        # instead of counting the same money twice.
+        settlement = confirm_by_merchant(unconfirmed)
+        ledger.write_payment_changes(conn, [(unconfirmed, settlement.after)], now)
+        ledger.write_order_changes(conn, [(unconfirmed, settlement.after)], now)
+        insert_outbox(conn, settlement.messages, now)
+        return f"order {order.reference} is now paid (the attempt the shop confirmed)"
     target = OrderStatus.PAID if decision is OrderDecision.PAID else OrderStatus.CANCELLED
     ledger.set_order_statuses(conn, [(order.id, order.status, target)], now)
-    audit_id = _audit(conn, actor, "order", order.reference, str(decision), note, now, order.id)
-    paid_payment = _latest_paid(conn, order.id)
-    payload: dict[str, Any] = {
-        "order_reference": order.reference,
-        "action": str(decision),
-        "note": note,
-        "paid_amount": paid_payment[1] if paid_payment else 0,
-    }
-    if decision is OrderDecision.PAID and paid_payment is not None:
+    paid = _latest_paid(conn, order.id)
+    if decision is OrderDecision.PAID and paid is not None:
         # The money is on record: the customer gets the same "Paid!" as after a callback.
-        _queue_paid_message(conn, order, paid_payment[0], now)
+        insert_outbox(conn, [paid_notice(replace(paid, order_status=target))], now)
     else:
+        payload: dict[str, Any] = {
+            "order_reference": order.reference,
+            "action": str(decision),
+            "note": note,
+            "paid_amount": (paid.paid_amount or 0)
+            if paid
+            else (unconfirmed.amount if unconfirmed else 0),
+        }
         message = OutboxMessage(
             MessageKind.ORDER_RESOLVED,
             Audience.CUSTOMER,
@@ -160,7 +182,7 @@ def resolve_order(
             subject=f"review:{audit_id}",
         )
         insert_outbox(conn, [message], now)
-    return f"order {order.reference} is now {target} ({decision})"
+    return f"order {order.reference} is now {_READABLE[target]} ({decision})"
 
 
 def resolve_unmatched(
@@ -173,7 +195,10 @@ def resolve_unmatched(
     now: datetime,
 ) -> str:
     unmatched = _open_unmatched(conn, receipt)
-    set_status(conn, unmatched, UnmatchedStatus(str(decision)), actor=actor, note=note, now=now)
+    if not set_status(
+        conn, unmatched, UnmatchedStatus(str(decision)), actor=actor, note=note, now=now
+    ):
+        raise ReviewRefused(f"{unmatched.receipt} was closed a moment ago")
     _audit(conn, actor, "unmatched", unmatched.receipt, str(decision), note, now, None)
     return f"{unmatched.receipt} ({_kes(Decimal(unmatched.amount_exact))}) marked {decision}"
 
@@ -283,38 +308,26 @@ def _has_open_attempt(conn: Connection, order_id: int) -> bool:
     )
 
 
-def _latest_paid(conn: Connection, order_id: int) -> tuple[int, int] | None:
-    row = conn.execute(
-        select(payments.c.id, payments.c.paid_amount)
-        .where(payments.c.order_id == order_id, payments.c.status == str(PaymentStatus.PAID))
+def _latest_paid(conn: Connection, order_id: int) -> PaymentSnapshot | None:
+    return _latest(conn, order_id, payments.c.status == str(PaymentStatus.PAID))
+
+
+def _unconfirmed_attempt(conn: Connection, order_id: int) -> PaymentSnapshot | None:
+    """The order's latest attempt that ended without M-Pesa's word, if that is its last."""
+    latest = _latest(conn, order_id, payments.c.id.is_not(None))
+    if latest is None or latest.result_code != UNCONFIRMED_CODE:
+        return None
+    return latest if latest.status is PaymentStatus.EXPIRED else None
+
+
+def _latest(conn: Connection, order_id: int, condition: Any) -> PaymentSnapshot | None:
+    payment_id = conn.execute(
+        select(payments.c.id)
+        .where(payments.c.order_id == order_id, condition)
         .order_by(payments.c.id.desc())
         .limit(1)
-    ).first()
-    return None if row is None else (int(row.id), int(row.paid_amount or 0))
-
-
-def _queue_paid_message(conn: Connection, order: _Order, payment_id: int, now: datetime) -> None:
-    snapshot = ledger.snapshot_by_id(conn, payment_id)
-    if snapshot is None:
-        return
-    payload = {
-        "payment_id": payment_id,
-        "order_reference": order.reference,
-        "order_total": order.total,
-        "amount": snapshot.amount,
-        "paid_amount": snapshot.paid_amount,
-        "receipt": snapshot.mpesa_receipt,
-        "masked_phone": mask_msisdn(snapshot.msisdn),
-    }
-    message = OutboxMessage(
-        MessageKind.PAYMENT_PAID,
-        Audience.CUSTOMER,
-        payment_id=payment_id,
-        order_id=order.id,
-        customer_id=order.customer_id,
-        payload=payload,
-    )
-    insert_outbox(conn, [message], now)
+    ).scalar_one_or_none()
+    return None if payment_id is None else ledger.snapshot_by_id(conn, payment_id)
 
 
 def _audit(

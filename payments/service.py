@@ -154,6 +154,13 @@ class PaymentService:
                 await self._database.transaction(
                     self._record_push_outcome, payment_id, status, accepted, error, self._clock()
                 )
+                if status is PaymentStatus.UNKNOWN:
+                    # Its callback may already be here, with an id we never learned. (A
+                    # transaction of its own: adoption locks ids before rows, and this
+                    # attempt's row is locked above.)
+                    await self._database.transaction(
+                        _adopt_since_created, payment_id, self._clock()
+                    )
                 if self._on_applied is not None:
                     self._on_applied()
                 return
@@ -219,9 +226,10 @@ class PaymentService:
         if accepted is not None:
             # The callback can beat the push answer; it waits as an orphan until now.
             ledger.adopt_orphans(conn, now, checkout_ids=[accepted.checkout_request_id])
-        elif status is PaymentStatus.UNKNOWN:
-            # Its callback may already be here, with an id we never learned.
-            ledger.adopt_orphans(conn, now, received_after=ledger.created_at(conn, payment_id))
+
+
+def _adopt_since_created(conn: Connection, payment_id: int, now: datetime) -> None:
+    ledger.adopt_orphans(conn, now, received_after=ledger.created_at(conn, payment_id))
 
 
 def _create_attempt(

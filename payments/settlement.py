@@ -162,9 +162,15 @@ def settle(payment: PaymentSnapshot, result: StkResult) -> Settlement:
     """What ``result`` does to ``payment``; duplicates and stale answers change nothing."""
     if payment.status is PaymentStatus.PAID:
         return _already_paid(payment, result)
+    unconfirmed = (
+        payment.status is PaymentStatus.EXPIRED and payment.result_code == UNCONFIRMED_CODE
+    )
     if result.source is ResultSource.QUERY and not payment.status.is_open:
-        # A query never overrides what a callback settled (the sandbox query is known to
-        # report failure for payments that a callback confirmed with a receipt).
+        if unconfirmed and result.succeeded:
+            # Nobody knew; now Daraja says the money moved. (Only a success revives it: a
+            # query never overrides what a callback or an answer settled, and the sandbox
+            # query is known to report failure for payments a callback confirmed.)
+            return _paid(payment, result)
         return Settlement(EventStatus.IGNORED, f"query answer after {payment.status}", payment)
     if result.succeeded:
         return _paid(payment, result)
@@ -207,6 +213,56 @@ def expire(payment: PaymentSnapshot, *, confirmed: bool) -> Settlement:
         return Settlement(EventStatus.APPLIED, "expired unconfirmed after payment", after, (check,))
     unconfirmed = _message(after, MessageKind.PAYMENT_UNCONFIRMED, Audience.CUSTOMER)
     return Settlement(EventStatus.APPLIED, "expired unconfirmed", after, (unconfirmed, check))
+
+
+def recorded_elsewhere(payment: PaymentSnapshot, result: StkResult, holder: int) -> Settlement:
+    """The result's receipt is already on payment ``holder`` (the Paybill confirmation of this
+    very STK payment came first, or the merchant matched its money): the same money, so
+    nothing new. An attempt still open is closed without a word, so that no later query
+    answer counts that money a second time."""
+    note = f"receipt already recorded on payment {holder}"
+    if not payment.status.is_open:
+        return Settlement(EventStatus.DUPLICATE, note, payment)
+    after = replace(
+        payment,
+        status=PaymentStatus.EXPIRED,
+        result_code=result.result_code,
+        result_desc=f"its money is recorded on payment {holder}",
+        settled_by=str(result.source),
+    )
+    return Settlement(EventStatus.APPLIED, note, after)
+
+
+def is_second_payment(payment: PaymentSnapshot, result: StkResult) -> bool:
+    """A paid result with another receipt for an attempt already paid: more money (the
+    customer paid the Paybill and then entered the PIN too). It has no attempt of its own."""
+    return (
+        payment.status is PaymentStatus.PAID
+        and result.succeeded
+        and payment.mpesa_receipt is not None
+        and result.receipt is not None
+        and result.receipt != payment.mpesa_receipt
+    )
+
+
+def confirm_by_merchant(payment: PaymentSnapshot) -> Settlement:
+    """The merchant saw this never-confirmed attempt's money in their M-Pesa statement.
+    A callback that arrives later still adds the receipt (see ``_already_paid``)."""
+    after = replace(
+        payment,
+        status=PaymentStatus.PAID,
+        order_status=OrderStatus.PAID,
+        paid_amount=payment.amount,
+        result_desc="confirmed by the merchant",
+        settled_by="merchant",
+    )
+    message = _message(after, MessageKind.PAYMENT_PAID, Audience.CUSTOMER)
+    return Settlement(EventStatus.APPLIED, "confirmed by the merchant", after, (message,))
+
+
+def paid_notice(payment: PaymentSnapshot) -> OutboxMessage:
+    """The customer's "Paid!" for a payment (e.g. once the merchant accepts money in review)."""
+    return _message(payment, MessageKind.PAYMENT_PAID, Audience.CUSTOMER)
 
 
 def _already_paid(payment: PaymentSnapshot, result: StkResult) -> Settlement:

@@ -9,6 +9,11 @@ A payment is one STK attempt:
 
 ``paid`` is final. A late callback that carries a receipt may still turn ``failed`` or
 ``expired`` into ``paid``: the customer's money moved, so the record must say so.
+
+Money that arrives without an STK attempt of its own (a Paybill payment for an order
+with no open attempt, or unmatched money the merchant attaches) is recorded as a new
+payment created ``paid`` (``ledger.record_arrived_payment``): a creation, not a
+transition, so it has no row in the table.
 """
 
 from __future__ import annotations

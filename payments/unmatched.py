@@ -21,7 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from payments.outbox import insert_outbox
 from payments.settlement import ArrivedMoney, Audience, MessageKind, OutboxMessage
-from storage.schema import unmatched_payments
+from storage.schema import payments, unmatched_payments
 
 
 class UnmatchedReason(StrEnum):
@@ -31,6 +31,8 @@ class UnmatchedReason(StrEnum):
     UNKNOWN_ACCOUNT = "unknown_account"  # C2B: the account number names no order
     WRONG_AMOUNT = "wrong_amount"  # C2B: not the order's total
     ORDER_NOT_PAYABLE = "order_not_payable"  # C2B: the order is paid, cancelled or in review
+    SECOND_PAYMENT = "second_payment"  # another receipt for an attempt already paid
+    NOT_APPLIED = "not_applied"  # a paid callback that kept failing to apply (see the log)
 
 
 class UnmatchedStatus(StrEnum):
@@ -69,7 +71,13 @@ def record_unmatched(
     conn: Connection, money: ArrivedMoney, reason: UnmatchedReason, raw: str, now: datetime
 ) -> int | None:
     """Keep the money as unmatched and queue the merchant's alert; None if it was already
-    recorded (the same receipt twice: a duplicated callback or confirmation)."""
+    recorded (the same receipt twice: a duplicated callback or confirmation), here or on a
+    payment."""
+    on_payment = conn.execute(
+        select(payments.c.id).where(payments.c.mpesa_receipt == money.receipt).limit(1)
+    ).first()
+    if on_payment is not None:
+        return None
     unmatched_id = conn.execute(
         _INSERT[conn.dialect.name],
         {

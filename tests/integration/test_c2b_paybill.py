@@ -42,6 +42,7 @@ from tests.c2b_support import (
 )
 from tests.conftest import make_config, start_duka
 from tests.helpers import event_rows, make_order, order_status, outbox_rows, payment_rows
+from tests.integration.test_callback_webhook import post, success_body
 
 PHONE = "254712345126"
 UNKNOWN_ACCOUNT = "DK-YYYYYY"  # a well-formed reference that names no order
@@ -580,7 +581,8 @@ async def test_a_validation_url_beside_the_confirmation_url_is_refused_or_served
 async def test_push_left_open_after_a_paybill_payment_never_tells_the_customer_it_failed(
     database_url: str, tmp_path: Path
 ) -> None:
-    """A push that expires after a Paybill payment paid the order sends no failed message."""
+    """A Paybill payment while the push is open is that attempt's money: it pays the order
+    once, and the push's end (here: never answered) tells nobody anything more."""
     ahead = [timedelta(0)]
     paybill = await start_paybill_duka(
         database_url, tmp_path, clock=lambda: datetime.now(UTC) + ahead[0]
@@ -592,11 +594,14 @@ async def test_push_left_open_after_a_paybill_payment_never_tells_the_customer_i
         paid = await paybill.duka.simulator.pay_bill(PHONE, order.reference, order.total)
         assert paid.status is C2BStatus.COMPLETED
         assert await order_status(paybill.engine, order.id) == "paid"
+        [attempt] = await payment_rows(paybill.engine, order.id)
+        assert (attempt.status, attempt.settled_by) == ("paid", "c2b")
+        assert attempt.mpesa_receipt == paid.trans_id
 
         ahead[0] = timedelta(minutes=10)  # long past expire_after: the push is over
         await paybill.duka.app[RECONCILER].sweep()
-        push, c2b = await payment_rows(paybill.engine, order.id)
-        assert (push.status, c2b.status) == ("expired", "paid")
+        [attempt] = await payment_rows(paybill.engine, order.id)
+        assert attempt.status == "paid"
         assert await order_status(paybill.engine, order.id) == "paid"
         assert kinds(await outbox_rows(paybill.engine, order.id)) == [
             ("customer", "payment_paid"),
@@ -604,6 +609,33 @@ async def test_push_left_open_after_a_paybill_payment_never_tells_the_customer_i
         ]
     finally:
         await paybill.runner.cleanup()
+
+
+async def test_the_pushs_own_callback_after_a_paybill_payment_counts_its_money_once(
+    paybill: PaybillDuka,
+) -> None:
+    """Safaricom's Paybill confirmation of an STK payment comes first, then the STK
+    callback with the same receipt: one payment; a callback with another receipt is a
+    second payment: unmatched money for the merchant, never lost, never a second "Paid!"."""
+    order = await make_order(paybill.engine)
+    paybill.duka.simulator.force_next_outcome(rules.NEVER_RESOLVES)
+    await paybill.duka.app[PAYMENTS].start_payment(order.id, "0712345678")
+    [push] = await payment_rows(paybill.engine, order.id)
+    paid = await paybill.duka.simulator.pay_bill(PHONE, order.reference, order.total)
+    same = success_body(push.checkout_request_id, f"{order.total}.00", paid.trans_id)
+    other = success_body(push.checkout_request_id, f"{order.total}.00", "QKX9OTHER1")
+    for body in (same, other):
+        assert (await post(paybill.duka, body)).status_code == 200
+    [attempt] = await payment_rows(paybill.engine, order.id)
+    assert (attempt.status, attempt.mpesa_receipt) == ("paid", paid.trans_id)
+    callbacks = await event_rows(paybill.engine, "callback")
+    assert [e.status for e in callbacks] == ["duplicate", "unmatched"]
+    [money] = await unmatched_rows(paybill.engine)
+    assert (money.receipt, money.reason) == ("QKX9OTHER1", "second_payment")
+    assert kinds(await outbox_rows(paybill.engine, order.id)) == [
+        ("customer", "payment_paid"),
+        ("merchant", "order_paid"),
+    ]
 
 
 async def test_two_copies_arriving_at_once_pay_the_order_once(paybill: PaybillDuka) -> None:

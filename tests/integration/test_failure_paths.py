@@ -29,7 +29,9 @@ async def pending_payment(duka: RunningDuka, chat_id: str) -> tuple[int, str]:
 async def test_a_callback_that_cannot_be_applied_does_not_take_others_down(
     duka: RunningDuka, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Two callbacks claim one receipt: the first pays; the second is kept, not lost."""
+    """Two callbacks claim one receipt: the first pays; the second is kept, not applied
+    (one M-Pesa transaction cannot pay two orders), and the other attempt stays open for
+    the query to settle."""
     first_order, first_id = await pending_payment(duka, "1")
     second_order, second_id = await pending_payment(duka, "2")
     async with httpx.AsyncClient() as client:
@@ -43,16 +45,9 @@ async def test_a_callback_that_cannot_be_applied_does_not_take_others_down(
     )
     assert statuses == ["paid", "pending"]
     events = await event_rows(duka.engine, "callback")
-    assert sorted(e.status for e in events) == ["applied", "received"]
+    assert sorted(e.status for e in events) == ["applied", "duplicate"]
     assert all("254712345678" not in r.getMessage() for r in caplog.records)
-
-    # The reconciler retries the stored one; it fails again, alone, and is set aside.
-    report = await duka.app[RECONCILER].sweep()
-    assert report.adopted == 0
-    assert sorted(e.status for e in await event_rows(duka.engine, "callback")) == [
-        "applied",
-        "error",
-    ]
+    assert [m["kind"] for m in await outbox_rows(duka.engine)] == ["payment_paid", "order_paid"]
 
 
 async def test_a_broken_stored_event_does_not_stop_reconciliation(duka: RunningDuka) -> None:

@@ -21,7 +21,7 @@ from bot.app import DATABASE, PAYMENTS, RECONCILER
 from bot.channels.terminal import MERCHANT_CHAT, TerminalChannel
 from payments import review
 from payments.simulator import rules
-from storage.schema import payments, unmatched_payments
+from storage.schema import orders, payments, unmatched_payments
 from tests.conftest import TEST_TOML, RunningDuka, make_config, start_duka
 from tests.helpers import event_rows, make_order, outbox_rows, payment_rows, wait_until
 from tests.integration.test_callback_webhook import post, success_body
@@ -269,6 +269,7 @@ async def _has_event(duka: RunningDuka, status: str) -> bool:
 class RandomIdDaraja:
     base_url: str
     queries: int = 0
+    honest: bool = False  # from now on, answer about the transaction asked: paid
 
 
 @pytest.fixture
@@ -294,12 +295,13 @@ async def random_id_daraja() -> AsyncIterator[RandomIdDaraja]:
 
     async def query(request: web.Request) -> web.Response:
         double.queries += 1
+        asked = (await request.json())["CheckoutRequestID"]
         return web.json_response(
             {
                 "ResponseCode": "0",
                 "ResponseDescription": "The service request has been accepted successsfully",
                 "MerchantRequestID": "1-1-1",
-                "CheckoutRequestID": f"ws_CO_{secrets.token_hex(8)}",
+                "CheckoutRequestID": asked if double.honest else f"ws_CO_{secrets.token_hex(8)}",
                 "ResultCode": "0",
                 "ResultDesc": "The service request is processed successfully.",
             }
@@ -358,3 +360,78 @@ async def test_a_query_answer_about_another_transaction_is_a_failed_query(
         assert kinds(await outbox_rows(duka.engine)) == ["payment_check", "payment_unconfirmed"]
     finally:
         await runner.cleanup()
+
+
+async def test_an_unconfirmed_attempt_is_paid_when_daraja_answers_late(
+    database_url: str,
+    free_socket: socket.socket,
+    tmp_path: Path,
+    random_id_daraja: RandomIdDaraja,
+) -> None:
+    """Ten minutes without a usable answer: unconfirmed. Asked again later, Daraja says
+    "paid": the order is paid and the customer told, without a second push."""
+    port = free_socket.getsockname()[1]
+    config = make_config(database_url, port, tmp_path, MPESA_BASE_URL=random_id_daraja.base_url)
+    clock = MovableClock()
+    duka, runner = await start_duka(config, free_socket, clock=clock)
+    try:
+        order = await make_order(duka.engine)
+        await duka.app[PAYMENTS].start_payment(order.id, PHONE)
+        clock.ahead = timedelta(minutes=11)
+        await duka.app[RECONCILER].sweep()
+        [attempt] = await payment_rows(duka.engine, order.id)
+        assert (attempt.status, attempt.result_code) == ("expired", "unconfirmed")
+
+        random_id_daraja.honest = True
+        clock.ahead = timedelta(minutes=13)  # the next late question is due
+        await duka.app[RECONCILER].sweep()
+        [attempt] = await payment_rows(duka.engine, order.id)
+        assert attempt.status == "paid"
+        assert kinds(await outbox_rows(duka.engine)) == [
+            "order_paid",
+            "payment_check",
+            "payment_paid",
+            "payment_unconfirmed",
+        ]
+        asked = random_id_daraja.queries
+        clock.ahead = timedelta(minutes=20)
+        await duka.app[RECONCILER].sweep()
+        assert random_id_daraja.queries == asked  # a definite answer ends the asking
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_merchant_confirmed_attempt_takes_its_late_callbacks_receipt(
+    duka_with_timeouts: RunningDuka,
+) -> None:
+    """The merchant saw the money and confirmed the unconfirmed attempt; its callback
+    then arrives (with an id we never learned): it adds the receipt, nothing more."""
+    duka = duka_with_timeouts
+    order_id = await lost_push(duka, "1")
+    await asyncio.sleep(1.1)
+    await duka.app[RECONCILER].sweep()
+    [attempt] = await payment_rows(duka.engine, order_id)
+    assert attempt.result_code == "unconfirmed"
+    async with duka.engine.connect() as conn:
+        reference = (await conn.execute(select(orders.c.reference))).scalar_one()
+    done = await duka.app[DATABASE].transaction(
+        review.resolve_order,
+        reference,
+        review.OrderDecision.PAID,
+        "seen in the statement",
+        actor="terminal:merchant",
+        now=datetime.now(UTC),
+    )
+    assert "now paid" in done
+    [attempt] = await payment_rows(duka.engine, order_id)
+    assert (attempt.status, attempt.settled_by, attempt.mpesa_receipt) == ("paid", "merchant", None)
+
+    await post(duka, success_body("ws_CO_never_learned", "350.00", "QKX0000007"))
+    [attempt] = await payment_rows(duka.engine, order_id)
+    assert attempt.mpesa_receipt == "QKX0000007"
+    assert await unmatched_rows(duka) == []
+    assert kinds(await outbox_rows(duka.engine)) == [
+        "payment_check",
+        "payment_paid",
+        "payment_unconfirmed",
+    ]
