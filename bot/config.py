@@ -325,8 +325,9 @@ def _c2b_urls(
         return "", ""
     confirmation = confirmation.strip().rstrip("/")
     _check_callback_url(confirmation, environment, key="MPESA_C2B_CONFIRMATION_URL")
-    validation = validation.strip().rstrip("/") or f"{confirmation}/validate"
-    if env.get("MPESA_C2B_VALIDATION_URL") or mpesa.get("c2b_validation_url"):
+    default_validation = f"{confirmation}/validate"
+    validation = validation.strip().rstrip("/") or default_validation
+    if validation != default_validation:  # its own URL: it needs its own secret
         _check_callback_url(validation, environment, key="MPESA_C2B_VALIDATION_URL")
     stk_prefix = urlsplit(stk_url).path.rstrip("/").rpartition("/")[0]
     for key, url in (

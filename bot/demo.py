@@ -283,12 +283,11 @@ async def _interactive(
 async def _paybill_line(daraja: DarajaClient, say: Say, line: str) -> None:
     """``paybill REF AMOUNT``: pay the shop's Paybill by hand from the demo phone."""
     parts = line.split()
-    if len(parts) != 3 or not parts[2].replace(",", "").isdigit():
+    amount = parts[2].replace(",", "") if len(parts) == 3 else ""
+    if not (amount.isascii() and amount.isdigit()):
         say("Type it as: paybill DK-7KX3M9 270")
         return
     try:
-        await _pay_by_paybill(
-            daraja, say, "You", DEMO_PHONE, parts[1], int(parts[2].replace(",", ""))
-        )
+        await _pay_by_paybill(daraja, say, "You", DEMO_PHONE, parts[1], int(amount))
     except (DarajaError, InvalidPhoneNumber) as exc:
         say(f"M-Pesa refused the Paybill payment: {exc}")

@@ -22,6 +22,8 @@ from storage.orders import customer_by_id, get_order_items, order_by_reference
 from storage.references import normalize_reference
 from storage.schema import orders, payments
 
+MAX_REVIEW_LINES = 25  # of about 100 characters: well inside one message on every channel
+
 
 class MerchantDesk:
     def __init__(
@@ -146,6 +148,10 @@ def _review(conn: Connection, now: datetime, only_money: bool) -> str:
             lines.append(line)
     if not lines:
         return say("en", "m_review_none")
+    if len(lines) > MAX_REVIEW_LINES:
+        # A chat message holds 4096 characters: the oldest come first, the rest are counted.
+        hidden = len(lines) - MAX_REVIEW_LINES
+        lines = [*lines[:MAX_REVIEW_LINES], say("en", "m_review_more", count=hidden)]
     return say("en", "m_review_list", lines="\n".join(lines))
 
 

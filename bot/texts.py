@@ -183,6 +183,7 @@ _EN: dict[str, str] = {
     "unmatched_order_not_payable": "order {account} was not waiting for payment",
     "m_review_list": "To review:\n{lines}",
     "m_review_none": "Nothing to review: no orders in review and no unmatched money.",
+    "m_review_more": "… and {count} more: settle the first ones, then send /review again.",
     "m_review_order": "• {reference} {status} {total}: {detail}",
     "m_review_unmatched": "• {receipt} {amount} from {phone} ({when}), unmatched: {why}",
     "m_review_check": "• {reference} {amount} from {phone} ({when}): never confirmed",

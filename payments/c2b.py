@@ -22,6 +22,7 @@ from sqlalchemy import Connection, select
 
 from payments import arrived, ledger
 from payments.credentials import parse_daraja_timestamp
+from payments.phone import mask_msisdn
 from payments.results import MalformedCallback, ResultSource, parse_amount
 from payments.settlement import ArrivedMoney, EventStatus
 from payments.states import OrderStatus
@@ -58,7 +59,9 @@ def parse_c2b(body: bytes) -> C2BPayment:
     """A C2B validation or confirmation body, or ``MalformedCallback`` saying why."""
     try:
         document = json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except MalformedCallback:
+        raise
+    except (UnicodeDecodeError, ValueError) as exc:  # ValueError: also a 5000-digit integer
         raise MalformedCallback(f"body is not valid JSON ({exc})") from None
     except RecursionError:
         raise MalformedCallback("body is nested too deeply") from None
@@ -75,7 +78,7 @@ def parse_c2b(body: bytes) -> C2BPayment:
         trans_id=trans_id,
         amount=parse_amount(_text(document, "TransAmount", 32), "TransAmount"),
         bill_ref=_text(document, "BillRefNumber", 32, required=False),
-        masked_phone=_text(document, "MSISDN", 64, required=False) or "***",
+        masked_phone=_shown_phone(_text(document, "MSISDN", 64, required=False)),
         transaction_at=transaction_at,
         short_code=_text(document, "BusinessShortCode", 16, required=False),
     )
@@ -166,6 +169,17 @@ def _store(
 ) -> None:
     event = ledger.NewEvent("c2b", raw, None, status, note, payment_id)
     ledger.insert_events(conn, [event], now)
+
+
+def _shown_phone(msisdn: str) -> str:
+    """What the merchant may see of the payer's number: v2 masks it (``2547 ***** 126``),
+    v1 sends a SHA-256 hash (easy to reverse over Kenyan numbers, useless to read), and a
+    full number, should one come, is masked like every other."""
+    if re.fullmatch(r"254\d{9}", msisdn):
+        return mask_msisdn(msisdn)
+    if re.fullmatch(r"[0-9a-fA-F]{64}", msisdn):
+        return "hidden by M-Pesa"
+    return msisdn if "*" in msisdn else "***"
 
 
 def _reject_constant(name: str) -> None:

@@ -51,7 +51,9 @@ def parse_callback(body: bytes) -> StkResult:
     """Parse an STK callback body or raise ``MalformedCallback`` with the reason."""
     try:
         document = json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except MalformedCallback:
+        raise
+    except (UnicodeDecodeError, ValueError) as exc:  # ValueError: also a 5000-digit integer
         raise MalformedCallback(f"body is not valid JSON ({exc})") from None
     except RecursionError:
         raise MalformedCallback("body is nested too deeply") from None

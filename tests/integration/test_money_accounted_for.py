@@ -345,10 +345,13 @@ async def test_a_query_answer_about_another_transaction_is_a_failed_query(
     try:
         order = await make_order(duka.engine)
         await duka.app[PAYMENTS].start_payment(order.id, PHONE)
-        for _ in range(3):
-            await asyncio.sleep(0.25)
+
+        async def asked_twice() -> bool:
             await duka.app[RECONCILER].sweep()
-        assert random_id_daraja.queries >= 2
+            await asyncio.sleep(0.1)
+            return random_id_daraja.queries >= 2
+
+        await wait_until(asked_twice, timeout=10, what="two STK queries")
         [attempt] = await payment_rows(duka.engine, order.id)
         assert attempt.status == "pending"
         assert not [e for e in await event_rows(duka.engine) if e.status == "orphan"]
@@ -435,3 +438,51 @@ async def test_a_merchant_confirmed_attempt_takes_its_late_callbacks_receipt(
         "payment_paid",
         "payment_unconfirmed",
     ]
+
+
+_FAIL_PAYING = {
+    "sqlite": [
+        "CREATE TRIGGER fail_paying BEFORE UPDATE OF status ON payments"
+        " WHEN NEW.status = 'paid' BEGIN SELECT RAISE(ABORT, 'injected'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION fail_paying() RETURNS trigger AS $$ BEGIN"
+        " RAISE EXCEPTION 'injected'; END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER fail_paying BEFORE UPDATE OF status ON payments"
+        " FOR EACH ROW WHEN (NEW.status = 'paid') EXECUTE FUNCTION fail_paying()",
+    ],
+}
+
+
+async def test_a_paid_callback_that_keeps_failing_to_apply_becomes_unmatched_money(
+    duka: RunningDuka,
+) -> None:
+    """Stored and acknowledged, but every try to apply it fails: retried meanwhile, then
+    shown to the merchant as unmatched money instead of sitting in an error state."""
+    order = await make_order(duka.engine)
+    duka.simulator.force_next_outcome(rules.NEVER_RESOLVES)
+    await duka.app[PAYMENTS].start_payment(order.id, PHONE)
+    [attempt] = await payment_rows(duka.engine, order.id)
+    async with duka.engine.begin() as conn:
+        for statement in _FAIL_PAYING[duka.engine.dialect.name]:
+            await conn.execute(text(statement))
+    body = success_body(attempt.checkout_request_id, "350.00", "QKX0000008")
+    assert (await post(duka, body)).status_code == 200  # stored, so acknowledged
+
+    async def inbox_gave_up() -> bool:  # it tries once more on its own, after answering
+        [event] = await event_rows(duka.engine, "callback")
+        return str(event.note).startswith("not applied yet")
+
+    await wait_until(inbox_gave_up, what="the inbox's own second try")
+    await duka.app[RECONCILER].sweep()
+    [event] = await event_rows(duka.engine, "callback")
+    assert event.status == "error"
+    assert await unmatched_rows(duka) == []
+
+    await asyncio.sleep(1.1)
+    await duka.app[RECONCILER].sweep()
+    [event] = await event_rows(duka.engine, "callback")
+    assert event.status == "unmatched"
+    [money] = await unmatched_rows(duka)
+    assert (money.receipt, money.reason, money.amount) == ("QKX0000008", "not_applied", 350)
+    assert "unmatched_payment" in kinds(await outbox_rows(duka.engine))  # the merchant is told

@@ -184,3 +184,21 @@ def test_an_account_number_typed_loosely_names_the_stored_reference(typed: str) 
 def test_a_reference_whose_code_starts_with_dk_survives_normalising() -> None:
     """Only one leading DK is taken as the prefix."""
     assert normalize_reference("dk dk4abc") == "DK-DK4ABC"
+
+
+@pytest.mark.parametrize(
+    ("msisdn", "shown"),
+    [
+        ("2547 ***** 126", "2547 ***** 126"),  # v2: masked by M-Pesa already
+        ("254712345126", "0712 *** 126"),  # a full number is never shown whole
+        ("a" * 64, "hidden by M-Pesa"),  # v1: a SHA-256 hash, reversible and unreadable
+        ("0712345126", "***"),  # anything else unmasked is not shown
+    ],
+)
+def test_the_payers_number_is_only_ever_shown_masked(msisdn: str, shown: str) -> None:
+    assert parse_c2b(body(MSISDN=msisdn)).masked_phone == shown
+
+
+def test_a_huge_integer_is_a_malformed_body_not_a_crash() -> None:
+    with pytest.raises(MalformedCallback, match="not valid JSON"):
+        parse_c2b(b'{"TransID": "RKL51ZDR4F", "TransAmount": ' + b"9" * 5000 + b"}")

@@ -181,3 +181,8 @@ def test_absurd_amounts_are_refused_before_any_arithmetic(raw_amount: str, reaso
 def test_plausible_amounts_are_read_exactly(raw_amount: str) -> None:
     result = parse_callback(_paid_with_amount(raw_amount))
     assert result.amount == Decimal(raw_amount.strip('"'))
+
+
+def test_a_huge_integer_in_a_callback_is_malformed_not_a_crash() -> None:
+    with pytest.raises(MalformedCallback, match="not valid JSON"):
+        parse_callback(_paid_with_amount("9" * 5000))
