@@ -24,6 +24,13 @@ def item_lines(items: Iterable[OrderItemRecord]) -> str:
     return "\n".join(f"{i.quantity} × {i.name} = {kes(i.line_total)}" for i in items)
 
 
+def minutes(language: str, count: int) -> str:
+    """``8 minutes`` / ``dakika 8``."""
+    if language == "sw":
+        return f"dakika {count}"
+    return f"{count} minute" if count == 1 else f"{count} minutes"
+
+
 def masked_phone(msisdn: str) -> str:
     """``254712345678`` -> ``07XX XXX 678``: enough to recognise one's own number."""
     national = "0" + msisdn[3:]
@@ -117,6 +124,13 @@ _EN: dict[str, str] = {
     "resolved_refund": "the shop will refund your payment of {amount}; the order is cancelled.",
     "resolved_cancel": "the shop has cancelled this order.",
     "resolved_note": "Note from the shop: {note}",
+    "limit_phone": "Too many payment requests to this number; try again in {wait}.",
+    "limit_customer": "You have asked for too many payment requests; try again in {wait}.",
+    "limit_rule_limited": (
+        "M-Pesa takes one request for the same amount from the same number every two "
+        "minutes; try again in {wait}."
+    ),
+    "too_fast": "You are sending messages very fast. Please wait a few seconds.",
     "btn_paybill": "Pay by Paybill",
     "btn_pay_again": "Pay again",
     "btn_menu": "Menu",
@@ -286,6 +300,13 @@ _SW: dict[str, str] = {
     "resolved_refund": "duka litakurudishia malipo yako ya {amount}; agizo limeghairiwa.",
     "resolved_cancel": "duka limeghairi agizo hili.",
     "resolved_note": "Ujumbe kutoka dukani: {note}",
+    "limit_phone": "Maombi mengi mno ya malipo kwa namba hii; jaribu tena baada ya {wait}.",
+    "limit_customer": "Umeomba malipo mara nyingi mno; jaribu tena baada ya {wait}.",
+    "limit_rule_limited": (
+        "M-Pesa hupokea ombi moja la kiasi kilekile kutoka namba ileile kila dakika mbili; "
+        "jaribu tena baada ya {wait}."
+    ),
+    "too_fast": "Unatuma ujumbe haraka mno. Tafadhali subiri sekunde chache.",
     "btn_paybill": "Lipa kwa Paybill",
     "btn_pay_again": "Lipa tena",
     "btn_menu": "Menyu",

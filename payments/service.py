@@ -25,6 +25,7 @@ from payments.daraja_client import (
     StkPushRequest,
 )
 from payments.errors import DarajaError, PushOutcomeUnknown
+from payments.limits import LimitHit, PromptLimits, prompt_limit_hit
 from payments.phone import MpesaNumber, mask_msisdn, normalize_msisdn
 from payments.settlement import EventStatus
 from payments.states import OrderStatus, PaymentStatus
@@ -46,6 +47,16 @@ class OrderNotPayable(PaymentNotStarted):
 
 class PaymentInProgress(PaymentNotStarted):
     pass
+
+
+class TooManyPrompts(PaymentNotStarted):
+    """A prompt limit would be broken (``hit`` says which, and how long to wait)."""
+
+    def __init__(self, hit: LimitHit) -> None:
+        minutes = max(1, -(-int(hit.wait.total_seconds()) // 60))
+        super().__init__(f"Too many payment requests ({hit.kind}); try again in {minutes} min.")
+        self.hit = hit
+        self.minutes = minutes
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +89,9 @@ class PaymentService:
         query_after_seconds: float,
         clock: Callable[[], datetime] = utc_now,
         on_applied: Callable[[], None] | None = None,
+        limits: PromptLimits | None = None,
     ) -> None:
+        self._limits = limits or PromptLimits()
         self._database = database
         self._client = client
         self._query_after = timedelta(seconds=query_after_seconds)
@@ -129,7 +142,7 @@ class PaymentService:
     async def _create_attempt(self, order_id: int, msisdn: str) -> tuple[int, str, int]:
         try:
             return await self._database.transaction(
-                _create_attempt, order_id, msisdn, self._clock()
+                _create_attempt, order_id, msisdn, self._clock(), self._limits
             )
         except IntegrityError as exc:
             # Two concurrent "pay" taps: the partial unique index let only one through.
@@ -233,11 +246,11 @@ def _adopt_since_created(conn: Connection, payment_id: int, now: datetime) -> No
 
 
 def _create_attempt(
-    conn: Connection, order_id: int, msisdn: str, now: datetime
+    conn: Connection, order_id: int, msisdn: str, now: datetime, limits: PromptLimits
 ) -> tuple[int, str, int]:
     """Write the attempt (``created``) before anything is sent: (id, reference, amount)."""
     order = conn.execute(
-        select(orders.c.reference, orders.c.status, orders.c.total)
+        select(orders.c.reference, orders.c.status, orders.c.total, orders.c.customer_id)
         .where(orders.c.id == order_id)
         .with_for_update()
     ).first()
@@ -259,6 +272,17 @@ def _create_attempt(
         raise PaymentInProgress(
             f"A payment for order {order.reference} is already waiting for your PIN."
         )
+    hit = prompt_limit_hit(
+        conn,
+        limits,
+        msisdn=msisdn,
+        customer_id=order.customer_id,
+        amount=order.total,
+        now=now,
+    )
+    if hit is not None:
+        log.warning("prompt to %s refused: %s limit", mask_msisdn(msisdn), hit.kind)
+        raise TooManyPrompts(hit)
     payment_id = conn.execute(
         insert(payments)
         .values(

@@ -19,14 +19,21 @@ from sqlalchemy import Connection
 from bot.catalog import ProductSpec, active_products
 from bot.channels.base import Channel
 from bot.chat import screens
+from bot.chat.flood import FloodGate, Verdict
 from bot.chat.model import Button, ChatState, Inbound, Reply
-from bot.texts import LANGUAGES, kes, masked_phone, reason_text, say, status_text
+from bot.texts import LANGUAGES, kes, masked_phone, minutes, reason_text, say, status_text
 from payments import ledger
 from payments.daraja_client import MAX_AMOUNT, InvalidPushRequest
 from payments.errors import DarajaError
 from payments.phone import InvalidPhoneNumber, MpesaNumber, display_msisdn, normalize_msisdn
 from payments.result_codes import FailureReason
-from payments.service import PaymentInProgress, PaymentNotStarted, PaymentService, utc_now
+from payments.service import (
+    PaymentInProgress,
+    PaymentNotStarted,
+    PaymentService,
+    TooManyPrompts,
+    utc_now,
+)
 from payments.states import PaymentStatus
 from storage.engine import Database
 from storage.orders import (
@@ -48,6 +55,10 @@ MAX_ID = 2**31  # ids are 32-bit on PostgreSQL
 GREETINGS = frozenset(
     {"hi", "hello", "hey", "start", "menu", "habari", "jambo", "mambo", "sasa", "menyu", "niaje"}
 )
+
+
+# Before the chat's language is read (that costs the database a flood would tax): both.
+_TOO_FAST = Reply(f"{say('en', 'too_fast')}\n{say('sw', 'too_fast')}")
 
 
 @dataclass(slots=True)
@@ -83,7 +94,9 @@ class Conversation:
         clock: Callable[[], datetime] = utc_now,
         *,
         paybill: str | None = None,
+        flood: FloodGate | None = None,
     ) -> None:
+        self._flood = flood or FloodGate()
         self._db = database
         self._payments = payments
         self._shop = shop_name
@@ -108,6 +121,9 @@ class Conversation:
                 del self._turns[key]
 
     async def handle(self, event: Inbound) -> list[Reply]:
+        verdict = self._flood.admit((event.channel, event.chat_id))
+        if verdict is not Verdict.ADMIT:
+            return [_TOO_FAST] if verdict is Verdict.WARN else []
         async with self._chat_turn(event):
             return await self._handle(event)
 
@@ -124,6 +140,11 @@ class Conversation:
     ) -> None:
         """Handle ``event`` and send the replies back through ``channel``; a reply marked
         ``edit`` replaces ``pressed_message`` (the message whose button was pressed)."""
+        verdict = self._flood.admit((event.channel, event.chat_id))
+        if verdict is not Verdict.ADMIT:
+            if verdict is Verdict.WARN:  # once; the rest of the flood is not answered
+                await channel.send(event.chat_id, _TOO_FAST)
+            return
         async with self._chat_turn(event):
             for reply in await self._handle(event):
                 replace = pressed_message if reply.edit else None
@@ -433,6 +454,11 @@ class Conversation:
         reference = order.reference if order else ""
         if isinstance(exc, PaymentInProgress):
             return Reply(say(chat.lang, "payment_in_progress", reference=reference))
+        if isinstance(exc, TooManyPrompts):
+            text = say(chat.lang, f"limit_{exc.hit.kind}", wait=minutes(chat.lang, exc.minutes))
+            # No dead end: another number, the Paybill, or cancelling stay open.
+            paybill = self._paybill is not None
+            return Reply(text, screens.failed_payment_buttons(chat.lang, order_id, paybill=paybill))
         status = status_text(chat.lang, order.status) if order else ""
         return Reply(say(chat.lang, "order_not_payable", reference=reference, status=status))
 
