@@ -27,6 +27,7 @@ from bot.channels.terminal import MERCHANT_CHAT, TerminalChannel
 from bot.channels.whatsapp import WhatsAppChannel
 from bot.channels.whatsapp_api import WhatsAppClient
 from bot.chat.engine import Conversation
+from bot.chat.flood import FloodGate
 from bot.config import AppConfig
 from bot.http_logging import RedactingAccessLogger
 from bot.merchant import MerchantDesk
@@ -206,6 +207,7 @@ async def _daraja(app: web.Application) -> AsyncIterator[None]:
             client,
             query_after_seconds=config.reconcile.query_after_seconds,
             on_applied=lambda: _wake_dispatcher(app),  # the dispatcher is made later
+            limits=config.prompt_limits,
         )
         yield
 
@@ -222,7 +224,12 @@ def _chat(
         config = app[CONFIG]
         paybill = config.daraja.paybill_fallback
         conversation = Conversation(
-            app[DATABASE], app[PAYMENTS], config.shop_name, clock, paybill=paybill
+            app[DATABASE],
+            app[PAYMENTS],
+            config.shop_name,
+            clock,
+            paybill=paybill,
+            flood=FloodGate(config.chat_events_per_10_seconds, window_seconds=10),
         )
         app[CONVERSATION] = conversation
         channels: dict[str, Channel] = {}

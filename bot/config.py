@@ -2,22 +2,27 @@
 
 Non-secret settings live in the TOML file; secrets and per-deployment values come from
 environment variables, which override the file. Any bad value stops start-up with a
-``ConfigError`` that names the key and says how to fix it.
+``ConfigError`` that names the key and says how to fix it; the Daraja settings are checked
+all together, so that one start-up lists every missing or wrong one (``ConfigErrors``).
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import re
 import secrets
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from bot.catalog import CatalogError, ProductSpec, parse_products, read_catalog_file
+from payments.limits import PromptLimits
 from payments.phone import InvalidPhoneNumber, normalize_msisdn
 from payments.settings import (
     BANNED_CALLBACK_WORDS,
@@ -25,15 +30,34 @@ from payments.settings import (
     DarajaEnvironment,
     DarajaSettings,
     ReconcileSettings,
+    is_tunnel_host,
+    normalize_callback_url,
+    split_callback_path,
 )
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 DEFAULT_CONFIG_PATH = Path("config.toml")
 # The simulator's credentials are public test values (the sandbox passkey is in Safaricom's docs).
 SIMULATOR_CONSUMER_KEY = "duka-sim-key"
 SIMULATOR_CONSUMER_SECRET = "duka-sim-secret"  # noqa: S105 - a public test value, not a secret
 SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
+SANDBOX_SHORT_CODE = "174379"  # Safaricom's public test short code; unknown in production
 CALLBACK_ROUTE_PREFIX = "/hooks/stk"
-MIN_CALLBACK_SECRET_LENGTH = 24
+MIN_CALLBACK_SECRET_LENGTH = 24  # below this a path segment is no secret (bot.cli redacts above)
+# A callback secret's strength, estimated as len(secret) * log2(distinct characters used):
+# 48 hex characters from secrets.token_hex(24) give 192 bits, "abab..." or a counted-up
+# run of digits far less.
+MIN_CALLBACK_SECRET_BITS = 128
+MIN_CALLBACK_SECRET_DISTINCT = 8
+RANDOM_SEGMENT_COMMAND = "python3 -c 'import secrets; print(secrets.token_hex(24))'"
+# The path as sent is the path as routed: a %-escape or other reserved character could be
+# decoded or re-encoded on the way, and then no callback would ever match.
+_URL_SAFE_PATH = re.compile(r"[A-Za-z0-9._~/-]*")
+# What Daraja takes in TransactionDesc (daraja.md §2.1: special characters cause failures).
+_TRANSACTION_DESC = re.compile(r"[A-Za-z0-9 .,_'&-]+")
+TRANSACTION_DESC_CHARACTERS = "letters, digits, spaces and . , - _ ' &"
 
 
 class ConfigError(Exception):
@@ -42,6 +66,63 @@ class ConfigError(Exception):
     def __init__(self, key: str, problem: str, fix: str) -> None:
         super().__init__(f"Configuration error in {key}: {problem}. Fix: {fix}")
         self.key = key
+        self.problem = problem
+        self.fix = fix
+
+    @property
+    def line(self) -> str:
+        """``KEY: problem. Fix: fix``, one line of a combined report."""
+        return f"{self.key}: {self.problem}. Fix: {self.fix}"
+
+    @property
+    def errors(self) -> tuple[ConfigError, ...]:
+        return (self,)
+
+    @staticmethod
+    def together(errors: Sequence[ConfigError]) -> ConfigError:
+        """One error to raise for several: the error itself when there is one."""
+        flat = [error for each in errors for error in each.errors]
+        return flat[0] if len(flat) == 1 else ConfigErrors(flat)
+
+
+class ConfigErrors(ConfigError):
+    """Several problems found at once, one ``KEY: problem. Fix: fix`` line each, so that a
+    deployment is not fixed one restart at a time. ``key`` (and ``problem``, ``fix``) are
+    the first one's; ``errors`` holds them all."""
+
+    def __init__(self, errors: Sequence[ConfigError]) -> None:
+        if not errors:
+            raise ValueError("ConfigErrors needs at least one error")
+        first = errors[0]
+        super().__init__(first.key, first.problem, first.fix)
+        self._all = tuple(errors)
+        self.args = (
+            f"{len(errors)} configuration errors, fix them all before starting:\n"
+            + "\n".join(error.line for error in errors),
+        )
+
+    @property
+    def errors(self) -> tuple[ConfigError, ...]:
+        return self._all
+
+
+class _Problems:
+    """Collects a section's errors so that one start-up reports them all."""
+
+    def __init__(self) -> None:
+        self._errors: list[ConfigError] = []
+
+    def check(self, read: Callable[[], _T], fallback: _T) -> _T:
+        """``read()``, or ``fallback`` after noting its ConfigError."""
+        try:
+            return read()
+        except ConfigError as exc:
+            self._errors.append(exc)
+            return fallback
+
+    def raise_if_any(self) -> None:
+        if self._errors:
+            raise ConfigError.together(self._errors)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +194,8 @@ class AppConfig:
     telegram: TelegramSettings | None = None  # None: no TELEGRAM_BOT_TOKEN, channel off
     whatsapp: WhatsAppSettings | None = None  # None: no WhatsApp settings, channel off
     merchant_whatsapp_numbers: tuple[str, ...] = ()  # 2547XXXXXXXX
+    prompt_limits: PromptLimits = field(default_factory=PromptLimits)
+    chat_events_per_10_seconds: int = 20  # more from one chat: answered once, then ignored
 
 
 _KNOWN_KEYS: dict[str, set[str]] = {
@@ -138,6 +221,12 @@ _KNOWN_KEYS: dict[str, set[str]] = {
         "sweep_interval_seconds",
     },
     "simulator": {"callback_delay_seconds"},
+    "limits": {
+        "prompts_per_phone_per_10_minutes",
+        "prompts_per_phone_per_day",
+        "prompts_per_customer_per_10_minutes",
+        "chat_events_per_10_seconds",
+    },
     "catalog": {"products"},
     "merchant": {"telegram_ids", "whatsapp_numbers"},
     "whatsapp": {
@@ -218,6 +307,11 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> AppConfig:
         merchant_whatsapp_numbers=_merchant_numbers(data.get("merchant", {}), env),
         daraja=_daraja(mpesa, env, host, port),
         reconcile=_reconcile(data.get("reconciliation", {})),
+        prompt_limits=_prompt_limits(data.get("limits", {})),
+        chat_events_per_10_seconds=_whole_number(
+            "limits.chat_events_per_10_seconds",
+            data.get("limits", {}).get("chat_events_per_10_seconds", 20),
+        ),
         simulator=SimulatorSettings(
             callback_delay_seconds=_positive_number(
                 "simulator.callback_delay_seconds",
@@ -231,68 +325,41 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> AppConfig:
 def _daraja(
     mpesa: Mapping[str, Any], env: Mapping[str, str], host: str, port: int
 ) -> DarajaSettings:
-    environment_text = env.get("MPESA_ENVIRONMENT") or mpesa.get("environment", "simulator")
-    try:
-        environment = DarajaEnvironment(str(environment_text).strip().lower())
-    except ValueError:
-        raise ConfigError(
-            "MPESA_ENVIRONMENT",
-            f"{environment_text!r} is not an environment",
-            "use sandbox, production or simulator",
-        ) from None
-
-    base_url = env.get("MPESA_BASE_URL") or mpesa.get("base_url") or ""
-    if base_url:
-        _check_http_url("MPESA_BASE_URL", base_url)
-    elif environment is not DarajaEnvironment.SIMULATOR:
-        base_url = DARAJA_BASE_URLS[environment]
-
+    """The Daraja settings. Every problem in them is reported in one ConfigError, except
+    a wrong MPESA_ENVIRONMENT, which the other checks depend on."""
+    environment = _environment(mpesa, env)
+    production = environment is DarajaEnvironment.PRODUCTION
+    problems = _Problems()
     if environment is DarajaEnvironment.SIMULATOR:
         key = env.get("MPESA_CONSUMER_KEY") or SIMULATOR_CONSUMER_KEY
         secret = env.get("MPESA_CONSUMER_SECRET") or SIMULATOR_CONSUMER_SECRET
         passkey = env.get("MPESA_PASSKEY") or SANDBOX_PASSKEY
     else:
-        key = _required_env(env, "MPESA_CONSUMER_KEY", "your app's Consumer Key (Daraja portal)")
-        secret = _required_env(env, "MPESA_CONSUMER_SECRET", "your app's Consumer Secret")
-        passkey = _required_env(env, "MPESA_PASSKEY", "the Lipa Na M-Pesa Online passkey")
-
-    short_code = str(env.get("MPESA_SHORTCODE") or mpesa.get("short_code", "174379")).strip()
-    if not re.fullmatch(r"\d{5,7}", short_code):
-        raise ConfigError(
-            "MPESA_SHORTCODE",
-            f"{short_code!r} is not a 5 to 7 digit short code",
-            "use your Paybill number, or for Buy Goods your store (head office) number",
+        key, secret, passkey = (
+            problems.check(partial(_required_env, env, name, what), "")
+            for name, what in _CREDENTIALS.items()
         )
-    till = str(env.get("MPESA_TILL_NUMBER") or mpesa.get("till_number") or "").strip() or None
-    if till is not None and not re.fullmatch(r"\d{5,8}", till):
-        raise ConfigError("MPESA_TILL_NUMBER", f"{till!r} is not a till number", "use digits only")
-
-    callback_url = env.get("MPESA_CALLBACK_URL") or mpesa.get("callback_url") or ""
-    if not callback_url:
-        if environment is not DarajaEnvironment.SIMULATOR:
-            raise ConfigError(
-                "MPESA_CALLBACK_URL",
-                "not set",
-                "set it to your public https URL ending in a long random secret, e.g. "
-                f"https://shop.example.com{CALLBACK_ROUTE_PREFIX}/<secret>",
-            )
-        # Simulator mode: a fresh secret each run; the simulator calls back on loopback.
-        callback_host = "127.0.0.1" if host in {"0.0.0.0", "::"} else host  # noqa: S104
-        callback_url = (
-            # Hex: no chance of spelling a word Safaricom rejects, such as "exe" or "cmd".
-            f"http://{callback_host}:{port}{CALLBACK_ROUTE_PREFIX}/{secrets.token_hex(24)}"
-        )
-    _check_callback_url(callback_url, environment)
-    c2b_confirmation, c2b_validation = _c2b_urls(mpesa, env, environment, callback_url)
-
-    desc = str(mpesa.get("transaction_desc", "Duka order"))
-    if not 1 <= len(desc) <= 13:
-        raise ConfigError(
-            "mpesa.transaction_desc", f"{desc!r} is not 1 to 13 characters", "shorten it"
-        )
+    short_code = problems.check(lambda: _short_code(mpesa, env, production=production), "")
+    till = problems.check(lambda: _till_number(mpesa, env), None)
+    base_url = problems.check(lambda: _base_url(mpesa, env, environment), "")
+    given_callback_url = str(env.get("MPESA_CALLBACK_URL") or mpesa.get("callback_url") or "")
+    callback_url = problems.check(
+        lambda: _callback_url(given_callback_url, environment, host, port), given_callback_url
+    )
+    c2b_confirmation, c2b_validation = problems.check(
+        lambda: _c2b_urls(mpesa, env, environment, callback_url), ("", "")
+    )
+    desc = problems.check(lambda: _transaction_desc(mpesa), "")
+    timeout = problems.check(
+        lambda: _positive_number(
+            "mpesa.request_timeout_seconds", mpesa.get("request_timeout_seconds", 20)
+        ),
+        20.0,
+    )
+    problems.raise_if_any()
     return DarajaSettings(
         environment=environment,
-        base_url=base_url.rstrip("/"),
+        base_url=base_url,
         consumer_key=key,
         consumer_secret=secret,
         passkey=passkey,
@@ -300,12 +367,110 @@ def _daraja(
         till_number=till,
         callback_url=callback_url,
         transaction_desc=desc,
-        request_timeout_seconds=_positive_number(
-            "mpesa.request_timeout_seconds", mpesa.get("request_timeout_seconds", 20)
-        ),
+        request_timeout_seconds=timeout,
         c2b_confirmation_url=c2b_confirmation,
         c2b_validation_url=c2b_validation,
     )
+
+
+_CREDENTIALS = {  # required outside the simulator, in this order
+    "MPESA_CONSUMER_KEY": "your app's Consumer Key (Daraja portal)",
+    "MPESA_CONSUMER_SECRET": "your app's Consumer Secret",
+    "MPESA_PASSKEY": "the Lipa Na M-Pesa Online passkey",
+}
+
+
+def _environment(mpesa: Mapping[str, Any], env: Mapping[str, str]) -> DarajaEnvironment:
+    environment_text = env.get("MPESA_ENVIRONMENT") or mpesa.get("environment", "simulator")
+    try:
+        return DarajaEnvironment(str(environment_text).strip().lower())
+    except ValueError:
+        raise ConfigError(
+            "MPESA_ENVIRONMENT",
+            f"{environment_text!r} is not an environment",
+            "use sandbox, production or simulator",
+        ) from None
+
+
+def _base_url(
+    mpesa: Mapping[str, Any], env: Mapping[str, str], environment: DarajaEnvironment
+) -> str:
+    """The Daraja API base without a trailing slash; "" starts the embedded simulator."""
+    base_url = str(env.get("MPESA_BASE_URL") or mpesa.get("base_url") or "").strip()
+    if not base_url:
+        return DARAJA_BASE_URLS.get(environment, "")
+    _check_http_url("MPESA_BASE_URL", base_url)
+    if environment is DarajaEnvironment.PRODUCTION and urlsplit(base_url).scheme != "https":
+        raise ConfigError(
+            "MPESA_BASE_URL",
+            "is not https, and production requests carry your credentials",
+            f"use an https:// URL, or unset it for {DARAJA_BASE_URLS[environment]}",
+        )
+    return base_url.rstrip("/")
+
+
+def _short_code(mpesa: Mapping[str, Any], env: Mapping[str, str], *, production: bool) -> str:
+    which = "your Paybill number, or for Buy Goods your store (head office) number"
+    if production and not (env.get("MPESA_SHORTCODE") or "short_code" in mpesa):
+        # The sandbox default would be accepted by nobody, with an error only at the first push.
+        raise ConfigError("MPESA_SHORTCODE", "not set", f"export MPESA_SHORTCODE with {which}")
+    short_code = str(env.get("MPESA_SHORTCODE") or mpesa.get("short_code", SANDBOX_SHORT_CODE))
+    short_code = short_code.strip()
+    if not re.fullmatch(r"\d{5,7}", short_code):
+        raise ConfigError(
+            "MPESA_SHORTCODE", f"{short_code!r} is not a 5 to 7 digit short code", f"use {which}"
+        )
+    if production and short_code == SANDBOX_SHORT_CODE:
+        raise ConfigError(
+            "MPESA_SHORTCODE",
+            f"{SANDBOX_SHORT_CODE} is Safaricom's sandbox test short code, unknown in production",
+            f"set MPESA_SHORTCODE (or [mpesa] short_code) to {which}",
+        )
+    return short_code
+
+
+def _till_number(mpesa: Mapping[str, Any], env: Mapping[str, str]) -> str | None:
+    """The till for Buy Goods; None (unset or empty) means Paybill."""
+    till = str(env.get("MPESA_TILL_NUMBER") or mpesa.get("till_number") or "").strip() or None
+    if till is not None and not re.fullmatch(r"\d{5,8}", till):
+        raise ConfigError("MPESA_TILL_NUMBER", f"{till!r} is not a till number", "use digits only")
+    return till
+
+
+def _callback_url(url: str, environment: DarajaEnvironment, host: str, port: int) -> str:
+    """The checked, normalised STK callback URL; in simulator mode a fresh one by default."""
+    if url:
+        return _check_callback_url(url, environment)
+    if environment is not DarajaEnvironment.SIMULATOR:
+        raise ConfigError(
+            "MPESA_CALLBACK_URL",
+            "not set",
+            "set it to your public https URL ending in a long random secret, e.g. "
+            f"https://shop.example.com{CALLBACK_ROUTE_PREFIX}/<secret>",
+        )
+    # Simulator mode: a fresh secret each run; the simulator calls back on loopback.
+    callback_host = "127.0.0.1" if host in {"0.0.0.0", "::"} else host  # noqa: S104
+    if ":" in callback_host:
+        callback_host = f"[{callback_host}]"
+    # Hex: no chance of spelling a word Safaricom rejects, such as "exe" or "cmd".
+    generated = f"http://{callback_host}:{port}{CALLBACK_ROUTE_PREFIX}/{secrets.token_hex(24)}"
+    return _check_callback_url(generated, environment, generated=True)
+
+
+def _transaction_desc(mpesa: Mapping[str, Any]) -> str:
+    desc = str(mpesa.get("transaction_desc", "Duka order"))
+    if not 1 <= len(desc) <= 13:
+        raise ConfigError(
+            "mpesa.transaction_desc", f"{desc!r} is not 1 to 13 characters", "shorten it"
+        )
+    if not _TRANSACTION_DESC.fullmatch(desc):
+        refused = "".join(sorted({ch for ch in desc if not _TRANSACTION_DESC.fullmatch(ch)}))
+        raise ConfigError(
+            "mpesa.transaction_desc",
+            f"has characters Daraja may refuse ({refused!a})",
+            f"use only {TRANSACTION_DESC_CHARACTERS}",
+        )
+    return desc
 
 
 def _c2b_urls(
@@ -323,12 +488,11 @@ def _c2b_urls(
                 "set the confirmation URL too (validation alone does not record payments)",
             )
         return "", ""
-    confirmation = confirmation.strip().rstrip("/")
-    _check_callback_url(confirmation, environment, key="MPESA_C2B_CONFIRMATION_URL")
+    confirmation = _check_callback_url(confirmation, environment, key="MPESA_C2B_CONFIRMATION_URL")
     default_validation = f"{confirmation}/validate"
     validation = validation.strip().rstrip("/") or default_validation
     if validation != default_validation:  # its own URL: it needs its own secret
-        _check_callback_url(validation, environment, key="MPESA_C2B_VALIDATION_URL")
+        validation = _check_callback_url(validation, environment, key="MPESA_C2B_VALIDATION_URL")
     stk_prefix = urlsplit(stk_url).path.rstrip("/").rpartition("/")[0]
     for key, url in (
         ("MPESA_C2B_CONFIRMATION_URL", confirmation),
@@ -481,6 +645,30 @@ def _merchant_numbers(section: Mapping[str, Any], env: Mapping[str, str]) -> tup
     return tuple(numbers)
 
 
+def _prompt_limits(section: Mapping[str, Any]) -> PromptLimits:
+    defaults = PromptLimits()
+    return PromptLimits(
+        per_phone_short=_whole_number(
+            "limits.prompts_per_phone_per_10_minutes",
+            section.get("prompts_per_phone_per_10_minutes", defaults.per_phone_short),
+        ),
+        per_phone_day=_whole_number(
+            "limits.prompts_per_phone_per_day",
+            section.get("prompts_per_phone_per_day", defaults.per_phone_day),
+        ),
+        per_customer_short=_whole_number(
+            "limits.prompts_per_customer_per_10_minutes",
+            section.get("prompts_per_customer_per_10_minutes", defaults.per_customer_short),
+        ),
+    )
+
+
+def _whole_number(key: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(key, f"{value!r} is not a whole number of at least 1", "use e.g. 3")
+    return value
+
+
 def _reconcile(section: Mapping[str, Any]) -> ReconcileSettings:
     defaults = ReconcileSettings()
     values = {
@@ -498,32 +686,115 @@ def _reconcile(section: Mapping[str, Any]) -> ReconcileSettings:
 
 
 def _check_callback_url(
-    url: str, environment: DarajaEnvironment, key: str = "MPESA_CALLBACK_URL"
-) -> None:
+    url: str,
+    environment: DarajaEnvironment,
+    key: str = "MPESA_CALLBACK_URL",
+    *,
+    generated: bool = False,
+) -> str:
+    """Check a URL Daraja will call (STK callback, C2B confirmation or validation) and
+    return its normalised spelling: the one to send to Daraja and to route. Every problem
+    found is reported; none repeats the URL, whose path holds a secret. ``generated``: our
+    own simulator URL, whose secret comes from ``secrets`` and needs no strength check."""
+    url = url.strip()
     if any(ch.isspace() for ch in url):
         raise ConfigError(key, "contains a space", "remove the spaces (Daraja rejects them)")
     _check_http_url(key, url)
+    try:
+        url = normalize_callback_url(url)
+    except ValueError:
+        raise ConfigError(
+            key, "its port is not a number", "write it as https://host[:port]/path"
+        ) from None
     parts = urlsplit(url)
+    problems: list[ConfigError] = []
     if environment is DarajaEnvironment.PRODUCTION and parts.scheme != "https":
-        raise ConfigError(key, "is not https", "production callbacks must use an https:// URL")
-    lowered = url.lower()
-    for word in BANNED_CALLBACK_WORDS:
-        if word in lowered:
-            raise ConfigError(
+        problems.append(
+            ConfigError(key, "is not https", "production callbacks must use an https:// URL")
+        )
+    banned = [word for word in BANNED_CALLBACK_WORDS if word in url.lower()]
+    if banned:
+        problems.append(
+            ConfigError(
                 key,
-                f"contains {word!r}, which Safaricom rejects in callback URLs",
+                f"contains {banned[0]!r}, which Safaricom rejects in callback URLs",
                 f"use a path like {CALLBACK_ROUTE_PREFIX}/<secret> without that word",
             )
-    secret = parts.path.rstrip("/").rsplit("/", 1)[-1]
-    if parts.path.count("/") < 2 or len(secret) < MIN_CALLBACK_SECRET_LENGTH:
-        raise ConfigError(
-            key,
-            "its path does not end in a long random secret",
-            f"end the path with at least {MIN_CALLBACK_SECRET_LENGTH} random characters, e.g. "
-            "python3 -c 'import secrets; print(secrets.token_hex(24))'",
+        )
+    prefix, secret = split_callback_path(url)
+    if not prefix or len(secret) < MIN_CALLBACK_SECRET_LENGTH:
+        problems.append(
+            ConfigError(
+                key,
+                "its path does not end in a long random secret",
+                f"end the path with at least {MIN_CALLBACK_SECRET_LENGTH} random characters, "
+                f"e.g. {RANDOM_SEGMENT_COMMAND}",
+            )
+        )
+    elif not generated and (weakness := _secret_weakness(secret)):
+        problems.append(
+            ConfigError(
+                key,
+                f"its secret (the last path segment) {weakness}",
+                f"replace it with a random one of at least {MIN_CALLBACK_SECRET_BITS} bits, "
+                f"e.g. {RANDOM_SEGMENT_COMMAND}",
+            )
+        )
+    if not _URL_SAFE_PATH.fullmatch(parts.path):
+        problems.append(
+            ConfigError(
+                key,
+                "its path has characters that may be encoded differently on the way, so "
+                "callbacks would not match",
+                "use only letters, digits, - _ . ~ and /",
+            )
         )
     if parts.query or parts.fragment:
-        raise ConfigError(key, "has a query string or fragment", "put the secret in the path only")
+        problems.append(
+            ConfigError(key, "has a query string or fragment", "put the secret in the path only")
+        )
+    if problems:
+        raise ConfigError.together(problems)
+    if is_tunnel_host(parts.hostname or ""):
+        log.warning(
+            "%s points at a public tunnel (%s): Safaricom usually blocks tunnel URLs, "
+            "especially in production; use your own domain",
+            key,
+            parts.hostname,
+        )
+    return url
+
+
+def _secret_weakness(secret: str) -> str | None:
+    """Why ``secret`` is guessable, or None. Its strength is estimated as length times
+    log2 of the number of distinct characters: blind to how they were chosen, but it
+    catches the secrets people type by hand."""
+    distinct = len(set(secret))
+    if _repeats_a_pattern(secret):
+        return "repeats a short pattern"
+    if distinct < MIN_CALLBACK_SECRET_DISTINCT:
+        return (
+            f"uses only {distinct} different characters "
+            f"(at least {MIN_CALLBACK_SECRET_DISTINCT} needed)"
+        )
+    bits = len(secret) * math.log2(distinct)
+    if bits < MIN_CALLBACK_SECRET_BITS:
+        return (
+            f"is too easy to guess (about {bits:.0f} bits, estimated as length x log2 of "
+            f"its different characters; at least {MIN_CALLBACK_SECRET_BITS} needed)"
+        )
+    return None
+
+
+def _repeats_a_pattern(text: str) -> bool:
+    """True when ``text`` is a shorter block said at least twice ("abab", "0123401234012")."""
+    border = [0] * len(text)  # Knuth-Morris-Pratt: the longest proper prefix that is a suffix
+    for i in range(1, len(text)):
+        k = border[i - 1]
+        while k and text[i] != text[k]:
+            k = border[k - 1]
+        border[i] = k + 1 if text[i] == text[k] else k
+    return bool(text) and 2 * (len(text) - border[-1]) <= len(text)
 
 
 def _check_http_url(key: str, url: str) -> None:

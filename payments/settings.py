@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 
 class DarajaEnvironment(StrEnum):
@@ -20,6 +20,45 @@ DARAJA_BASE_URLS = {
 
 # Safaricom's gateway refuses callback URLs containing these, in any letter case (daraja.md §2.3).
 BANNED_CALLBACK_WORDS = ("m-pesa", "mpesa", "safaricom", "exec", "exe", "cmd", "sql", "query")
+# Public tunnels: Safaricom "usually blocks" them, especially in production (daraja.md §2.3).
+TUNNEL_HOSTS = (
+    "ngrok.io",
+    "ngrok-free.app",
+    "ngrok.app",
+    "trycloudflare.com",
+    "loca.lt",
+    "localtunnel.me",
+    "serveo.net",
+)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def normalize_callback_url(url: str) -> str:
+    """The one spelling of a callback URL, both sent to Daraja and routed by our server:
+    lower-case scheme and host, no default port, no trailing slash. The path keeps its
+    case (the secret is in it). Raises ``ValueError`` when the port is not a number."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    host = parts.hostname or ""  # urlsplit lower-cases it and drops IPv6 brackets
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    netloc = host if port is None or port == _DEFAULT_PORTS.get(scheme) else f"{host}:{port}"
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    if at:
+        netloc = f"{userinfo}@{netloc}"
+    return urlunsplit((scheme, netloc, parts.path.rstrip("/"), parts.query, parts.fragment))
+
+
+def split_callback_path(url: str) -> tuple[str, str]:
+    """(route prefix, secret) of a callback URL: the secret is its last path segment."""
+    prefix, _, secret = urlsplit(url).path.rpartition("/")
+    return prefix, secret
+
+
+def is_tunnel_host(host: str) -> bool:
+    host = host.lower().rstrip(".")
+    return any(host == tunnel or host.endswith(f".{tunnel}") for tunnel in TUNNEL_HOSTS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from payments.inbox import CallbackInbox, InboxUnavailable
 from payments.results import MalformedCallback, parse_callback
+from payments.settings import split_callback_path
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +28,23 @@ INBOX = web.AppKey("callback_inbox", CallbackInbox)
 
 
 class CallbackPath:
-    """Splits the configured callback URL into a public route prefix and its secret."""
+    """Splits the configured callback URL into a public route prefix and its secret.
+
+    The route is the URL's own path, byte for byte: ``bot.config`` normalises the URL once
+    (no trailing slash), and Daraja posts to exactly the URL we sent it. A URL whose path
+    the route would not match (a trailing slash, no secret) is refused here rather than
+    served under a different path than the one Daraja calls.
+    """
 
     def __init__(self, callback_url: str, suffix: str = "") -> None:
-        path = urlsplit(callback_url).path.rstrip("/")
-        self.prefix, _, secret = path.rpartition("/")
+        path = urlsplit(callback_url).path
+        self.prefix, secret = split_callback_path(callback_url)
+        if not secret or path.endswith("/"):
+            # The URL is not repeated: its path holds the secret.
+            raise ValueError(
+                "a callback URL's path must end in its secret, with no trailing slash "
+                "(load it through bot.config, which normalises it)"
+            )
         self._secret = secret.encode()
         self._suffix = suffix  # a fixed tail after the secret, e.g. "/validate"
 

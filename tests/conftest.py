@@ -111,6 +111,9 @@ query_interval_seconds = 0.2
 expire_after_seconds = 1.0
 max_queries_per_second = 50
 sweep_interval_seconds = 0.1
+[limits]
+# Tests tap faster than people; the flood gate itself is tested with its own numbers.
+chat_events_per_10_seconds = 60
 """
 
 

@@ -1,18 +1,22 @@
-"""Configuration: defaults that run with no accounts, and one clear error per bad value."""
+"""Configuration: defaults that run with no accounts, and one clear line per bad value."""
 
 from __future__ import annotations
 
 import io
 import logging
+import os
 from pathlib import Path
 
 import pytest
 
-from bot.config import ConfigError, load_config
+from bot.cli import main
+from bot.config import ConfigError, ConfigErrors, load_config
 from bot.http_logging import RedactTokens
 from payments.settings import DarajaEnvironment
 
-SECRET_URL = "https://shop.example.com/hooks/stk/Zk3p9qLm2VbX8rT5wYc7NdA4"
+# 29 different characters: about 141 bits by bot.config's estimate (128 needed).
+SECRET = "Zk3p9qLm2VbX8rT5wYc7NdA4hG6jE"
+SECRET_URL = f"https://shop.example.com/hooks/stk/{SECRET}"
 PRODUCTION = {
     "MPESA_ENVIRONMENT": "production",
     "MPESA_CONSUMER_KEY": "key",
@@ -35,7 +39,7 @@ def test_defaults_need_no_accounts(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 def test_production_settings_from_the_environment() -> None:
     config = load_config(env=PRODUCTION)
     assert config.daraja.base_url == "https://api.safaricom.co.ke"
-    assert config.daraja.callback_path == "/hooks/stk/Zk3p9qLm2VbX8rT5wYc7NdA4"
+    assert config.daraja.callback_path == f"/hooks/stk/{SECRET}"
     assert "secret" not in repr(config)  # secrets stay out of reprs and logs
     assert "Zk3p9" not in repr(config)
 
@@ -47,25 +51,25 @@ def test_till_number_switches_to_buy_goods() -> None:
 
 
 def test_base_url_override() -> None:
-    config = load_config(env={**PRODUCTION, "MPESA_BASE_URL": "http://127.0.0.1:8090/"})
-    assert config.daraja.base_url == "http://127.0.0.1:8090"
+    config = load_config(env={**PRODUCTION, "MPESA_BASE_URL": "https://proxy.example.com/d/"})
+    assert config.daraja.base_url == "https://proxy.example.com/d"
 
 
 @pytest.mark.parametrize(
     ("env", "key", "fix"),
     [
         (
-            {"MPESA_CALLBACK_URL": "http://shop.example.com/hooks/stk/Zk3p9qLm2VbX8rT5wYc7NdA4"},
+            {"MPESA_CALLBACK_URL": f"http://shop.example.com/hooks/stk/{SECRET}"},
             "MPESA_CALLBACK_URL",
             "https",
         ),
         (
-            {"MPESA_CALLBACK_URL": "https://shop.example.com/mpesa/Zk3p9qLm2VbX8rT5wYc7NdA4"},
+            {"MPESA_CALLBACK_URL": f"https://shop.example.com/mpesa/{SECRET}"},
             "MPESA_CALLBACK_URL",
             "without that word",
         ),
         (
-            {"MPESA_CALLBACK_URL": "https://shop.example.com/stk/query/Zk3p9qLm2VbX8rT5wYc7NdA4"},
+            {"MPESA_CALLBACK_URL": f"https://shop.example.com/stk/query/{SECRET}"},
             "MPESA_CALLBACK_URL",
             "without that word",
         ),
@@ -154,3 +158,135 @@ def test_bot_tokens_never_reach_the_log_output() -> None:
         log.removeHandler(handler)
     assert "123456:AAE-x_9" not in stream.getvalue()
     assert "/bot***/sendMessage" in stream.getvalue()
+
+
+MISSING_IN_PRODUCTION = [
+    "MPESA_CONSUMER_KEY",
+    "MPESA_CONSUMER_SECRET",
+    "MPESA_PASSKEY",
+    "MPESA_SHORTCODE",
+    "MPESA_CALLBACK_URL",
+]
+
+
+def test_every_missing_production_setting_is_reported_at_once(tmp_path: Path) -> None:
+    """Not one problem per restart: one ConfigError, one ``KEY: problem. Fix: fix`` line each."""
+    path = tmp_path / "config.toml"
+    path.write_text("")
+    env = {
+        "MPESA_ENVIRONMENT": "production",
+        "MPESA_CALLBACK_URL": f"http://shop.example.com/hooks/stk/{SECRET}",
+    }
+    with pytest.raises(ConfigErrors) as caught:
+        load_config(env=env, path=path)
+    error = caught.value
+    assert error.key == "MPESA_CONSUMER_KEY"  # the first one, as for a single error
+    assert [each.key for each in error.errors] == MISSING_IN_PRODUCTION
+    header, *lines = str(error).splitlines()
+    assert "5 configuration errors" in header
+    assert [line.partition(": ")[0] for line in lines] == MISSING_IN_PRODUCTION
+    assert all(". Fix: " in line for line in lines)
+    assert "MPESA_CALLBACK_URL: is not https. Fix: " in lines[-1]
+
+
+def test_all_the_daraja_problems_come_together_and_none_shows_a_secret(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Short code, base URL, both callback URLs and the description in one report; the
+    credentials and the URL secrets appear neither in it nor in the log."""
+    path = tmp_path / "config.toml"
+    path.write_text('[mpesa]\ntransaction_desc = "Duka <3"\n')
+    stk_secret, c2b_secret = "s3cr3t" * 5, "Wq" * 14
+    credentials = {
+        "MPESA_CONSUMER_KEY": "ck-Kq81ZpL0vX",
+        "MPESA_CONSUMER_SECRET": "cs-Yt62MnB7wQ",
+        "MPESA_PASSKEY": "pk-Hd93RfT4sE",
+    }
+    env = {
+        **credentials,
+        "MPESA_ENVIRONMENT": "production",
+        "MPESA_SHORTCODE": "174379",
+        "MPESA_BASE_URL": "http://proxy.example.com",
+        "MPESA_CALLBACK_URL": f"https://x.ngrok-free.app/hooks/stk/{stk_secret}",
+        "MPESA_C2B_CONFIRMATION_URL": f"http://shop.example.com/hooks/c2b/{c2b_secret}",
+    }
+    with caplog.at_level(logging.WARNING), pytest.raises(ConfigErrors) as caught:
+        load_config(env=env, path=path)
+    keys = [each.key for each in caught.value.errors]
+    assert keys == [
+        "MPESA_SHORTCODE",
+        "MPESA_BASE_URL",
+        "MPESA_CALLBACK_URL",
+        "MPESA_C2B_CONFIRMATION_URL",
+        "MPESA_C2B_CONFIRMATION_URL",
+        "mpesa.transaction_desc",
+    ]
+    shown = str(caught.value) + caplog.text
+    for secret in (*credentials.values(), stk_secret, c2b_secret):
+        assert secret not in shown
+
+
+def test_a_single_problem_keeps_its_one_line_message() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(env={**PRODUCTION, "MPESA_PASSKEY": ""})
+    assert type(caught.value) is ConfigError
+    assert str(caught.value) == (
+        "Configuration error in MPESA_PASSKEY: not set. "
+        "Fix: export MPESA_PASSKEY with the Lipa Na M-Pesa Online passkey"
+    )
+
+
+def test_config_errors_join_several_under_the_first_key() -> None:
+    """``ConfigError.together``: what other code raises is unchanged, and joins flatten."""
+    first, second = ConfigError("A", "bad", "fix a"), ConfigError("B", "worse", "fix b")
+    assert ConfigError.together([first]) is first
+    joined = ConfigError.together([first, ConfigError.together([second, first])])
+    assert isinstance(joined, ConfigErrors)
+    assert (joined.key, joined.problem, joined.fix) == ("A", "bad", "fix a")
+    assert str(joined).splitlines()[1:] == [
+        "A: bad. Fix: fix a",
+        "B: worse. Fix: fix b",
+        "A: bad. Fix: fix a",
+    ]
+
+
+def test_duka_serve_prints_every_problem_and_exits_2(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What an operator sees: the whole list on stderr, before anything starts."""
+    for name in list(os.environ):
+        if name.startswith(("MPESA_", "DUKA_", "TELEGRAM_", "WHATSAPP_")):
+            monkeypatch.delenv(name)
+    path = tmp_path / "config.toml"
+    path.write_text("")
+    monkeypatch.setenv("DUKA_CONFIG", str(path))
+    monkeypatch.setenv("MPESA_ENVIRONMENT", "production")
+    monkeypatch.setenv("MPESA_CALLBACK_URL", f"http://shop.example.com/hooks/stk/{SECRET}")
+    assert main(["serve"]) == 2
+    printed = capsys.readouterr().err
+    for key in MISSING_IN_PRODUCTION:
+        assert f"\n{key}: " in printed
+    assert SECRET not in printed
+
+
+def test_limits_are_read_from_the_limits_section(tmp_path: Path) -> None:
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(
+        "[limits]\nprompts_per_phone_per_10_minutes = 2\nprompts_per_phone_per_day = 6\n"
+        "prompts_per_customer_per_10_minutes = 4\nchat_events_per_10_seconds = 15\n"
+    )
+    config = load_config(env={}, path=config_file)
+    limits = config.prompt_limits
+    assert (limits.per_phone_short, limits.per_phone_day, limits.per_customer_short) == (2, 6, 4)
+    assert config.chat_events_per_10_seconds == 15
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "2.5", '"three"', "true"])
+def test_a_limit_that_is_not_a_positive_whole_number_names_its_key(
+    tmp_path: Path, value: str
+) -> None:
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(f"[limits]\nprompts_per_phone_per_day = {value}\n")
+    with pytest.raises(ConfigError) as refused:
+        load_config(env={}, path=config_file)
+    assert refused.value.key == "limits.prompts_per_phone_per_day"
