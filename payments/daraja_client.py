@@ -58,6 +58,7 @@ class StkPushRequest:
     msisdn: str  # 12 digits, see payments.phone.normalize_msisdn
     amount: int  # whole KES
     account_reference: str  # at most 12 characters; shown in the prompt
+    callback_url: str | None = None  # this attempt's own URL; None: the configured one
 
     def validate(self) -> None:
         if not _MSISDN.fullmatch(self.msisdn):
@@ -102,6 +103,11 @@ class DarajaClient:
         self._now = now
         self._tokens = TokenCache(self._fetch_token)
 
+    @property
+    def callback_url(self) -> str:
+        """The configured STK callback URL (the base of each attempt's own URL)."""
+        return self._settings.callback_url
+
     def push_body(self, request: StkPushRequest, timestamp: str) -> dict[str, Any]:
         """The STK push body; ``timestamp`` is used for both Timestamp and Password."""
         s = self._settings
@@ -114,7 +120,7 @@ class DarajaClient:
             "PartyA": request.msisdn,
             "PartyB": s.party_b,
             "PhoneNumber": request.msisdn,
-            "CallBackURL": s.callback_url,
+            "CallBackURL": request.callback_url or s.callback_url,
             "AccountReference": request.account_reference,
             "TransactionDesc": s.transaction_desc,
         }

@@ -38,6 +38,9 @@ class _Item:
     raw: str
     result: StkResult | None
     rejection: str | None
+    source_ip: str | None = None
+    refused_as: EventStatus = EventStatus.REJECTED  # for a body not applied at all
+    status: EventStatus = EventStatus.RECEIVED  # what storing (and applying) it did
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -46,11 +49,24 @@ class _Item:
         """The stored form; ``mark`` is what applying it did (None: not applied yet)."""
         if self.result is None:
             return ledger.NewEvent(
-                "callback", self.raw, None, EventStatus.REJECTED, note=self.rejection or ""
+                "callback",
+                self.raw,
+                None,
+                self.refused_as,
+                note=self.rejection or "",
+                source_ip=self.source_ip,
             )
         status, note, payment_id = mark or (EventStatus.RECEIVED, "", None)
+        self.status = status
         return ledger.NewEvent(
-            "callback", self.raw, self.result.checkout_request_id, status, note, payment_id
+            "callback",
+            self.raw,
+            self.result.checkout_request_id,
+            status,
+            note,
+            payment_id,
+            attempt_id=self.result.attempt_id,
+            source_ip=self.source_ip,
         )
 
 
@@ -82,14 +98,21 @@ class CallbackInbox:
         self._task: asyncio.Task[None] | None = None
 
     async def submit(
-        self, raw: str, result: StkResult | None, rejection: str | None = None
-    ) -> None:
-        """Return once the callback is durably stored (and, normally, applied)."""
+        self,
+        raw: str,
+        result: StkResult | None,
+        rejection: str | None = None,
+        source_ip: str | None = None,
+        refused_as: EventStatus = EventStatus.REJECTED,
+    ) -> EventStatus:
+        """Return once the callback is durably stored (and, normally, applied): what it did
+        (``forged``: it came to a URL that is not its attempt's)."""
         if not self.running:
             raise InboxUnavailable("the callback inbox is not running")
-        item = _Item(raw, result, rejection)
+        item = _Item(raw, result, rejection, source_ip, refused_as)
         self._queue.put_nowait(item)  # unbounded: the writer drains everything each turn
         await asyncio.shield(item.done)  # a dropped client connection must not lose our write
+        return item.status
 
     @property
     def running(self) -> bool:
@@ -158,9 +181,7 @@ class CallbackInbox:
             log.exception("callback event %d could not be applied", event_id)
             note = f"not applied yet: {type(exc).__name__}"
             with contextlib.suppress(Exception):
-                await self._database.transaction(
-                    ledger.mark_events, [(event_id, EventStatus.RECEIVED, note, None)]
-                )
+                await self._database.transaction(ledger.note_unapplied, event_id, note)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 
 from payments.outbox import insert_outbox
-from payments.results import MalformedCallback, StkResult, parse_callback
+from payments.results import MalformedCallback, ResultSource, StkResult, parse_callback
 from payments.settlement import (
     UNCONFIRMED_CODE,
     ArrivedMoney,
@@ -74,6 +74,7 @@ _SNAPSHOT_COLUMNS = (
     payments.c.paid_msisdn,
     payments.c.transaction_at,
     payments.c.settled_by,
+    payments.c.own_callback_url,
 )
 
 
@@ -92,6 +93,8 @@ class NewEvent:
     status: EventStatus
     note: str = ""
     payment_id: int | None = None
+    attempt_id: int | None = None  # the attempt its URL named
+    source_ip: str | None = None
 
 
 # On PostgreSQL a settling transaction locks the payment and its order, so two results for
@@ -164,6 +167,22 @@ def snapshots_by_checkout_id(
     return {row.checkout_request_id: _snapshot(row) for row in rows}
 
 
+_SNAPSHOTS_BY_ID = (
+    _snapshot_query()
+    .where(payments.c.id.in_(bindparam("pids", expanding=True)))
+    .order_by(payments.c.id)
+    .with_for_update(of=_LOCKED)
+)
+
+
+def snapshots_by_id(conn: Connection, payment_ids: Iterable[int]) -> dict[int, PaymentSnapshot]:
+    ids = sorted(set(payment_ids))
+    if not ids:
+        return {}
+    rows = conn.execute(_SNAPSHOTS_BY_ID, {"pids": ids})
+    return {row.payment_id: _snapshot(row) for row in rows}
+
+
 def snapshot_by_id(conn: Connection, payment_id: int) -> PaymentSnapshot | None:
     row = conn.execute(_SNAPSHOT_BY_ID, {"pid": payment_id}).first()
     return None if row is None else _snapshot(row)
@@ -190,6 +209,8 @@ def _event_row(event: NewEvent, now: datetime) -> dict[str, Any]:
         "payment_id": event.payment_id,
         "status": str(event.status),
         "note": event.note[:500],
+        "attempt_id": event.attempt_id,
+        "source_ip": event.source_ip,
     }
 
 
@@ -219,6 +240,16 @@ def mark_events(
     )
 
 
+def note_unapplied(conn: Connection, event_id: int, note: str) -> None:
+    """Say why a stored event is not applied yet, unless something applied it meanwhile."""
+    conn.execute(
+        update(payment_events)
+        .where(payment_events.c.id == event_id)
+        .where(payment_events.c.status == str(EventStatus.RECEIVED))
+        .values(note=note[:500])
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     """What a batch of results does, decided but not yet written."""
@@ -228,12 +259,16 @@ class Plan:
     messages: list[OutboxMessage]
     # Paid results that can never be tied to one attempt (several fit): unmatched money.
     unmatched: dict[int, tuple[StkResult, UnmatchedReason]] = field(default_factory=dict)
+    # Results refused for arriving at the wrong URL (see payments/callback_urls.py): why.
+    forged: dict[int, str] = field(default_factory=dict)
 
     def event_marks(self) -> list[EventMark]:
         """(status, note, payment id) for the event that carried each result."""
         marks: list[EventMark] = []
         for index, settlement in enumerate(self.settlements):
-            if index in self.unmatched:
+            if index in self.forged:
+                marks.append((EventStatus.FORGED, self.forged[index], None))
+            elif index in self.unmatched:
                 marks.append((EventStatus.UNMATCHED, str(self.unmatched[index][1]), None))
             elif settlement is None:
                 marks.append((EventStatus.ORPHAN, "no attempt with this id yet", None))
@@ -251,16 +286,35 @@ def plan_results(conn: Connection, results: Sequence[StkResult], now: datetime) 
     after the other against the updated state, so the second is a duplicate.
     """
     current = snapshots_by_checkout_id(conn, (r.checkout_request_id for r in results))
+    by_attempt = snapshots_by_id(conn, (r.attempt_id for r in results if r.attempt_id))
     before = dict(current)
     unmatched: dict[int, tuple[StkResult, UnmatchedReason]] = {}
+    forged: dict[int, str] = {}
     for index, result in enumerate(results):
-        if result.checkout_request_id not in current and result.succeeded:
+        key = result.checkout_request_id
+        if result.attempt_id is not None:
+            # Its URL names the attempt: no guessing, even if the push answer was lost.
+            attempt = by_attempt.get(result.attempt_id)
+            if attempt is None:
+                continue  # no such attempt (yet): kept as an orphan, with the id it named
+            found = current.get(key)
+            if (found is not None and found.payment_id != attempt.payment_id) or (
+                attempt.checkout_request_id not in (None, key)
+            ):
+                forged[index] = "names another attempt's CheckoutRequestID than its URL's"
+            elif found is None:
+                before[key] = attempt
+                current[key] = replace(attempt, checkout_request_id=key)
+            continue
+        found = current.get(key)
+        if found is not None and found.own_callback_url and result.source is ResultSource.CALLBACK:
+            forged[index] = "came to the bare callback URL, not to its attempt's own URL"
+            continue
+        if found is None and result.succeeded:
             unlinked, fits = _unlinked_attempt(conn, result, now)
             if unlinked is not None:
-                before[result.checkout_request_id] = unlinked
-                current[result.checkout_request_id] = replace(
-                    unlinked, checkout_request_id=result.checkout_request_id
-                )
+                before[key] = unlinked
+                current[key] = replace(unlinked, checkout_request_id=key)
             elif fits > 1:
                 # Several lost pushes fit: guessing could pay the wrong order. The merchant
                 # is told now and attaches the money by hand (/match).
@@ -271,7 +325,7 @@ def plan_results(conn: Connection, results: Sequence[StkResult], now: datetime) 
     messages: list[OutboxMessage] = []
     for index, result in enumerate(results):
         snapshot = current.get(result.checkout_request_id)
-        if snapshot is None:
+        if snapshot is None or index in forged:
             settlements.append(None)
             continue
         if snapshot.order_status is not order_status[snapshot.order_id]:
@@ -296,7 +350,7 @@ def plan_results(conn: Connection, results: Sequence[StkResult], now: datetime) 
         order_status[snapshot.order_id] = settlement.after.order_status
         messages.extend(settlement.messages)
     changes = [(before[key], after) for key, after in current.items() if after is not before[key]]
-    return Plan(settlements, changes, messages, unmatched)
+    return Plan(settlements, changes, messages, unmatched, forged)
 
 
 def _receipt_holders(conn: Connection, receipts: Sequence[str]) -> dict[str, tuple[int, int]]:
@@ -362,6 +416,8 @@ def _unlinked_attempt(
     query = (
         _snapshot_query()
         .where(payments.c.checkout_request_id.is_(None))
+        # Attempts with their own URL get their callbacks there, by id: never guessed.
+        .where(payments.c.own_callback_url.is_(False))
         .where(
             payments.c.status.in_([str(PaymentStatus.UNKNOWN), str(PaymentStatus.EXPIRED)])
             # Or one the merchant confirmed by hand: its callback brings the receipt.
@@ -519,6 +575,7 @@ def adopt_orphans(
             payment_events.c.raw,
             payment_events.c.received_at,
             payment_events.c.checkout_request_id,
+            payment_events.c.attempt_id,
         )
         .where(payment_events.c.source == "callback")
         .where(wanted)
@@ -537,7 +594,9 @@ def adopt_orphans(
         try:
             with conn.begin_nested():
                 settlements.extend(
-                    _adopt_one(conn, row.id, row.raw, row.received_at, now, unmatched_after)
+                    _adopt_one(
+                        conn, row.id, row.raw, row.attempt_id, row.received_at, now, unmatched_after
+                    )
                 )
         except Exception as exc:
             log.exception("stored callback %d cannot be applied; set aside", row.id)
@@ -569,12 +628,13 @@ def _adopt_one(
     conn: Connection,
     event_id: int,
     raw: str,
+    attempt_id: int | None,
     received_at: datetime,
     now: datetime,
     unmatched_after: timedelta | None,
 ) -> list[Settlement | None]:
     try:
-        result = parse_callback(raw.encode())
+        result = replace(parse_callback(raw.encode()), attempt_id=attempt_id)
     except MalformedCallback as exc:
         mark_events(conn, [(event_id, EventStatus.REJECTED, str(exc), None)])
         return []

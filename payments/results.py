@@ -41,6 +41,8 @@ class StkResult:
     receipt: str | None = None
     transaction_at: datetime | None = None
     msisdn: str | None = None
+    # The attempt whose own callback URL this arrived at (None: the bare base URL).
+    attempt_id: int | None = None
 
     @property
     def succeeded(self) -> bool:

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from payments import ledger
+from payments.callback_urls import attempt_callback_url
 from payments.daraja_client import (
     MAX_AMOUNT,
     DarajaClient,
@@ -108,7 +109,8 @@ class PaymentService:
         """
         number = phone if isinstance(phone, MpesaNumber) else normalize_msisdn(phone)
         payment_id, reference, amount = await self._create_attempt(order_id, number.msisdn)
-        request = StkPushRequest(number.msisdn, amount, reference)
+        own_url = attempt_callback_url(self._client.callback_url, payment_id)
+        request = StkPushRequest(number.msisdn, amount, reference, own_url)
         try:
             accepted = await self._client.stk_push(request)
         except PushOutcomeUnknown as exc:
@@ -292,6 +294,7 @@ def _create_attempt(
             amount=order.total,
             created_at=now,
             updated_at=now,
+            own_callback_url=True,  # pushed with its own CallBackURL (see callback_urls)
         )
         .returning(payments.c.id)
     ).scalar_one()

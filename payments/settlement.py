@@ -26,6 +26,7 @@ class EventStatus(StrEnum):
     IGNORED = "ignored"  # e.g. a query answer for a payment a callback already settled
     ORPHAN = "orphan"  # no attempt with this CheckoutRequestID (yet): kept, applied later
     UNMATCHED = "unmatched"  # paid, but tied to no single attempt: recorded as unmatched money
+    FORGED = "forged"  # not at its attempt's own callback URL: refused (404), kept for audit
     REJECTED = "rejected"  # malformed; kept for audit only
     ERROR = "error"  # applying raised; kept, retried by the reconciler
 
@@ -85,6 +86,7 @@ class PaymentSnapshot:
     paid_msisdn: str | None = None
     transaction_at: datetime | None = None
     settled_by: str | None = None
+    own_callback_url: bool = False  # pushed with its own URL: callbacks count only there
 
 
 @dataclass(frozen=True, slots=True)

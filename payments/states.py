@@ -3,6 +3,7 @@
 A payment is one STK attempt:
 
     created --push accepted--> pending --callback/query--> paid | failed
+       |--callback before the push answer (at its own URL)--> paid | failed
        |                          '--no answer in time--> expired
        |--push refused---------> failed
        '--push outcome unknown-> unknown --(late callback)--> paid | failed; or expired
@@ -47,8 +48,16 @@ class OrderStatus(StrEnum):
 _OPEN = frozenset(PaymentStatus(status) for status in OPEN_PAYMENT_STATUSES)
 
 PAYMENT_TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
+    # PAID and FAILED straight from CREATED: the callback, at the attempt's own URL, can
+    # arrive before Daraja's answer to the push is recorded.
     PaymentStatus.CREATED: frozenset(
-        {PaymentStatus.PENDING, PaymentStatus.FAILED, PaymentStatus.UNKNOWN, PaymentStatus.EXPIRED}
+        {
+            PaymentStatus.PENDING,
+            PaymentStatus.PAID,
+            PaymentStatus.FAILED,
+            PaymentStatus.UNKNOWN,
+            PaymentStatus.EXPIRED,
+        }
     ),
     PaymentStatus.PENDING: frozenset(
         {PaymentStatus.PAID, PaymentStatus.FAILED, PaymentStatus.EXPIRED}

@@ -12,13 +12,16 @@ import asyncio
 import hmac
 import json
 import logging
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from payments.callback_urls import token_matches
 from payments.inbox import CallbackInbox, InboxUnavailable
 from payments.results import MalformedCallback, parse_callback
 from payments.settings import split_callback_path
+from payments.settlement import EventStatus
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,17 @@ class CallbackPath:
         self._suffix = suffix  # a fixed tail after the secret, e.g. "/validate"
 
     @property
+    def attempt_route(self) -> str:
+        """Each attempt's own URL: the base plus its id and token (``callback_urls``)."""
+        return f"{self.prefix}/{{token}}/{{attempt}}/{{attempt_token}}"
+
+    def attempt_matches(self, attempt: str, token: str) -> int | None:
+        """The attempt id this URL names, when its token is the one we made for it."""
+        if not (attempt.isascii() and attempt.isdigit() and len(attempt) < 10):
+            return None
+        return int(attempt) if token_matches(self._secret.decode(), int(attempt), token) else None
+
+    @property
     def route(self) -> str:
         return f"{self.prefix}/{{token}}{self._suffix}"
 
@@ -63,32 +77,75 @@ class CallbackPath:
 
 
 def callback_routes(callback_path: CallbackPath) -> list[web.RouteDef]:
-    async def receive_callback(request: web.Request) -> web.Response:
+    async def at_base(request: web.Request) -> web.Response:
+        """The bare URL: only callbacks of pushes made before per-attempt URLs count here."""
         if not callback_path.matches(request.match_info["token"]):
             raise web.HTTPNotFound()
-        inbox = request.config_dict[INBOX]
-        body, oversized = await read_limited(request)
-        raw = storable_text(body)
-        if oversized:
-            return await _reject(inbox, raw, f"body is larger than {MAX_CALLBACK_BYTES} bytes", 413)
-        try:
-            result = parse_callback(body)
-        except MalformedCallback as exc:
-            return await _reject(inbox, raw, str(exc), 400)
-        except Exception as exc:  # a parser bug must not become a 500 or lose the body
-            log.exception("unexpected error parsing a callback")
-            return await _reject(inbox, raw, f"unreadable body ({type(exc).__name__})", 400)
-        try:
-            await inbox.submit(raw, result)
-        except InboxUnavailable:
-            log.exception("callback for %s could not be stored", result.checkout_request_id)
-            return web.json_response(
-                {"ResultCode": 1, "ResultDesc": "Temporarily unable to store the callback"},
-                status=503,
-            )
-        return web.Response(body=ACCEPTED_BODY, content_type="application/json")
+        return await _receive(request, None)
 
-    return [web.post(callback_path.route, receive_callback)]
+    async def at_attempt(request: web.Request) -> web.Response:
+        if not callback_path.matches(request.match_info["token"]):
+            raise web.HTTPNotFound()  # not even the base secret: a stranger, nothing kept
+        info = request.match_info
+        attempt_id = callback_path.attempt_matches(info["attempt"], info["attempt_token"])
+        if attempt_id is None:
+            # The base secret leaked, the token is wrong: refused like a wrong path, and
+            # kept (with where it came from) for whoever investigates.
+            inbox = request.config_dict[INBOX]
+            body, _ = await read_limited(request)
+            await _store_refused(
+                inbox, storable_text(body), "wrong attempt token", request, EventStatus.FORGED
+            )
+            raise web.HTTPNotFound()
+        return await _receive(request, attempt_id)
+
+    return [
+        web.post(callback_path.route, at_base),
+        web.post(callback_path.attempt_route, at_attempt),
+    ]
+
+
+async def _receive(request: web.Request, attempt_id: int | None) -> web.Response:
+    inbox = request.config_dict[INBOX]
+    body, oversized = await read_limited(request)
+    raw = storable_text(body)
+    if oversized:
+        reason = f"body is larger than {MAX_CALLBACK_BYTES} bytes"
+        return await _reject(inbox, raw, reason, 413, request)
+    try:
+        result = replace(parse_callback(body), attempt_id=attempt_id)
+    except MalformedCallback as exc:
+        return await _reject(inbox, raw, str(exc), 400, request)
+    except Exception as exc:  # a parser bug must not become a 500 or lose the body
+        log.exception("unexpected error parsing a callback")
+        return await _reject(inbox, raw, f"unreadable body ({type(exc).__name__})", 400, request)
+    try:
+        status = await inbox.submit(raw, result, source_ip=request.remote)
+    except InboxUnavailable:
+        log.exception("callback for %s could not be stored", result.checkout_request_id)
+        return web.json_response(
+            {"ResultCode": 1, "ResultDesc": "Temporarily unable to store the callback"},
+            status=503,
+        )
+    if status is EventStatus.FORGED:
+        log.warning("refused a callback for %s: forged", result.checkout_request_id)
+        raise web.HTTPNotFound()
+    return web.Response(body=ACCEPTED_BODY, content_type="application/json")
+
+
+async def _store_refused(
+    inbox: CallbackInbox,
+    raw: str,
+    reason: str,
+    request: web.Request,
+    refused_as: EventStatus = EventStatus.REJECTED,
+) -> None:
+    try:
+        await inbox.submit(
+            raw, None, rejection=reason, source_ip=request.remote, refused_as=refused_as
+        )
+    except InboxUnavailable:
+        log.exception("a refused callback could not be stored for audit")
 
 
 def storable_text(body: bytes) -> str:
@@ -115,10 +172,9 @@ async def read_limited(request: web.Request) -> tuple[bytes, bool]:
     return b"".join(chunks)[:MAX_CALLBACK_BYTES], True
 
 
-async def _reject(inbox: CallbackInbox, raw: str, reason: str, status: int) -> web.Response:
+async def _reject(
+    inbox: CallbackInbox, raw: str, reason: str, status: int, request: web.Request
+) -> web.Response:
     log.warning("rejected a callback: %s", reason)
-    try:
-        await inbox.submit(raw, None, rejection=reason)
-    except InboxUnavailable:
-        log.exception("a rejected callback could not be stored for audit")
+    await _store_refused(inbox, raw, reason, request)
     return web.json_response({"ResultCode": 1, "ResultDesc": f"Rejected: {reason}"}, status=status)

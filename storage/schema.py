@@ -155,6 +155,9 @@ payments = Table(
     Column("push_accepted_at", UtcDateTime),
     Column("query_count", Integer, nullable=False, server_default="0"),
     Column("next_query_at", UtcDateTime),
+    # Pushed with a CallBackURL of its own (base URL + attempt id + a token only we can
+    # make): its callback is accepted at that URL only, never at the bare base URL.
+    Column("own_callback_url", Boolean, nullable=False, server_default=text("false")),
     Index(
         "uq_payments_one_open_attempt_per_order",
         "order_id",
@@ -177,6 +180,9 @@ payment_events = Table(
     # received | applied | duplicate | orphan | rejected | error
     Column("status", String(16), nullable=False),
     Column("note", Text, nullable=False, server_default=""),
+    # The attempt its URL named (per-attempt callback URLs), kept to apply it again later.
+    Column("attempt_id", Integer),
+    Column("source_ip", String(45)),  # who sent it, after trusted-proxy handling
     Index("ix_payment_events_status", "status"),
 )
 

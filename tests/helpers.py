@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from payments.callback_urls import attempt_callback_url
 from storage.orders import NewOrderItem, OrderRecord, create_order, get_or_create_customer
 from storage.schema import orders, outbox, payment_events, payments
 
@@ -94,3 +95,8 @@ async def wait_for_payment_status(
 
     await wait_until(reached, timeout, f"payment of order {order_id} to become {status}")
     return (await payment_rows(engine, order_id))[-1]
+
+
+def attempt_url(callback_url: str, payment_id: int) -> str:
+    """The CallBackURL a push for this attempt carried (its callbacks count only there)."""
+    return attempt_callback_url(callback_url, payment_id)

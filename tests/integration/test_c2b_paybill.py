@@ -41,7 +41,14 @@ from tests.c2b_support import (
     unmatched_rows,
 )
 from tests.conftest import make_config, start_duka
-from tests.helpers import event_rows, make_order, order_status, outbox_rows, payment_rows
+from tests.helpers import (
+    attempt_url,
+    event_rows,
+    make_order,
+    order_status,
+    outbox_rows,
+    payment_rows,
+)
 from tests.integration.test_callback_webhook import post, success_body
 
 PHONE = "254712345126"
@@ -624,8 +631,9 @@ async def test_the_pushs_own_callback_after_a_paybill_payment_counts_its_money_o
     paid = await paybill.duka.simulator.pay_bill(PHONE, order.reference, order.total)
     same = success_body(push.checkout_request_id, f"{order.total}.00", paid.trans_id)
     other = success_body(push.checkout_request_id, f"{order.total}.00", "QKX9OTHER1")
+    own_url = attempt_url(paybill.duka.callback_url, push.id)
     for body in (same, other):
-        assert (await post(paybill.duka, body)).status_code == 200
+        assert (await post(paybill.duka, body, own_url)).status_code == 200
     [attempt] = await payment_rows(paybill.engine, order.id)
     assert (attempt.status, attempt.mpesa_receipt) == ("paid", paid.trans_id)
     callbacks = await event_rows(paybill.engine, "callback")

@@ -109,7 +109,7 @@ async def test_malformed_callback_changes_no_payment(duka: RunningDuka) -> None:
 async def test_callback_for_unknown_id_is_kept_then_applied_when_attempt_appears(
     duka: RunningDuka,
 ) -> None:
-    """The callback can beat the push answer: it waits as an orphan and is then applied."""
+    """The callback can beat the push answer: its own URL names the attempt, so it applies."""
     order = await make_order(duka.engine)
     duka.simulator.answer_next_push_after_callback()
     started = await duka.app[PAYMENTS].start_payment(order.id, "0712345678")

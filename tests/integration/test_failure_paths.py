@@ -13,17 +13,25 @@ import pytest
 from bot.app import PAYMENTS, RECONCILER
 from payments.simulator import SimulatorConfig, rules, start_simulator
 from tests.conftest import TEST_TOML, RunningDuka, make_config, start_duka
-from tests.helpers import event_rows, make_order, outbox_rows, payment_rows
+from tests.helpers import (
+    attempt_url,
+    event_rows,
+    make_order,
+    outbox_rows,
+    payment_rows,
+    wait_until,
+)
 from tests.integration.test_callback_webhook import success_body
 
 
-async def pending_payment(duka: RunningDuka, chat_id: str) -> tuple[int, str]:
-    """An order with a pending attempt that the simulator will never resolve by itself."""
+async def pending_payment(duka: RunningDuka, chat_id: str) -> tuple[int, str, str]:
+    """An order with a pending attempt that the simulator will never resolve by itself:
+    (order id, CheckoutRequestID, the attempt's own callback URL)."""
     order = await make_order(duka.engine, chat_id=chat_id)
     duka.simulator.force_next_outcome(rules.NEVER_RESOLVES)
     await duka.app[PAYMENTS].start_payment(order.id, "0712345678")
     [payment] = await payment_rows(duka.engine, order.id)
-    return order.id, payment.checkout_request_id
+    return order.id, payment.checkout_request_id, attempt_url(duka.callback_url, payment.id)
 
 
 async def test_a_callback_that_cannot_be_applied_does_not_take_others_down(
@@ -32,32 +40,34 @@ async def test_a_callback_that_cannot_be_applied_does_not_take_others_down(
     """Two callbacks claim one receipt: the first pays; the second is kept, not applied
     (one M-Pesa transaction cannot pay two orders), and the other attempt stays open for
     the query to settle."""
-    first_order, first_id = await pending_payment(duka, "1")
-    second_order, second_id = await pending_payment(duka, "2")
+    first_order, first_id, first_url = await pending_payment(duka, "1")
+    second_order, second_id, second_url = await pending_payment(duka, "2")
     async with httpx.AsyncClient() as client:
         answers = await asyncio.gather(
-            client.post(duka.callback_url, content=success_body(first_id, receipt="SAME000001")),
-            client.post(duka.callback_url, content=success_body(second_id, receipt="SAME000001")),
+            client.post(first_url, content=success_body(first_id, receipt="SAME000001")),
+            client.post(second_url, content=success_body(second_id, receipt="SAME000001")),
         )
     assert [a.status_code for a in answers] == [200, 200]  # both stored, so both accepted
+
+    async def both_decided() -> bool:  # a batch that failed is applied one by one, after
+        events = await event_rows(duka.engine, "callback")
+        return sorted(e.status for e in events) == ["applied", "duplicate"]
+
+    await wait_until(both_decided, what="one callback applied and the other a duplicate")
     statuses = sorted(
         [(await payment_rows(duka.engine, o))[0].status for o in (first_order, second_order)]
     )
     assert statuses == ["paid", "pending"]
-    events = await event_rows(duka.engine, "callback")
-    assert sorted(e.status for e in events) == ["applied", "duplicate"]
     assert all("254712345678" not in r.getMessage() for r in caplog.records)
     assert [m["kind"] for m in await outbox_rows(duka.engine)] == ["payment_paid", "order_paid"]
 
 
 async def test_a_broken_stored_event_does_not_stop_reconciliation(duka: RunningDuka) -> None:
-    order, first_id = await pending_payment(duka, "1")
-    _, second_id = await pending_payment(duka, "2")
+    order, first_id, first_url = await pending_payment(duka, "1")
+    _, second_id, second_url = await pending_payment(duka, "2")
     async with httpx.AsyncClient() as client:
-        for checkout_id in (first_id, second_id):
-            await client.post(
-                duka.callback_url, content=success_body(checkout_id, "350.00", "DUP0000001")
-            )
+        for checkout_id, url in ((first_id, first_url), (second_id, second_url)):
+            await client.post(url, content=success_body(checkout_id, "350.00", "DUP0000001"))
     dropped = await make_order(duka.engine, chat_id="3")
     await duka.app[PAYMENTS].start_payment(dropped.id, "0712000006")  # callback dropped
     await asyncio.sleep(0.3)

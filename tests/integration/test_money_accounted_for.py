@@ -23,7 +23,14 @@ from payments import review
 from payments.simulator import rules
 from storage.schema import orders, payments, unmatched_payments
 from tests.conftest import TEST_TOML, RunningDuka, make_config, start_duka
-from tests.helpers import event_rows, make_order, outbox_rows, payment_rows, wait_until
+from tests.helpers import (
+    attempt_url,
+    event_rows,
+    make_order,
+    outbox_rows,
+    payment_rows,
+    wait_until,
+)
 from tests.integration.test_callback_webhook import post, success_body
 
 PHONE = "0712345678"
@@ -62,12 +69,33 @@ def kinds(messages: list[dict[str, Any]], order_id: int | None = None) -> list[s
     return sorted(m["kind"] for m in messages if order_id is None or m["order_id"] == order_id)
 
 
+async def test_a_lost_pushs_callback_at_its_own_url_pays_it_without_guessing(
+    duka_with_timeouts: RunningDuka,
+) -> None:
+    """Case 1 today: two lost pushes, same phone and amount; each push carried its own
+    callback URL, so the paid callback names its attempt: that order is paid, the other
+    attempt stays as it was (it ends unconfirmed later), nothing is guessed."""
+    duka = duka_with_timeouts
+    first, second = await lost_push(duka, "1"), await lost_push(duka, "2")
+    [attempt] = await payment_rows(duka.engine, second)
+    own_url = attempt_url(duka.callback_url, attempt.id)
+    body = success_body("ws_CO_answer_never_seen", "350.00", "QKX0000010")
+    assert (await post(duka, body, own_url)).status_code == 200
+    assert [p.status for p in await payment_rows(duka.engine, second)] == ["paid"]
+    assert [p.status for p in await payment_rows(duka.engine, first)] == ["unknown"]
+    assert await unmatched_rows(duka) == []
+    assert kinds(await outbox_rows(duka.engine)) == ["order_paid", "payment_paid"]
+
+
 async def test_a_paid_callback_that_several_lost_pushes_fit_is_unmatched_money_at_once(
     duka_with_timeouts: RunningDuka,
 ) -> None:
-    """Case 1: two lost pushes, same phone and amount, one paid callback: no guess, no loss."""
+    """Case 1 for pushes made before per-attempt URLs (their callbacks come to the bare
+    URL): two lost pushes, same phone and amount, one paid callback: no guess, no loss."""
     duka = duka_with_timeouts
     first, second = await lost_push(duka, "1"), await lost_push(duka, "2")
+    async with duka.engine.begin() as conn:  # set-up: as pushed by the previous version
+        await conn.execute(update(payments).values(own_callback_url=False))
     answer = await post(duka, success_body("ws_CO_answer_never_seen", "350.00", "QKX0000001"))
     assert answer.status_code == 200
 
@@ -94,13 +122,16 @@ async def test_a_paid_callback_that_several_lost_pushes_fit_is_unmatched_money_a
 async def test_a_paid_callback_an_hour_late_is_unmatched_after_the_grace(
     duka_with_timeouts: RunningDuka,
 ) -> None:
-    """Case 1, late: the only fitting push is older than the matching window."""
+    """Case 1, late (a push made before per-attempt URLs): the only fitting push is older
+    than the matching window."""
     duka = duka_with_timeouts
     order = await lost_push(duka, "1")
-    async with duka.engine.begin() as conn:  # set-up: the push happened two hours ago
+    async with duka.engine.begin() as conn:  # set-up: pushed two hours ago, by the old version
         two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
         await conn.execute(
-            update(payments).where(payments.c.order_id == order).values(created_at=two_hours_ago)
+            update(payments)
+            .where(payments.c.order_id == order)
+            .values(created_at=two_hours_ago, own_callback_url=False)
         )
     await duka.app[RECONCILER].sweep()  # it expires, unconfirmed
     await post(duka, success_body("ws_CO_two_hours_late", "350.00", "QKX0000002"))
@@ -173,16 +204,17 @@ async def test_a_poison_orphan_does_not_stop_a_good_one_being_adopted(duka: Runn
     good = success_body(attempt.checkout_request_id, "350.00", "QKX0000005").decode()
     poison = success_body("ws_CO_poison", "1e30", "QKX0000006").decode()
     async with duka.engine.begin() as conn:  # set-up: events as an older version stored them
-        for raw, checkout_id, status in (
-            (good, attempt.checkout_request_id, "orphan"),
-            (poison, "ws_CO_poison", "received"),  # newest: read first
+        for raw, checkout_id, status, attempt_id in (
+            (good, attempt.checkout_request_id, "orphan", attempt.id),
+            (poison, "ws_CO_poison", "received", None),  # newest: read first
         ):
             await conn.execute(
                 text(
                     "INSERT INTO payment_events (source, received_at, raw, checkout_request_id,"
-                    " status, note) VALUES ('callback', :at, :raw, :cid, :status, '')"
+                    " status, note, attempt_id)"
+                    " VALUES ('callback', :at, :raw, :cid, :status, '', :aid)"
                 ),
-                {"at": now, "raw": raw, "cid": checkout_id, "status": status},
+                {"at": now, "raw": raw, "cid": checkout_id, "status": status, "aid": attempt_id},
             )
     report = await duka.app[RECONCILER].sweep()
     assert report.adopted == 1
@@ -242,8 +274,9 @@ async def test_a_push_answer_that_cannot_be_recorded_at_first_still_pays_the_ord
     order = await make_order(duka.engine)
     paying = asyncio.create_task(duka.app[PAYMENTS].start_payment(order.id, PHONE))
     await duka.simulator.wait_for_callbacks(1)
+    # Its URL names the attempt, but linking the id is refused too (same fault): kept.
     await wait_until(
-        lambda: _has_event(duka, "orphan"), timeout=3, what="the callback stored as an orphan"
+        lambda: _has_event(duka, "received"), timeout=5, what="the callback stored, not applied"
     )
     async with duka.engine.begin() as conn:  # the fault passes
         await conn.execute(
@@ -429,7 +462,8 @@ async def test_a_merchant_confirmed_attempt_takes_its_late_callbacks_receipt(
     [attempt] = await payment_rows(duka.engine, order_id)
     assert (attempt.status, attempt.settled_by, attempt.mpesa_receipt) == ("paid", "merchant", None)
 
-    await post(duka, success_body("ws_CO_never_learned", "350.00", "QKX0000007"))
+    own_url = attempt_url(duka.callback_url, attempt.id)
+    await post(duka, success_body("ws_CO_never_learned", "350.00", "QKX0000007"), own_url)
     [attempt] = await payment_rows(duka.engine, order_id)
     assert attempt.mpesa_receipt == "QKX0000007"
     assert await unmatched_rows(duka) == []
@@ -467,7 +501,8 @@ async def test_a_paid_callback_that_keeps_failing_to_apply_becomes_unmatched_mon
         for statement in _FAIL_PAYING[duka.engine.dialect.name]:
             await conn.execute(text(statement))
     body = success_body(attempt.checkout_request_id, "350.00", "QKX0000008")
-    assert (await post(duka, body)).status_code == 200  # stored, so acknowledged
+    own_url = attempt_url(duka.callback_url, attempt.id)
+    assert (await post(duka, body, own_url)).status_code == 200  # stored, so acknowledged
 
     async def inbox_gave_up() -> bool:  # it tries once more on its own, after answering
         [event] = await event_rows(duka.engine, "callback")
