@@ -83,7 +83,7 @@ def build_app(
         client_max_size=MAX_BODY_BYTES, middlewares=[_error_middleware(_secret_paths(config))]
     )
     app[CONFIG] = config
-    app.add_routes(callback_routes(callback_path))
+    app.add_routes(callback_routes(callback_path, config.callback_sources))
     if config.daraja.c2b_confirmation_url:
         app.add_routes(
             c2b_routes(

@@ -8,6 +8,7 @@ all together, so that one start-up lists every missing or wrong one (``ConfigErr
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import os
@@ -22,6 +23,12 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from bot.catalog import CatalogError, ProductSpec, parse_products, read_catalog_file
+from payments.callback_sources import (
+    LOOPBACK,
+    SAFARICOM_CALLBACK_IPS,
+    CallbackSources,
+    IpMode,
+)
 from payments.limits import PromptLimits
 from payments.phone import InvalidPhoneNumber, normalize_msisdn
 from payments.settings import (
@@ -195,6 +202,9 @@ class AppConfig:
     whatsapp: WhatsAppSettings | None = None  # None: no WhatsApp settings, channel off
     merchant_whatsapp_numbers: tuple[str, ...] = ()  # 2547XXXXXXXX
     prompt_limits: PromptLimits = field(default_factory=PromptLimits)
+    callback_sources: CallbackSources = field(
+        default_factory=lambda: CallbackSources(IpMode.LOG, frozenset())
+    )
     chat_events_per_10_seconds: int = 20  # more from one chat: answered once, then ignored
 
 
@@ -306,6 +316,7 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> AppConfig:
         whatsapp=_whatsapp(data.get("whatsapp", {}), env),
         merchant_whatsapp_numbers=_merchant_numbers(data.get("merchant", {}), env),
         daraja=_daraja(mpesa, env, host, port),
+        callback_sources=_callback_sources(env),
         reconcile=_reconcile(data.get("reconciliation", {})),
         prompt_limits=_prompt_limits(data.get("limits", {})),
         chat_events_per_10_seconds=_whole_number(
@@ -643,6 +654,44 @@ def _merchant_numbers(section: Mapping[str, Any], env: Mapping[str, str]) -> tup
                 key, f"{part!r} is not a Kenyan mobile number", "write e.g. 0712345678"
             ) from None
     return tuple(numbers)
+
+
+def _callback_sources(env: Mapping[str, str]) -> CallbackSources:
+    """``DUKA_CALLBACK_IP_MODE``, ``DUKA_CALLBACK_IPS``, ``DUKA_TRUSTED_PROXIES``."""
+    mode_text = env.get("DUKA_CALLBACK_IP_MODE", "").strip().lower() or str(IpMode.LOG)
+    try:
+        mode = IpMode(mode_text)
+    except ValueError:
+        raise ConfigError(
+            "DUKA_CALLBACK_IP_MODE", f"{mode_text!r} is not a mode", "use off, log or enforce"
+        ) from None
+    simulator = (env.get("MPESA_ENVIRONMENT") or "simulator").strip().lower() == "simulator"
+    default_ips = ",".join(LOOPBACK if simulator else SAFARICOM_CALLBACK_IPS)
+    allowed = []
+    for text in _comma_list(env.get("DUKA_CALLBACK_IPS") or default_ips):
+        try:
+            allowed.append(ipaddress.ip_address(text))
+        except ValueError:
+            raise ConfigError(
+                "DUKA_CALLBACK_IPS",
+                f"{text!r} is not an IP address",
+                "list addresses, e.g. 196.201.214.200,196.201.214.206",
+            ) from None
+    proxies = []
+    for text in _comma_list(env.get("DUKA_TRUSTED_PROXIES", "")):
+        try:
+            proxies.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise ConfigError(
+                "DUKA_TRUSTED_PROXIES",
+                f"{text!r} is not an address or network",
+                "list your reverse proxies, e.g. 127.0.0.1,10.0.0.0/8",
+            ) from None
+    return CallbackSources(mode, frozenset(allowed), tuple(proxies))
+
+
+def _comma_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _prompt_limits(section: Mapping[str, Any]) -> PromptLimits:

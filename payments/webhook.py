@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from payments.callback_sources import CallbackSources, IpMode
 from payments.callback_urls import token_matches
 from payments.inbox import CallbackInbox, InboxUnavailable
 from payments.results import MalformedCallback, parse_callback
@@ -76,12 +77,16 @@ class CallbackPath:
         return path
 
 
-def callback_routes(callback_path: CallbackPath) -> list[web.RouteDef]:
+def callback_routes(
+    callback_path: CallbackPath, sources: CallbackSources | None = None
+) -> list[web.RouteDef]:
+    sources = sources or CallbackSources(IpMode.OFF, frozenset())
+
     async def at_base(request: web.Request) -> web.Response:
         """The bare URL: only callbacks of pushes made before per-attempt URLs count here."""
         if not callback_path.matches(request.match_info["token"]):
             raise web.HTTPNotFound()
-        return await _receive(request, None)
+        return await _receive(request, None, sources)
 
     async def at_attempt(request: web.Request) -> web.Response:
         if not callback_path.matches(request.match_info["token"]):
@@ -93,11 +98,12 @@ def callback_routes(callback_path: CallbackPath) -> list[web.RouteDef]:
             # kept (with where it came from) for whoever investigates.
             inbox = request.config_dict[INBOX]
             body, _ = await read_limited(request)
+            source = _source(request, sources)
             await _store_refused(
-                inbox, storable_text(body), "wrong attempt token", request, EventStatus.FORGED
+                inbox, storable_text(body), "wrong attempt token", source, EventStatus.FORGED
             )
             raise web.HTTPNotFound()
-        return await _receive(request, attempt_id)
+        return await _receive(request, attempt_id, sources)
 
     return [
         web.post(callback_path.route, at_base),
@@ -105,22 +111,29 @@ def callback_routes(callback_path: CallbackPath) -> list[web.RouteDef]:
     ]
 
 
-async def _receive(request: web.Request, attempt_id: int | None) -> web.Response:
+async def _receive(
+    request: web.Request, attempt_id: int | None, sources: CallbackSources
+) -> web.Response:
     inbox = request.config_dict[INBOX]
     body, oversized = await read_limited(request)
     raw = storable_text(body)
+    source = _source(request, sources)
+    if sources.mode is not IpMode.OFF and not sources.listed(source):
+        if sources.mode is IpMode.ENFORCE:
+            return await _reject(inbox, raw, f"source {source} is not listed", 403, source)
+        log.warning("a callback came from %s, not a listed address", source)
     if oversized:
         reason = f"body is larger than {MAX_CALLBACK_BYTES} bytes"
-        return await _reject(inbox, raw, reason, 413, request)
+        return await _reject(inbox, raw, reason, 413, source)
     try:
         result = replace(parse_callback(body), attempt_id=attempt_id)
     except MalformedCallback as exc:
-        return await _reject(inbox, raw, str(exc), 400, request)
+        return await _reject(inbox, raw, str(exc), 400, source)
     except Exception as exc:  # a parser bug must not become a 500 or lose the body
         log.exception("unexpected error parsing a callback")
-        return await _reject(inbox, raw, f"unreadable body ({type(exc).__name__})", 400, request)
+        return await _reject(inbox, raw, f"unreadable body ({type(exc).__name__})", 400, source)
     try:
-        status = await inbox.submit(raw, result, source_ip=request.remote)
+        status = await inbox.submit(raw, result, source_ip=source)
     except InboxUnavailable:
         log.exception("callback for %s could not be stored", result.checkout_request_id)
         return web.json_response(
@@ -133,17 +146,19 @@ async def _receive(request: web.Request, attempt_id: int | None) -> web.Response
     return web.Response(body=ACCEPTED_BODY, content_type="application/json")
 
 
+def _source(request: web.Request, sources: CallbackSources) -> str | None:
+    return sources.source_of(request.remote, request.headers.get("X-Forwarded-For"))
+
+
 async def _store_refused(
     inbox: CallbackInbox,
     raw: str,
     reason: str,
-    request: web.Request,
+    source: str | None,
     refused_as: EventStatus = EventStatus.REJECTED,
 ) -> None:
     try:
-        await inbox.submit(
-            raw, None, rejection=reason, source_ip=request.remote, refused_as=refused_as
-        )
+        await inbox.submit(raw, None, rejection=reason, source_ip=source, refused_as=refused_as)
     except InboxUnavailable:
         log.exception("a refused callback could not be stored for audit")
 
@@ -173,8 +188,8 @@ async def read_limited(request: web.Request) -> tuple[bytes, bool]:
 
 
 async def _reject(
-    inbox: CallbackInbox, raw: str, reason: str, status: int, request: web.Request
+    inbox: CallbackInbox, raw: str, reason: str, status: int, source: str | None
 ) -> web.Response:
     log.warning("rejected a callback: %s", reason)
-    await _store_refused(inbox, raw, reason, request)
+    await _store_refused(inbox, raw, reason, source)
     return web.json_response({"ResultCode": 1, "ResultDesc": f"Rejected: {reason}"}, status=status)
