@@ -137,12 +137,19 @@ def _error_middleware(secret_paths: tuple[CallbackPath, ...]) -> Middleware:
             return await handler(request)
         except web.HTTPException:
             raise
+        except ConnectionResetError:
+            # The sender hung up mid-request: nobody reads an answer, nothing went wrong here.
+            log.info("%s %s: the client went away", request.method, _redacted(request.path))
+            return web.json_response({"error": "connection closed"}, status=400)
         except Exception:
-            path = request.path
-            for secret_path in secret_paths:
-                path = secret_path.redact(path)
+            path = _redacted(request.path)
             log.exception("unhandled error in %s %s", request.method, path)
             return web.json_response({"error": "internal error"}, status=500)
+
+    def _redacted(path: str) -> str:
+        for secret_path in secret_paths:
+            path = secret_path.redact(path)
+        return path
 
     return errors
 

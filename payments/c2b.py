@@ -23,7 +23,7 @@ from sqlalchemy import Connection, select
 from payments import arrived, ledger
 from payments.credentials import parse_daraja_timestamp
 from payments.phone import mask_msisdn
-from payments.results import MalformedCallback, ResultSource, parse_amount
+from payments.results import MalformedCallback, ResultSource, parse_amount, storable
 from payments.settlement import ArrivedMoney, EventStatus
 from payments.states import OrderStatus
 from payments.unmatched import UnmatchedReason, record_unmatched
@@ -197,4 +197,4 @@ def _text(document: dict[str, Any], key: str, limit: int, *, required: bool = Tr
     text = str(value).strip()
     if len(text) > limit:
         raise MalformedCallback(f"{key} is longer than {limit} characters")
-    return text
+    return storable(text, key)

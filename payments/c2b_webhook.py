@@ -69,8 +69,10 @@ def c2b_routes(confirmation: CallbackPath, validation: CallbackPath) -> list[web
         if not confirmation.matches(request.match_info["token"]):
             raise web.HTTPNotFound()
         intake = request.config_dict[INTAKE]
-        body, oversized = await read_limited(request)
+        body, oversized, broken = await read_limited(request)
         raw = storable_text(body)
+        if broken is not None and not oversized:
+            return await _refuse(intake, raw, f"the body could not be read ({broken})", 400)
         if oversized:
             return await _refuse(
                 intake, raw, f"body is larger than {MAX_CALLBACK_BYTES} bytes", 413
@@ -106,10 +108,10 @@ def c2b_routes(confirmation: CallbackPath, validation: CallbackPath) -> list[web
         if not validation.matches(request.match_info["token"]):
             raise web.HTTPNotFound()
         intake = request.config_dict[INTAKE]
-        body, oversized = await read_limited(request)
+        body, oversized, broken = await read_limited(request)
         try:
-            if oversized:
-                raise MalformedCallback("body too large")
+            if oversized or broken:
+                raise MalformedCallback("body too large or unreadable")
             payment = parse_c2b(body)
             target = await intake.database.transaction(judge, payment)
         except MalformedCallback as exc:

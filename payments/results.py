@@ -114,6 +114,14 @@ def _reject_constant(name: str) -> None:
 def _limited(text: str, field: str, limit: int) -> str:
     if len(text) > limit:
         raise MalformedCallback(f"{field} is longer than {limit} characters")
+    return storable(text, field)
+
+
+def storable(text: str, field: str) -> str:
+    """Text a database can hold: no NUL (PostgreSQL refuses it) and no lone surrogate (a
+    ``\\ud800`` escape; SQLite refuses it). Daraja sends neither."""
+    if "\x00" in text or any("\ud800" <= ch <= "\udfff" for ch in text):
+        raise MalformedCallback(f"{field} has characters no M-Pesa field has")
     return text
 
 
@@ -132,7 +140,7 @@ def _required_text(container: dict[str, Any], key: str) -> str:
 
 def _optional_text(container: dict[str, Any], key: str) -> str:
     value = container.get(key)
-    return "" if value is None else str(value)
+    return "" if value is None else storable(str(value)[:1000], key)
 
 
 def _metadata_items(stk: dict[str, Any]) -> dict[str, Any]:

@@ -13,9 +13,11 @@ import hmac
 import json
 import logging
 from dataclasses import replace
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from payments.callback_sources import CallbackSources, IpMode
 from payments.callback_urls import token_matches
@@ -97,7 +99,7 @@ def callback_routes(
             # The base secret leaked, the token is wrong: refused like a wrong path, and
             # kept (with where it came from) for whoever investigates.
             inbox = request.config_dict[INBOX]
-            body, _ = await read_limited(request)
+            body = (await read_limited(request)).data
             source = _source(request, sources)
             await _store_refused(
                 inbox, storable_text(body), "wrong attempt token", source, EventStatus.FORGED
@@ -115,9 +117,11 @@ async def _receive(
     request: web.Request, attempt_id: int | None, sources: CallbackSources
 ) -> web.Response:
     inbox = request.config_dict[INBOX]
-    body, oversized = await read_limited(request)
+    body, oversized, broken = await read_limited(request)
     raw = storable_text(body)
     source = _source(request, sources)
+    if broken is not None and not oversized:
+        return await _reject(inbox, raw, f"the body could not be read ({broken})", 400, source)
     if sources.mode is not IpMode.OFF and not sources.listed(source):
         if sources.mode is IpMode.ENFORCE:
             return await _reject(inbox, raw, f"source {source} is not listed", 403, source)
@@ -168,23 +172,30 @@ def storable_text(body: bytes) -> str:
     return body.decode("utf-8", errors="backslashreplace").replace("\x00", "\\x00")
 
 
-async def read_limited(request: web.Request) -> tuple[bytes, bool]:
-    """Read at most MAX_CALLBACK_BYTES; the flag says there was more."""
-    length = request.content_length
-    if length is not None and length <= MAX_CALLBACK_BYTES:
-        try:
-            return await request.content.readexactly(length), False
-        except asyncio.IncompleteReadError as exc:
-            return exc.partial, False
+class ReadBody(NamedTuple):
+    data: bytes  # at most MAX_CALLBACK_BYTES of what arrived
+    oversized: bool  # there was more
+    broken: str | None  # why the body could not be read whole (a lie in its framing)
+
+
+async def read_limited(request: web.Request) -> ReadBody:
+    """Read at most MAX_CALLBACK_BYTES. A body that cannot be read (a false
+    Content-Encoding, a sender that hangs up mid-body) is what arrived, with the reason."""
     chunks: list[bytes] = []
     size = 0
-    while size <= MAX_CALLBACK_BYTES:
-        chunk = await request.content.read(MAX_CALLBACK_BYTES + 1 - size)
-        if not chunk:
-            return b"".join(chunks), False
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)[:MAX_CALLBACK_BYTES], True
+    try:
+        while size <= MAX_CALLBACK_BYTES:
+            chunk = await request.content.read(MAX_CALLBACK_BYTES + 1 - size)
+            if not chunk:
+                return ReadBody(b"".join(chunks), False, None)
+            chunks.append(chunk)
+            size += len(chunk)
+    except (RequestPayloadError, ConnectionResetError, asyncio.IncompleteReadError) as exc:
+        # A declared length over the limit is oversized whether or not it could be decoded.
+        declared = request.content_length or 0
+        oversized = max(size, declared) > MAX_CALLBACK_BYTES
+        return ReadBody(b"".join(chunks)[:MAX_CALLBACK_BYTES], oversized, type(exc).__name__)
+    return ReadBody(b"".join(chunks)[:MAX_CALLBACK_BYTES], True, None)
 
 
 async def _reject(

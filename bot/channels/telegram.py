@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 from datetime import timedelta
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from telegram import (
     InlineKeyboardButton,
     InlineKeyboardMarkup,
@@ -44,6 +46,17 @@ log = logging.getLogger(__name__)
 NOT_MODIFIED = "message is not modified"
 CONCURRENT_UPDATES = 16
 STARTUP_WAIT_SECONDS = 10.0
+MAX_UPDATE_BYTES = 1024 * 1024  # Telegram's updates are a few KB: a bigger body is not one
+# What a body that is not an update makes json.loads or PTB's de_json raise: bad JSON or
+# text (ValueError), nesting too deep for the parser, a date past datetime's range.
+NOT_AN_UPDATE = (
+    ValueError,
+    KeyError,
+    TypeError,
+    AttributeError,
+    RecursionError,
+    OverflowError,
+)
 
 
 class TelegramChannel:
@@ -129,17 +142,37 @@ class TelegramChannel:
     async def webhook(self, request: web.Request) -> web.Response:
         """Our route for Telegram's POSTs (webhook mode); the secret header is required."""
         given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
-        if not hmac.compare_digest(given.encode(), self._settings.webhook_secret.encode()):
+        if not _same_secret(given, self._settings.webhook_secret):
             return web.json_response({"error": "wrong secret token"}, status=403)
         try:
-            data = await request.json()
-            if not isinstance(data, dict):
-                raise TypeError("not a JSON object")
-            update = Update.de_json(data, self.application.bot)
-        except (ValueError, KeyError, TypeError, AttributeError):
+            body, oversized = await _read_at_most(request, MAX_UPDATE_BYTES)
+        except RequestPayloadError as exc:  # e.g. a Content-Encoding the body does not have
+            log.info("refused a Telegram webhook body that cannot be decoded: %s", exc)
+            return web.json_response({"error": "body cannot be read"}, status=400)
+        except ConnectionResetError:
+            # The client went away mid-body: nobody will read this answer, and no update
+            # was lost (Telegram redelivers what it did not see acknowledged).
+            log.info("a Telegram webhook client closed the connection mid-body")
+            return web.json_response({"error": "body cut short"}, status=400)
+        if oversized:
+            return web.json_response({"error": "body too large for an update"}, status=413)
+        try:
+            update = self._update_from(body)
+        except NOT_AN_UPDATE:
             return web.json_response({"error": "not a Telegram update"}, status=400)
         await self.application.update_queue.put(update)
         return web.json_response({"ok": True})
+
+    def _update_from(self, body: bytes) -> Update:
+        # Parsed from the bytes, not request.json(): the declared charset may be one Python
+        # does not know, and json.loads finds UTF-8, -16 or -32 on its own.
+        data = json.loads(body)
+        if not isinstance(data, dict):
+            raise TypeError("not a JSON object")
+        update = Update.de_json(data, self.application.bot)
+        if not _typed_as_promised(update):
+            raise TypeError("a field we read is not of the Bot API's type")
+        return update
 
     # --- updates in ----------------------------------------------------------------------
 
@@ -148,7 +181,7 @@ class TelegramChannel:
         if chat is None or user is None or chat.type != "private":
             return
         chat_id = str(chat.id)
-        name = user.full_name
+        name = _storable(user.full_name)
         pressed: str | None = None
         query = update.callback_query
         if query is not None:
@@ -158,7 +191,7 @@ class TelegramChannel:
                 log.info("could not answer a button press: %s", exc)
             if query.message is not None:
                 pressed = str(query.message.message_id)
-            event = Inbound(self.name, chat_id, name, button=query.data or "")
+            event = Inbound(self.name, chat_id, name, button=_storable(query.data or ""))
         elif update.message is not None and update.message.contact is not None:
             contact = update.message.contact
             # Only the sender's own contact counts: a forwarded card can be anyone's.
@@ -166,11 +199,11 @@ class TelegramChannel:
                 self.name,
                 chat_id,
                 name,
-                contact_phone=contact.phone_number,
+                contact_phone=_storable(contact.phone_number),
                 contact_is_own=contact.user_id == user.id,
             )
         elif update.message is not None and update.message.text is not None:
-            text = update.message.text
+            text = _storable(update.message.text)
             merchant_reply = await self._merchant.handle(f"{self.name}:{chat_id}", text)
             if merchant_reply is not None:
                 await self.send(chat_id, merchant_reply)
@@ -238,6 +271,74 @@ class TelegramChannel:
             raise Undeliverable(f"BadRequest: {exc}") from exc
         except (NetworkError, TelegramError) as exc:
             raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _typed_as_promised(update: Update) -> bool:
+    """PTB builds an update from any JSON without checking types, and a chat id that is a
+    float or a text that is a number would fail later, in the background, far from the
+    request: what we read must have the Bot API's types."""
+    chat, user, query, message = (
+        update.effective_chat,
+        update.effective_user,
+        update.callback_query,
+        update.message,
+    )
+    ids: list[object] = []  # integers
+    texts: list[object] = []  # strings
+    optional: list[object] = []  # strings where present
+    if chat is not None:
+        ids.append(chat.id)
+        optional.append(chat.type)
+    if user is not None:
+        ids.append(user.id)
+        texts.append(user.first_name)
+        optional.append(user.last_name)
+    if query is not None:
+        optional.append(query.data)
+        if query.message is not None:
+            ids.append(query.message.message_id)
+    if message is not None:
+        optional.append(message.text)
+        if message.contact is not None:
+            texts.append(message.contact.phone_number)
+    texts += [t for t in optional if t is not None]
+    return all(_is_int(i) for i in ids) and all(isinstance(t, str) for t in texts)
+
+
+def _is_int(value: object) -> bool:
+    # True is an int to Python, not a chat id to anyone.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _storable(text: str) -> str:
+    """NUL dropped (PostgreSQL refuses it), lone surrogates "?" (not UTF-8: SQLite refuses
+    them): what a customer typed, kept as near as the database allows."""
+    return text.replace("\x00", "").encode("utf-8", "replace").decode()
+
+
+def _same_secret(given: str, expected: str) -> bool:
+    """Constant-time; header bytes that are not UTF-8 reach us as lone surrogates, which
+    ``surrogateescape`` turns back into those bytes instead of raising."""
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape")
+    )
+
+
+async def _read_at_most(request: web.Request, limit: int) -> tuple[bytes, bool]:
+    """The body, up to ``limit`` bytes; the flag says there was more (then none of it is kept)."""
+    if request.content_length is not None and request.content_length > limit:
+        return b"", True
+    # In chunks until EOF, not readexactly(Content-Length): with a Content-Encoding the
+    # declared length is of the encoded bytes, not of what aiohttp hands us decoded.
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await request.content.read(limit + 1 - size)
+        if not chunk:
+            return b"".join(chunks), False
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"", True
 
 
 def _inline_keyboard(reply: Reply) -> InlineKeyboardMarkup | None:

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 
 import httpx
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from bot.channels.base import DeliveryError, RetryLater, Undeliverable
 from bot.channels.whatsapp_api import (
@@ -103,7 +104,16 @@ class WhatsAppChannel:
         return web.Response(status=403, text="verification refused")
 
     async def receive(self, request: web.Request) -> web.Response:
-        body = await request.read()
+        try:
+            body = await request.read()  # the app's client_max_size answers 413 beyond it
+        except RequestPayloadError as exc:  # e.g. a Content-Encoding the body does not have
+            log.info("refused a WhatsApp webhook body that cannot be decoded: %s", exc)
+            return web.json_response({"error": "body cannot be read"}, status=400)
+        except ConnectionResetError:
+            # The client went away mid-body: nobody will read this answer, and Meta
+            # redelivers what it did not see acknowledged.
+            log.info("a WhatsApp webhook client closed the connection mid-body")
+            return web.json_response({"error": "body cut short"}, status=400)
         signature = request.headers.get("X-Hub-Signature-256", "")
         if not signature:
             return web.json_response({"error": "missing X-Hub-Signature-256"}, status=401)
@@ -111,7 +121,7 @@ class WhatsAppChannel:
             return web.json_response({"error": "signature does not match"}, status=403)
         try:
             payload = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than json reads
             return web.json_response({"error": "body is not JSON"}, status=400)
         messages, statuses = read_webhook(payload)
         for status in statuses:

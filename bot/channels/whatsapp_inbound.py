@@ -1,17 +1,25 @@
 """Reading WhatsApp Cloud API webhooks: signature, and what customers did.
 
-Pure functions: the channel checks the signature over the raw bytes, then turns every
-entry, change and message of one POST into ``WaMessage`` objects (statuses become
-``WaStatus``). Customers are keyed on the business-scoped ``user_id`` where Meta sends
-one, else on ``wa_id``; the phone number is never assumed to be the M-Pesa number.
+Pure functions (they only log what they skip): the channel checks the signature over the
+raw bytes, then turns every entry, change and message of one POST into ``WaMessage``
+objects (statuses become ``WaStatus``). Customers are keyed on the business-scoped
+``user_id`` where Meta sends one, else on ``wa_id``; the phone number is never assumed to
+be the M-Pesa number.
+
+Everything read is text a database can store: NUL (PostgreSQL refuses it) and lone
+surrogates (not UTF-8: SQLite refuses them) are cleaned out of texts and names, and a
+message whose id or sender holds them is skipped, since a changed id is another's.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from dataclasses import dataclass, replace
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def signature_matches(app_secret: str, body: bytes, header: str) -> bool:
@@ -53,14 +61,19 @@ def read_webhook(payload: Any) -> tuple[list[WaMessage], list[WaStatus]]:
                 continue
             contacts = _list(value.get("contacts"))
             for message in _list(value.get("messages")):
-                parsed = _message(message, contacts)
+                try:
+                    parsed = _message(message, contacts)
+                except _UnstorableId:
+                    # Not the id itself in the log: it is what could not be handled.
+                    log.warning("skipped a WhatsApp message: its id or sender is not storable")
+                    continue
                 if parsed is not None:
                     messages.append(parsed)
             for status in _list(value.get("statuses")):
                 statuses.append(
                     WaStatus(
-                        str(status.get("id", "")),
-                        str(status.get("status", "")),
+                        _text(status.get("id")) or "",
+                        _text(status.get("status")) or "",
                         tuple(
                             e["code"]
                             for e in _list(status.get("errors"))
@@ -72,8 +85,8 @@ def read_webhook(payload: Any) -> tuple[list[WaMessage], list[WaStatus]]:
 
 
 def _message(message: dict[str, Any], contacts: list[dict[str, Any]]) -> WaMessage | None:
-    wa_id = _text(message.get("from"))
-    user_id = _text(message.get("from_user_id"))
+    wa_id = _id(message.get("from"))
+    user_id = _id(message.get("from_user_id"))
     profile = next(
         (
             c
@@ -83,24 +96,25 @@ def _message(message: dict[str, Any], contacts: list[dict[str, Any]]) -> WaMessa
         # Without a sender field, the only contact is the sender; with several, nobody is.
         contacts[0] if len(contacts) == 1 and not (wa_id or user_id) else {},
     )
-    user_id = user_id or _text(profile.get("user_id"))
-    wa_id = wa_id or _text(profile.get("wa_id"))
+    user_id = user_id or _id(profile.get("user_id"))
+    wa_id = wa_id or _id(profile.get("wa_id"))
     chat_id = user_id or wa_id
-    message_id = _text(message.get("id"))
+    message_id = _id(message.get("id"))
     if not chat_id or not message_id:
         return None
-    name = _text((profile.get("profile") or {}).get("name")) or ""
+    name = _text(_dict(profile.get("profile")).get("name")) or ""
     base = WaMessage(message_id, chat_id, wa_id, name, kind="unsupported")
     kind = message.get("type")
     if kind == "text":
-        return replace(base, kind="text", text=_text((message.get("text") or {}).get("body")))
+        return replace(base, kind="text", text=_text(_dict(message.get("text")).get("body")))
     if kind == "interactive":
-        interactive = message.get("interactive") or {}
-        reply = interactive.get("button_reply") or interactive.get("list_reply") or {}
-        if isinstance(reply, dict) and _text(reply.get("id")):
-            return replace(base, kind="button", button=_text(reply.get("id")))
+        interactive = _dict(message.get("interactive"))
+        reply = _dict(interactive.get("button_reply")) or _dict(interactive.get("list_reply"))
+        pressed = _text(reply.get("id"))
+        if pressed:
+            return replace(base, kind="button", button=pressed)
     if kind == "button":  # a template's quick-reply button
-        payload = _text((message.get("button") or {}).get("payload"))
+        payload = _text(_dict(message.get("button")).get("payload"))
         if payload:
             return replace(base, kind="button", button=payload)
     if kind == "contacts":
@@ -132,5 +146,29 @@ def _list(value: Any) -> list[dict[str, Any]]:
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _text(value: Any) -> str | None:
-    return value.strip() or None if isinstance(value, str) else None
+    """A text as the customer sent it, made storable (NUL dropped, lone surrogates "?")."""
+    if not isinstance(value, str):
+        return None
+    return _storable(value).strip() or None
+
+
+class _UnstorableId(ValueError):
+    """An id or sender no database stores as sent: the message cannot be keyed on it."""
+
+
+def _id(value: Any) -> str | None:
+    """An identifier as sent; cleaning it would make it another one, so it is refused."""
+    if not isinstance(value, str):
+        return None
+    if _storable(value) != value:
+        raise _UnstorableId()
+    return value.strip() or None
+
+
+def _storable(text: str) -> str:
+    return text.replace("\x00", "").encode("utf-8", "replace").decode()

@@ -147,3 +147,34 @@ async def test_callback_secret_never_reaches_the_logs(
     assert any("/hooks/stk/***" in message for message in ours)  # the access log ran
     assert all(CALLBACK_SECRET not in message for message in ours)
     assert all("254712345678" not in message for message in ours)
+
+
+async def test_a_body_with_a_false_content_encoding_gets_400_and_is_kept(
+    duka: RunningDuka,
+) -> None:
+    """The framing lies (says gzip, is not): a plain 400, never a 500, and nothing applied."""
+    async with httpx.AsyncClient() as client:
+        answer = await client.post(
+            duka.callback_url,
+            content=success_body("ws_CO_gzip"),
+            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+        )
+    assert answer.status_code == 400
+    [event] = await event_rows(duka.engine, "callback")
+    assert (event.status, event.note) == (
+        "rejected",
+        "the body could not be read (RequestPayloadError)",
+    )
+
+
+@pytest.mark.parametrize("bad", ["\\u0000", "\\ud800"])
+async def test_text_no_database_can_store_is_a_malformed_callback(
+    duka: RunningDuka, bad: str
+) -> None:
+    """A NUL (PostgreSQL refuses it) or a lone surrogate (SQLite does) in a field: 400,
+    the body kept, instead of a 503 and a body lost."""
+    body = success_body(f"ws_CO_{bad}x").replace(b"\\\\", b"\\")
+    answer = await post(duka, body)
+    assert answer.status_code == 400
+    [event] = await event_rows(duka.engine, "callback")
+    assert event.status == "rejected"
