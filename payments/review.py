@@ -26,7 +26,6 @@ from payments.results import ResultSource
 from payments.settlement import (
     UNCONFIRMED_CODE,
     ArrivedMoney,
-    Audience,
     MessageKind,
     OutboxMessage,
     PaymentSnapshot,
@@ -174,7 +173,6 @@ def resolve_order(
         }
         message = OutboxMessage(
             MessageKind.ORDER_RESOLVED,
-            Audience.CUSTOMER,
             payment_id=None,
             order_id=order.id,
             customer_id=order.customer_id,

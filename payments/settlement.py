@@ -92,13 +92,16 @@ class PaymentSnapshot:
 @dataclass(frozen=True, slots=True)
 class OutboxMessage:
     kind: MessageKind
-    audience: Audience
     payment_id: int | None
     order_id: int | None
     customer_id: int | None
     payload: dict[str, Any]
     # What the message is about, for its dedupe key; by default the payment.
     subject: str | None = None
+
+    @property
+    def audience(self) -> Audience:
+        return self.kind.audience
 
     @property
     def dedupe_key(self) -> str:
@@ -197,9 +200,7 @@ def expire(payment: PaymentSnapshot, *, confirmed: bool) -> Settlement:
         )
         if paid_meanwhile:
             return Settlement(EventStatus.APPLIED, "expired after the order was paid", after)
-        message = _message(
-            after, MessageKind.PAYMENT_FAILED, Audience.CUSTOMER, FailureReason.NO_ANSWER
-        )
+        message = _message(after, MessageKind.PAYMENT_FAILED, FailureReason.NO_ANSWER)
         return Settlement(EventStatus.APPLIED, "expired", after, (message,))
     after = replace(
         payment,
@@ -208,12 +209,12 @@ def expire(payment: PaymentSnapshot, *, confirmed: bool) -> Settlement:
         result_desc="M-Pesa never confirmed whether this attempt went through",
         settled_by="expiry",
     )
-    check = _message(after, MessageKind.PAYMENT_CHECK, Audience.MERCHANT)
+    check = _message(after, MessageKind.PAYMENT_CHECK)
     if paid_meanwhile:
         # The order is paid, so the customer has nothing to do; the merchant still checks
         # whether this attempt took money too.
         return Settlement(EventStatus.APPLIED, "expired unconfirmed after payment", after, (check,))
-    unconfirmed = _message(after, MessageKind.PAYMENT_UNCONFIRMED, Audience.CUSTOMER)
+    unconfirmed = _message(after, MessageKind.PAYMENT_UNCONFIRMED)
     return Settlement(EventStatus.APPLIED, "expired unconfirmed", after, (unconfirmed, check))
 
 
@@ -258,13 +259,13 @@ def confirm_by_merchant(payment: PaymentSnapshot) -> Settlement:
         result_desc="confirmed by the merchant",
         settled_by="merchant",
     )
-    message = _message(after, MessageKind.PAYMENT_PAID, Audience.CUSTOMER)
+    message = _message(after, MessageKind.PAYMENT_PAID)
     return Settlement(EventStatus.APPLIED, "confirmed by the merchant", after, (message,))
 
 
 def paid_notice(payment: PaymentSnapshot) -> OutboxMessage:
     """The customer's "Paid!" for a payment (e.g. once the merchant accepts money in review)."""
-    return _message(payment, MessageKind.PAYMENT_PAID, Audience.CUSTOMER)
+    return _message(payment, MessageKind.PAYMENT_PAID)
 
 
 def _already_paid(payment: PaymentSnapshot, result: StkResult) -> Settlement:
@@ -287,7 +288,7 @@ def _already_paid(payment: PaymentSnapshot, result: StkResult) -> Settlement:
         if why is None:
             return Settlement(EventStatus.APPLIED, "receipt added to a paid payment", after)
         extra = {"why": why, "paid_amount_exact": str(result.amount)}
-        flag = _message(after, MessageKind.PAYMENT_NEEDS_REVIEW, Audience.MERCHANT, extra=extra)
+        flag = _message(after, MessageKind.PAYMENT_NEEDS_REVIEW, extra=extra)
         return Settlement(
             EventStatus.APPLIED, f"receipt added, needs review: {why}", after, (flag,)
         )
@@ -317,15 +318,15 @@ def _paid(payment: PaymentSnapshot, result: StkResult) -> Settlement:
     )
     if review_reason is None:
         messages = (
-            _message(after, MessageKind.PAYMENT_PAID, Audience.CUSTOMER),
-            _message(after, MessageKind.ORDER_PAID, Audience.MERCHANT),
+            _message(after, MessageKind.PAYMENT_PAID),
+            _message(after, MessageKind.ORDER_PAID),
         )
         return Settlement(EventStatus.APPLIED, "paid", after, messages)
 
     extra = {"why": review_reason, "paid_amount_exact": str(paid_amount)}
     messages = (
-        _message(after, MessageKind.PAYMENT_UNDER_REVIEW, Audience.CUSTOMER, extra=extra),
-        _message(after, MessageKind.PAYMENT_NEEDS_REVIEW, Audience.MERCHANT, extra=extra),
+        _message(after, MessageKind.PAYMENT_UNDER_REVIEW, extra=extra),
+        _message(after, MessageKind.PAYMENT_NEEDS_REVIEW, extra=extra),
     )
     return Settlement(EventStatus.APPLIED, f"paid, needs review: {review_reason}", after, messages)
 
@@ -360,14 +361,13 @@ def _failed(payment: PaymentSnapshot, result: StkResult) -> Settlement:
         # Paid meanwhile by other means (Paybill, a match): "failed" would only alarm.
         return Settlement(EventStatus.APPLIED, "failed after the order was paid", after)
     reason = failure_reason(result.result_code)
-    message = _message(after, MessageKind.PAYMENT_FAILED, Audience.CUSTOMER, reason)
+    message = _message(after, MessageKind.PAYMENT_FAILED, reason)
     return Settlement(EventStatus.APPLIED, f"failed: {result.result_code}", after, (message,))
 
 
 def _message(
     payment: PaymentSnapshot,
     kind: MessageKind,
-    audience: Audience,
     reason: FailureReason | None = None,
     extra: dict[str, Any] | None = None,
 ) -> OutboxMessage:
@@ -389,7 +389,6 @@ def _message(
     payload.update(extra or {})
     return OutboxMessage(
         kind=kind,
-        audience=audience,
         payment_id=payment.payment_id,
         order_id=payment.order_id,
         customer_id=payment.customer_id,

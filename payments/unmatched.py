@@ -20,7 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from payments.outbox import insert_outbox
-from payments.settlement import ArrivedMoney, Audience, MessageKind, OutboxMessage
+from payments.settlement import ArrivedMoney, MessageKind, OutboxMessage
 from storage.schema import payments, unmatched_payments
 
 
@@ -109,7 +109,6 @@ def record_unmatched(
     }
     alert = OutboxMessage(
         MessageKind.UNMATCHED_PAYMENT,
-        Audience.MERCHANT,
         payment_id=None,
         order_id=None,
         customer_id=None,

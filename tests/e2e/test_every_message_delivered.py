@@ -206,7 +206,6 @@ def _resolved(sale: Sale) -> OutboxMessage:
     order = sale.paid_order()
     return OutboxMessage(
         MessageKind.ORDER_RESOLVED,
-        Audience.CUSTOMER,
         payment_id=None,
         order_id=order.id,
         customer_id=order.customer_id,
@@ -225,7 +224,6 @@ def _unmatched(sale: Sale) -> OutboxMessage:
     """As ``payments.unmatched.record_unmatched`` queues it for a C2B payment to no order."""
     return OutboxMessage(
         MessageKind.UNMATCHED_PAYMENT,
-        Audience.MERCHANT,
         payment_id=None,
         order_id=None,
         customer_id=None,
