@@ -10,7 +10,6 @@ as an STK callback (same messages); anything else becomes unmatched money.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +22,13 @@ from sqlalchemy import Connection, select
 from payments import arrived, ledger
 from payments.credentials import parse_daraja_timestamp
 from payments.phone import mask_msisdn
-from payments.results import MalformedCallback, ResultSource, parse_amount, storable
+from payments.results import (
+    MalformedCallback,
+    ResultSource,
+    load_daraja_json,
+    parse_amount,
+    storable,
+)
 from payments.settlement import ArrivedMoney, EventStatus
 from payments.states import OrderStatus
 from payments.unmatched import UnmatchedReason, record_unmatched
@@ -57,14 +62,7 @@ class C2BPayment:
 
 def parse_c2b(body: bytes) -> C2BPayment:
     """A C2B validation or confirmation body, or ``MalformedCallback`` saying why."""
-    try:
-        document = json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
-    except MalformedCallback:
-        raise
-    except (UnicodeDecodeError, ValueError) as exc:  # ValueError: also a 5000-digit integer
-        raise MalformedCallback(f"body is not valid JSON ({exc})") from None
-    except RecursionError:
-        raise MalformedCallback("body is nested too deeply") from None
+    document = load_daraja_json(body, what="value")
     if not isinstance(document, dict):
         raise MalformedCallback("top level is not an object")
     trans_id = _text(document, "TransID", 32).upper()
@@ -180,10 +178,6 @@ def _shown_phone(msisdn: str) -> str:
     if re.fullmatch(r"[0-9a-fA-F]{64}", msisdn):
         return "hidden by M-Pesa"
     return msisdn if "*" in msisdn else "***"
-
-
-def _reject_constant(name: str) -> None:
-    raise MalformedCallback(f"{name} is not a value Daraja sends")
 
 
 def _text(document: dict[str, Any], key: str, limit: int, *, required: bool = True) -> str:

@@ -49,16 +49,26 @@ class StkResult:
         return self.result_code == SUCCESS_CODE
 
 
-def parse_callback(body: bytes) -> StkResult:
-    """Parse an STK callback body or raise ``MalformedCallback`` with the reason."""
+def load_daraja_json(body: bytes, what: str = "number") -> Any:
+    """A Daraja body as JSON, numbers exact (Decimal); ``MalformedCallback`` if it is not.
+    ``what`` names what NaN or Infinity would stand in for (C2B sends only strings)."""
+
+    def reject_constant(name: str) -> None:
+        raise MalformedCallback(f"{name} is not a {what} Daraja sends")
+
     try:
-        document = json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
+        return json.loads(body, parse_float=Decimal, parse_constant=reject_constant)
     except MalformedCallback:
         raise
     except (UnicodeDecodeError, ValueError) as exc:  # ValueError: also a 5000-digit integer
         raise MalformedCallback(f"body is not valid JSON ({exc})") from None
     except RecursionError:
         raise MalformedCallback("body is nested too deeply") from None
+
+
+def parse_callback(body: bytes) -> StkResult:
+    """Parse an STK callback body or raise ``MalformedCallback`` with the reason."""
+    document = load_daraja_json(body)
     callback = _object(_object(document, "top level").get("Body"), "Body")
     stk = _object(callback.get("stkCallback"), "Body.stkCallback")
     checkout_id = _limited(_required_text(stk, "CheckoutRequestID"), "CheckoutRequestID", 64)
@@ -105,10 +115,6 @@ def parse_query_answer(answer: dict[str, Any]) -> StkResult:
         )
     except (KeyError, ValueError) as exc:
         raise MalformedCallback(f"STK query answer lacks a usable field ({exc})") from None
-
-
-def _reject_constant(name: str) -> None:
-    raise MalformedCallback(f"{name} is not a number Daraja sends")
 
 
 def _limited(text: str, field: str, limit: int) -> str:
