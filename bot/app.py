@@ -24,7 +24,7 @@ from bot.catalog import sync_catalog
 from bot.channels.base import Channel
 from bot.channels.telegram import TelegramChannel
 from bot.channels.terminal import MERCHANT_CHAT, TerminalChannel
-from bot.channels.whatsapp import WhatsAppChannel
+from bot.channels.whatsapp import MAX_WEBHOOK_BYTES, WhatsAppChannel
 from bot.channels.whatsapp_api import WhatsAppClient
 from bot.chat.engine import Conversation
 from bot.chat.flood import FloodGate
@@ -58,8 +58,6 @@ TELEGRAM = web.AppKey("telegram_channel", TelegramChannel)
 WHATSAPP = web.AppKey("whatsapp_channel", WhatsAppChannel)
 MERCHANT_DESK = web.AppKey("merchant_desk", MerchantDesk)
 
-MAX_BODY_BYTES = 4 * 1024 * 1024  # WhatsApp webhooks can reach ~3 MB; callbacks cap themselves
-
 
 def build_app(
     config: AppConfig,
@@ -80,7 +78,7 @@ def build_app(
     """
     callback_path = CallbackPath(config.daraja.callback_url)
     app = web.Application(
-        client_max_size=MAX_BODY_BYTES, middlewares=[_error_middleware(_secret_paths(config))]
+        client_max_size=MAX_WEBHOOK_BYTES,  # the largest webhook; each route caps its own middlewares=[_error_middleware(_secret_paths(config))]
     )
     app[CONFIG] = config
     app.add_routes(callback_routes(callback_path, config.callback_sources))

@@ -25,8 +25,9 @@ from payments.c2b import (
     store_failed,
     store_rejected,
 )
+from payments.http_body import MAX_CALLBACK_BYTES, read_limited, storable_text
 from payments.results import MalformedCallback
-from payments.webhook import MAX_CALLBACK_BYTES, CallbackPath, read_limited, storable_text
+from payments.webhook import CallbackPath
 from storage.engine import Database
 
 log = logging.getLogger(__name__)

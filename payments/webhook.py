@@ -8,19 +8,17 @@ with the reason and are kept for audit; nothing here answers 500.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import logging
 from dataclasses import replace
-from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestPayloadError
 
 from payments.callback_sources import CallbackSources, IpMode
 from payments.callback_urls import token_matches
+from payments.http_body import MAX_CALLBACK_BYTES, read_limited, storable_text
 from payments.inbox import CallbackInbox, InboxUnavailable
 from payments.results import MalformedCallback, parse_callback
 from payments.settings import split_callback_path
@@ -28,7 +26,6 @@ from payments.settlement import EventStatus
 
 log = logging.getLogger(__name__)
 
-MAX_CALLBACK_BYTES = 64 * 1024  # real callbacks are under 1 KiB
 ACCEPTED_BODY = json.dumps({"ResultCode": 0, "ResultDesc": "Accepted"}).encode()
 INBOX = web.AppKey("callback_inbox", CallbackInbox)
 
@@ -165,37 +162,6 @@ async def _store_refused(
         await inbox.submit(raw, None, rejection=reason, source_ip=source, refused_as=refused_as)
     except InboxUnavailable:
         log.exception("a refused callback could not be stored for audit")
-
-
-def storable_text(body: bytes) -> str:
-    """Text a database accepts whatever arrived: PostgreSQL refuses NUL characters."""
-    return body.decode("utf-8", errors="backslashreplace").replace("\x00", "\\x00")
-
-
-class ReadBody(NamedTuple):
-    data: bytes  # at most MAX_CALLBACK_BYTES of what arrived
-    oversized: bool  # there was more
-    broken: str | None  # why the body could not be read whole (a lie in its framing)
-
-
-async def read_limited(request: web.Request) -> ReadBody:
-    """Read at most MAX_CALLBACK_BYTES. A body that cannot be read (a false
-    Content-Encoding, a sender that hangs up mid-body) is what arrived, with the reason."""
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        while size <= MAX_CALLBACK_BYTES:
-            chunk = await request.content.read(MAX_CALLBACK_BYTES + 1 - size)
-            if not chunk:
-                return ReadBody(b"".join(chunks), False, None)
-            chunks.append(chunk)
-            size += len(chunk)
-    except (RequestPayloadError, ConnectionResetError, asyncio.IncompleteReadError) as exc:
-        # A declared length over the limit is oversized whether or not it could be decoded.
-        declared = request.content_length or 0
-        oversized = max(size, declared) > MAX_CALLBACK_BYTES
-        return ReadBody(b"".join(chunks)[:MAX_CALLBACK_BYTES], oversized, type(exc).__name__)
-    return ReadBody(b"".join(chunks)[:MAX_CALLBACK_BYTES], True, None)
 
 
 async def _reject(

@@ -16,7 +16,6 @@ import logging
 from datetime import timedelta
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestPayloadError
 from telegram import (
     InlineKeyboardButton,
     InlineKeyboardMarkup,
@@ -41,6 +40,7 @@ from bot.chat.model import Inbound, Reply
 from bot.config import TelegramSettings
 from bot.merchant import MerchantDesk
 from bot.texts import say
+from payments.http_body import read_limited
 
 log = logging.getLogger(__name__)
 NOT_MODIFIED = "message is not modified"
@@ -144,18 +144,14 @@ class TelegramChannel:
         given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
         if not _same_secret(given, self._settings.webhook_secret):
             return web.json_response({"error": "wrong secret token"}, status=403)
-        try:
-            body, oversized = await _read_at_most(request, MAX_UPDATE_BYTES)
-        except RequestPayloadError as exc:  # e.g. a Content-Encoding the body does not have
-            log.info("refused a Telegram webhook body that cannot be decoded: %s", exc)
-            return web.json_response({"error": "body cannot be read"}, status=400)
-        except ConnectionResetError:
-            # The client went away mid-body: nobody will read this answer, and no update
-            # was lost (Telegram redelivers what it did not see acknowledged).
-            log.info("a Telegram webhook client closed the connection mid-body")
-            return web.json_response({"error": "body cut short"}, status=400)
+        body, oversized, broken = await read_limited(request, MAX_UPDATE_BYTES)
         if oversized:
             return web.json_response({"error": "body too large for an update"}, status=413)
+        if broken is not None:
+            # A false Content-Encoding, or a sender that hung up: Telegram redelivers what
+            # it did not see acknowledged.
+            log.info("refused a Telegram webhook body that cannot be read (%s)", broken)
+            return web.json_response({"error": "body cannot be read"}, status=400)
         try:
             update = self._update_from(body)
         except NOT_AN_UPDATE:
@@ -322,23 +318,6 @@ def _same_secret(given: str, expected: str) -> bool:
     return hmac.compare_digest(
         given.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape")
     )
-
-
-async def _read_at_most(request: web.Request, limit: int) -> tuple[bytes, bool]:
-    """The body, up to ``limit`` bytes; the flag says there was more (then none of it is kept)."""
-    if request.content_length is not None and request.content_length > limit:
-        return b"", True
-    # In chunks until EOF, not readexactly(Content-Length): with a Content-Encoding the
-    # declared length is of the encoded bytes, not of what aiohttp hands us decoded.
-    chunks: list[bytes] = []
-    size = 0
-    while size <= limit:
-        chunk = await request.content.read(limit + 1 - size)
-        if not chunk:
-            return b"".join(chunks), False
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"", True
 
 
 def _inline_keyboard(reply: Reply) -> InlineKeyboardMarkup | None:

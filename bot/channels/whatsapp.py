@@ -21,7 +21,6 @@ from datetime import datetime, timedelta
 
 import httpx
 from aiohttp import web
-from aiohttp.web_protocol import RequestPayloadError
 
 from bot.channels.base import DeliveryError, RetryLater, Undeliverable
 from bot.channels.whatsapp_api import (
@@ -50,6 +49,7 @@ from bot.chat.model import Button, Inbound, Reply
 from bot.config import WhatsAppSettings
 from bot.merchant import MerchantDesk
 from bot.texts import say
+from payments.http_body import read_limited
 from storage.engine import Database
 from storage.orders import (
     claim_inbound,
@@ -61,6 +61,7 @@ from storage.orders import (
 
 log = logging.getLogger(__name__)
 EXPIRED_TOKEN = 190
+MAX_WEBHOOK_BYTES = 4 * 1024 * 1024  # Meta's webhooks reach about 3 MB
 NO_TRANSLATION = 132001  # "Template name does not exist in the translation"
 RESUME_WINDOW = timedelta(hours=1)  # older unhandled messages are stale: not acted on
 MORE = "wa:more"  # our own list row: the next page of a long list
@@ -104,16 +105,14 @@ class WhatsAppChannel:
         return web.Response(status=403, text="verification refused")
 
     async def receive(self, request: web.Request) -> web.Response:
-        try:
-            body = await request.read()  # the app's client_max_size answers 413 beyond it
-        except RequestPayloadError as exc:  # e.g. a Content-Encoding the body does not have
-            log.info("refused a WhatsApp webhook body that cannot be decoded: %s", exc)
+        body, oversized, broken = await read_limited(request, MAX_WEBHOOK_BYTES)
+        if oversized:
+            return web.json_response({"error": "body too large"}, status=413)
+        if broken is not None:
+            # A false Content-Encoding, or a sender that hung up: Meta redelivers what it
+            # did not see acknowledged.
+            log.info("refused a WhatsApp webhook body that cannot be read (%s)", broken)
             return web.json_response({"error": "body cannot be read"}, status=400)
-        except ConnectionResetError:
-            # The client went away mid-body: nobody will read this answer, and Meta
-            # redelivers what it did not see acknowledged.
-            log.info("a WhatsApp webhook client closed the connection mid-body")
-            return web.json_response({"error": "body cut short"}, status=400)
         signature = request.headers.get("X-Hub-Signature-256", "")
         if not signature:
             return web.json_response({"error": "missing X-Hub-Signature-256"}, status=401)

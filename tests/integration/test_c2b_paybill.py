@@ -24,8 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.app import DATABASE, PAYMENTS, RECONCILER
 from bot.config import AppConfig, ConfigError
 from payments import ledger
+from payments.http_body import MAX_CALLBACK_BYTES
 from payments.simulator import C2BStatus, DecidedBy, rules
-from payments.webhook import MAX_CALLBACK_BYTES
 from storage.orders import OrderRecord
 from tests.c2b_support import (
     ACCEPTED,

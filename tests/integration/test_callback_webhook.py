@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from bot.app import PAYMENTS
+from payments.http_body import MAX_CALLBACK_BYTES
 from payments.simulator import rules
-from payments.webhook import MAX_CALLBACK_BYTES
 from tests.conftest import CALLBACK_SECRET, RunningDuka
 from tests.helpers import event_rows, make_order, outbox_rows, payment_rows, wait_until
 
