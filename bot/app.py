@@ -78,7 +78,9 @@ def build_app(
     """
     callback_path = CallbackPath(config.daraja.callback_url)
     app = web.Application(
-        client_max_size=MAX_WEBHOOK_BYTES,  # the largest webhook; each route caps its own middlewares=[_error_middleware(_secret_paths(config))]
+        # The largest webhook's size; each route caps its own body below that.
+        client_max_size=MAX_WEBHOOK_BYTES,
+        middlewares=[_error_middleware(_secret_paths(config))],
     )
     app[CONFIG] = config
     app.add_routes(callback_routes(callback_path, config.callback_sources))
