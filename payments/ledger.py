@@ -418,15 +418,7 @@ def _unlinked_attempt(
         .where(payments.c.checkout_request_id.is_(None))
         # Attempts with their own URL get their callbacks there, by id: never guessed.
         .where(payments.c.own_callback_url.is_(False))
-        .where(
-            payments.c.status.in_([str(PaymentStatus.UNKNOWN), str(PaymentStatus.EXPIRED)])
-            # Or one the merchant confirmed by hand: its callback brings the receipt.
-            | (
-                (payments.c.status == str(PaymentStatus.PAID))
-                & (payments.c.settled_by == "merchant")
-                & payments.c.mpesa_receipt.is_(None)
-            )
-        )
+        .where(payments.c.status.in_([str(PaymentStatus.UNKNOWN), str(PaymentStatus.EXPIRED)]))
         .where(payments.c.msisdn == result.msisdn)
         .where(payments.c.amount == int(result.amount))
         .where(payments.c.created_at >= now - UNLINKED_MATCH_WINDOW)

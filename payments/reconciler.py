@@ -169,7 +169,7 @@ class Reconciler:
         past_deadline = now >= expires_at
         if past_deadline and (answer is not None or now >= expires_at + GIVE_UP_AFTER):
             # Still "being processed" after the prompt's lifetime: it was never answered.
-            # After a day of failed queries we still do not know: unconfirmed, not failed.
+            # After GIVE_UP_AFTER of failed queries we still do not know: unconfirmed.
             confirmed = answer is not None
             expired = ledger.expire_payment(conn, payment_id, now, confirmed=confirmed)
             if expired is not None and not confirmed:
