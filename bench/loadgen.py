@@ -26,6 +26,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from payments.callback_urls import attempt_callback_url
+
 MSISDN = "254712345678"
 # Seeded payments come in two groups: a few for warm-up, then the measured ones.
 WARMUP_GROUP = "warm"
@@ -69,6 +71,15 @@ def callback_body(group: str, index: int) -> bytes:
 
 def bodies(group: str, count: int) -> list[bytes]:
     return [callback_body(group, i) for i in range(1, count + 1)]
+
+
+def attempt_paths(url: str, first_id: int, count: int) -> list[str]:
+    """Each callback goes to its own attempt's URL, as Duka sends it in the push (the
+    seeded payment ids run from 1: the warm-up's, then the measured ones)."""
+    return [
+        urlsplit(attempt_callback_url(url, payment_id)).path
+        for payment_id in range(first_id, first_id + count)
+    ]
 
 
 @dataclass
@@ -131,11 +142,11 @@ def _request_head(host: str, port: int, path: str, length: int) -> bytes:
 
 
 async def _worker(
-    connection: _Connection, path: str, work: Iterator[bytes], outcome: Outcome
+    connection: _Connection, work: Iterator[tuple[str, bytes]], outcome: Outcome
 ) -> None:
     # Work comes from one shared iterator (safe: one event loop thread), so a slow
     # connection takes fewer bodies instead of leaving the others idle at the end.
-    for body in work:
+    for path, body in work:
         head = _request_head(connection.host, connection.port, path, len(body))
         started = time.perf_counter()
         try:
@@ -159,12 +170,12 @@ async def _worker(
 
 
 async def _phase(
-    connections: list[_Connection], path: str, work: list[bytes]
+    connections: list[_Connection], work: list[tuple[str, bytes]]
 ) -> tuple[Outcome, float]:
     outcome = Outcome()
     shared = iter(work)
     started = time.perf_counter()
-    await asyncio.gather(*(_worker(c, path, shared, outcome) for c in connections))
+    await asyncio.gather(*(_worker(c, shared, outcome) for c in connections))
     return outcome, time.perf_counter() - started
 
 
@@ -183,17 +194,19 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 async def run(url: str, count: int, warmup: int, concurrency: int) -> dict[str, object]:
     parts = urlsplit(url)
-    host, port, path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
     connections = [_Connection(host, port) for _ in range(concurrency)]
     try:
         # Warm-up on the same connections: opens the sockets, fills caches and
         # SQLAlchemy's statement cache, so the measured phase is steady state.
-        warm, _ = await _phase(connections, path, bodies(WARMUP_GROUP, warmup))
-        work = bodies(MEASURED_GROUP, count)
+        warm_work = zip(attempt_paths(url, 1, warmup), bodies(WARMUP_GROUP, warmup), strict=True)
+        warm, _ = await _phase(connections, list(warm_work))
+        paths = attempt_paths(url, warmup + 1, count)
+        work = list(zip(paths, bodies(MEASURED_GROUP, count), strict=True))
         # Markers on stdout let the parent time its own (server) side of this phase.
         _marker(MEASURE_START)
         cpu_before = time.process_time()
-        measured, wall = await _phase(connections, path, work)
+        measured, wall = await _phase(connections, work)
         cpu = time.process_time() - cpu_before
         _marker(MEASURE_END)
     finally:

@@ -28,13 +28,14 @@ from bot.channels.whatsapp import MAX_WEBHOOK_BYTES, WhatsAppChannel
 from bot.channels.whatsapp_api import WhatsAppClient
 from bot.chat.engine import Conversation
 from bot.chat.flood import FloodGate
-from bot.config import AppConfig
+from bot.config import AppConfig, ConfigError
 from bot.http_logging import RedactingAccessLogger
 from bot.merchant import MerchantDesk
 from bot.notifications import OutboxDispatcher
 from payments.c2b_webhook import INTAKE as C2B_INTAKE
 from payments.c2b_webhook import C2BIntake, c2b_paths, c2b_routes
 from payments.daraja_client import DarajaClient
+from payments.http_body import MAX_BODY_READ_SECONDS
 from payments.inbox import CallbackInbox
 from payments.reconciler import Reconciler
 from payments.service import PaymentService, utc_now
@@ -42,6 +43,8 @@ from payments.settings import DarajaEnvironment
 from payments.simulator import RunningSimulator, SimulatorConfig, start_simulator
 from payments.webhook import INBOX, CallbackPath, callback_routes
 from storage.engine import Database, migrate
+from storage.sealed_rows import WrongDataKey, check_key, rekey
+from storage.sealing import CannotUnseal, Sealer
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,7 @@ def build_app(
     run_dispatcher: bool = True,
     dispatch_seconds: float = 1.0,
     terminal: TerminalChannel | None = None,
+    read_seconds: float = MAX_BODY_READ_SECONDS,
 ) -> web.Application:
     """The whole product as one aiohttp application.
 
@@ -74,7 +78,8 @@ def build_app(
     ``app[RECONCILER].sweep()`` itself at the moments it chooses; ``run_dispatcher=False``
     likewise leaves queued messages undelivered (the benchmark measures the callback path).
     ``terminal`` adds the demo's terminal chat as a channel (its merchant chat gets the
-    merchant messages).
+    merchant messages). ``read_seconds`` is how long every webhook (STK, C2B, Telegram,
+    WhatsApp) gives a body to arrive whole.
     """
     callback_path = CallbackPath(config.daraja.callback_url)
     app = web.Application(
@@ -83,11 +88,15 @@ def build_app(
         middlewares=[_error_middleware(_secret_paths(config))],
     )
     app[CONFIG] = config
-    app.add_routes(callback_routes(callback_path, config.callback_sources))
+    app.add_routes(
+        callback_routes(callback_path, config.callback_sources, read_seconds=read_seconds)
+    )
     if config.daraja.c2b_confirmation_url:
         app.add_routes(
             c2b_routes(
-                *c2b_paths(config.daraja.c2b_confirmation_url, config.daraja.c2b_validation_url)
+                *c2b_paths(config.daraja.c2b_confirmation_url, config.daraja.c2b_validation_url),
+                config.callback_sources,
+                read_seconds=read_seconds,
             )
         )
     app.add_routes([web.get("/healthz", _health)])
@@ -104,7 +113,7 @@ def build_app(
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_daraja)
     dispatch = dispatch_seconds if run_dispatcher else None
-    app.cleanup_ctx.append(_chat(clock, dispatch, terminal))
+    app.cleanup_ctx.append(_chat(clock, dispatch, terminal, read_seconds))
     app.cleanup_ctx.append(_settlement(clock, run_reconciler))
     return app
 
@@ -170,15 +179,36 @@ def _to_channel(
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
-    database = Database(app[CONFIG].database_url)
+    database = Database(app[CONFIG].database_url, app[CONFIG].sealer)
     try:
         await migrate(database.engine)
+        await _check_data_key(database, app[CONFIG].sealer)
         await database.transaction(sync_catalog, app[CONFIG].catalog)
         app[DATABASE] = database
         app[ENGINE] = database.engine
         yield
     finally:
         await database.dispose()
+
+
+async def _check_data_key(database: Database, sealer: Sealer) -> None:
+    """While DUKA_DATA_KEY_OLD is set, re-seal what is stored with the new key first (lookups
+    by phone use the new key only); otherwise make sure the key opens what is stored."""
+    try:
+        if sealer.rotating:
+            changed = await database.transaction(rekey, sealer)
+            log.warning(
+                "re-sealed %d rows with the new DUKA_DATA_KEY; DUKA_DATA_KEY_OLD can go", changed
+            )
+        else:
+            await database.transaction(check_key, sealer)
+    except (WrongDataKey, CannotUnseal):
+        raise ConfigError(
+            "DUKA_DATA_KEY",
+            "is not the key the stored phone numbers were sealed with",
+            "set it to that key; to change keys, set DUKA_DATA_KEY_OLD to the old one and "
+            "DUKA_DATA_KEY to the new one, then run `duka rekey`",
+        ) from None
 
 
 async def _daraja(app: web.Application) -> AsyncIterator[None]:
@@ -225,7 +255,10 @@ def _wake_dispatcher(app: web.Application) -> None:
 
 
 def _chat(
-    clock: Callable[[], datetime], dispatch_seconds: float | None, terminal: TerminalChannel | None
+    clock: Callable[[], datetime],
+    dispatch_seconds: float | None,
+    terminal: TerminalChannel | None,
+    read_seconds: float,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def chat(app: web.Application) -> AsyncIterator[None]:
         config = app[CONFIG]
@@ -262,14 +295,22 @@ def _chat(
                 whatsapp_http,
             )
             whatsapp = WhatsAppChannel(
-                config.whatsapp, client, conversation, app[DATABASE], clock, merchant=desk
+                config.whatsapp,
+                client,
+                conversation,
+                app[DATABASE],
+                clock,
+                merchant=desk,
+                read_seconds=read_seconds,
             )
             channels[whatsapp.name] = whatsapp
             app[WHATSAPP] = whatsapp
             await whatsapp.resume()
         telegram: TelegramChannel | None = None
         if config.telegram is not None:
-            telegram = TelegramChannel(config.telegram, conversation, desk)
+            telegram = TelegramChannel(
+                config.telegram, conversation, desk, read_seconds=read_seconds
+            )
             channels[telegram.name] = telegram
             app[TELEGRAM] = telegram
         task = None
@@ -297,14 +338,16 @@ def _settlement(
     clock: Callable[[], datetime], run_reconciler: bool
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def settlement(app: web.Application) -> AsyncIterator[None]:
-        inbox = CallbackInbox(app[DATABASE], clock, on_applied=app[DISPATCHER].wake)
-        inbox.start()
-        app[INBOX] = inbox
         app[C2B_INTAKE] = C2BIntake(app[DATABASE], clock, app[DISPATCHER].wake)
         reconciler = Reconciler(
             app[DATABASE], app[DARAJA], app[CONFIG].reconcile, clock, app[DISPATCHER].wake
         )
         app[RECONCILER] = reconciler
+        inbox = CallbackInbox(
+            app[DATABASE], clock, on_applied=app[DISPATCHER].wake, on_held=reconciler.wake
+        )
+        inbox.start()
+        app[INBOX] = inbox
         task = asyncio.create_task(reconciler.run_forever()) if run_reconciler else None
         try:
             yield

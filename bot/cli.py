@@ -17,6 +17,9 @@ from bot.config import MIN_CALLBACK_SECRET_LENGTH, ConfigError, load_config
 from bot.http_logging import configure_logging
 from payments.daraja_client import ALREADY_REGISTERED, DarajaClient
 from payments.errors import C2BAlreadyRegistered, DarajaError
+from storage.engine import Database, migrate
+from storage.sealed_rows import rekey
+from storage.sealing import CannotUnseal, generate_key
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +38,14 @@ def main(argv: list[str] | None = None) -> int:
         help="register the Paybill (C2B) confirmation and validation URLs with Daraja "
         "(MPESA_C2B_CONFIRMATION_URL, MPESA_C2B_VALIDATION_URL); safe to run again",
     )
+    commands.add_parser(
+        "keygen",
+        help="print a new data key for DUKA_DATA_KEY (phone numbers are stored sealed with it)",
+    )
+    commands.add_parser(
+        "rekey",
+        help="re-seal stored phone numbers with DUKA_DATA_KEY (the old key in DUKA_DATA_KEY_OLD)",
+    )
     simulator = commands.add_parser("simulator", help="run the Daraja simulator on its own")
     simulator.add_argument("--host", default="127.0.0.1")
     simulator.add_argument("--port", type=int, default=8090)
@@ -47,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
             return _serve()
         if args.command == "c2b-register":
             return asyncio.run(_c2b_register(print))
+        if args.command == "keygen":
+            return _keygen()
+        if args.command == "rekey":
+            return asyncio.run(_rekey(print))
         if args.command == "demo":
             logging.getLogger().setLevel(logging.WARNING)  # the transcript is the output
             from bot.demo import run_demo
@@ -76,6 +91,37 @@ def _serve() -> int:
         access_log_class=access_logger_for(config),
         print=lambda text: logging.getLogger("duka").info(text.strip()),
     )
+    return 0
+
+
+def _keygen() -> int:
+    """The key alone on stdout (for scripts); the advice on stderr."""
+    print(generate_key())
+    print(
+        "Set DUKA_DATA_KEY to this key and keep a copy somewhere safe, apart from the database "
+        "backups: without it the stored phone numbers cannot be read.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+async def _rekey(say: Callable[[str], None]) -> int:
+    """Re-seal every stored phone number with DUKA_DATA_KEY (reading with either key)."""
+    config = load_config()
+    database = Database(config.database_url, config.sealer)
+    try:
+        await migrate(database.engine)
+        changed = await database.transaction(rekey, config.sealer)
+    except CannotUnseal:
+        say(
+            "Some stored values open with neither DUKA_DATA_KEY nor DUKA_DATA_KEY_OLD: "
+            "nothing was changed. Set DUKA_DATA_KEY_OLD to the key they were sealed with."
+        )
+        return 2
+    finally:
+        await database.dispose()
+    done = "DUKA_DATA_KEY_OLD can now be removed" if config.sealer.rotating else "no old key set"
+    say(f"Re-sealed {changed} rows with DUKA_DATA_KEY ({done}).")
     return 0
 
 

@@ -22,11 +22,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from sqlalchemy.engine import make_url
+
 from bot.catalog import CatalogError, ProductSpec, parse_products, read_catalog_file
 from payments.callback_sources import (
     LOOPBACK,
     SAFARICOM_CALLBACK_IPS,
     CallbackSources,
+    ConfirmPaid,
     IpMode,
 )
 from payments.limits import PromptLimits
@@ -41,6 +44,7 @@ from payments.settings import (
     normalize_callback_url,
     split_callback_path,
 )
+from storage.sealing import DataKeyError, Sealer, generate_key, parse_key
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -162,6 +166,8 @@ DEFAULT_TEMPLATES = (
     ("payment_needs_review", "duka_payment_needs_review"),
     ("payment_check", "duka_payment_check"),
     ("unmatched_payment", "duka_unmatched_payment"),
+    ("payment_checking", "duka_payment_checking"),
+    ("payment_not_confirmed", "duka_payment_not_confirmed"),
 )
 
 
@@ -206,6 +212,8 @@ class AppConfig:
         default_factory=lambda: CallbackSources(IpMode.LOG, frozenset())
     )
     chat_events_per_10_seconds: int = 20  # more from one chat: answered once, then ignored
+    # Seals phone numbers at rest (DUKA_DATA_KEY); see storage.sealing.
+    sealer: Sealer = field(default_factory=lambda: Sealer(secrets.token_bytes(32)), repr=False)
 
 
 _KNOWN_KEYS: dict[str, set[str]] = {
@@ -304,6 +312,13 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> AppConfig:
     database_url = env.get("DUKA_DATABASE_URL") or data.get("database", {}).get("url") or ""
     database_url = database_url or "sqlite+aiosqlite:///var/duka.sqlite3"
     _check_database_url(database_url)
+    # Reported together: a deployment is not fixed one restart at a time.
+    problems = _Problems()
+    daraja = problems.check(lambda: _daraja(mpesa, env, host, port), None)
+    sealer = problems.check(lambda: _sealer(env, mpesa, database_url), None)
+    problems.raise_if_any()
+    assert daraja is not None
+    assert sealer is not None
 
     return AppConfig(
         shop_name=shop_name,
@@ -315,7 +330,8 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> AppConfig:
         telegram=_telegram(env),
         whatsapp=_whatsapp(data.get("whatsapp", {}), env),
         merchant_whatsapp_numbers=_merchant_numbers(data.get("merchant", {}), env),
-        daraja=_daraja(mpesa, env, host, port),
+        daraja=daraja,
+        sealer=sealer,
         callback_sources=_callback_sources(env),
         reconcile=_reconcile(data.get("reconciliation", {})),
         prompt_limits=_prompt_limits(data.get("limits", {})),
@@ -382,6 +398,52 @@ def _daraja(
         c2b_confirmation_url=c2b_confirmation,
         c2b_validation_url=c2b_validation,
     )
+
+
+DATA_KEY_FILE_NAME = "duka-data.key"
+
+
+def _sealer(env: Mapping[str, str], mpesa: Mapping[str, Any], database_url: str) -> Sealer:
+    """The data key: ``DUKA_DATA_KEY`` (and ``DUKA_DATA_KEY_OLD`` while rotating). Required
+    outside the simulator; with the simulator, one is made once and kept in a file next
+    to the SQLite database (``var/`` for PostgreSQL), so a restart still reads its data."""
+    try:
+        sealer = Sealer.from_env(env)
+    except DataKeyError as exc:
+        name = "DUKA_DATA_KEY_OLD" if "_OLD" in str(exc) else "DUKA_DATA_KEY"
+        raise ConfigError(name, str(exc).removeprefix(name + " "), KEYGEN_FIX) from None
+    if sealer is not None:
+        return sealer
+    if _environment(mpesa, env) is not DarajaEnvironment.SIMULATOR:
+        raise ConfigError(
+            "DUKA_DATA_KEY",
+            "is not set, and phone numbers are stored encrypted with it",
+            KEYGEN_FIX,
+        )
+    return Sealer(parse_key(_simulator_key(database_url)))
+
+
+KEYGEN_FIX = (
+    "run `duka keygen`, set DUKA_DATA_KEY to what it prints, and keep a copy somewhere safe "
+    "(without it the stored phone numbers cannot be read)"
+)
+
+
+def _simulator_key(database_url: str) -> str:
+    url = make_url(database_url)
+    directory = Path("var")
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        directory = Path(url.database).parent
+    key_file = directory / DATA_KEY_FILE_NAME
+    if key_file.exists():
+        return key_file.read_text().strip()
+    directory.mkdir(parents=True, exist_ok=True)
+    key = generate_key()
+    # Created readable by us alone, and never overwritten: it is the only copy.
+    with os.fdopen(os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
+        fh.write(key + "\n")
+    log.warning("simulator: made a data key in %s (set DUKA_DATA_KEY to use your own)", key_file)
+    return key
 
 
 _CREDENTIALS = {  # required outside the simulator, in this order
@@ -657,7 +719,8 @@ def _merchant_numbers(section: Mapping[str, Any], env: Mapping[str, str]) -> tup
 
 
 def _callback_sources(env: Mapping[str, str]) -> CallbackSources:
-    """``DUKA_CALLBACK_IP_MODE``, ``DUKA_CALLBACK_IPS``, ``DUKA_TRUSTED_PROXIES``."""
+    """``DUKA_CALLBACK_IP_MODE``, ``DUKA_CALLBACK_IPS``, ``DUKA_TRUSTED_PROXIES``,
+    ``DUKA_CONFIRM_PAID``."""
     mode_text = env.get("DUKA_CALLBACK_IP_MODE", "").strip().lower() or str(IpMode.LOG)
     try:
         mode = IpMode(mode_text)
@@ -687,7 +750,16 @@ def _callback_sources(env: Mapping[str, str]) -> CallbackSources:
                 f"{text!r} is not an address or network",
                 "list your reverse proxies, e.g. 127.0.0.1,10.0.0.0/8",
             ) from None
-    return CallbackSources(mode, frozenset(allowed), tuple(proxies))
+    confirm_text = env.get("DUKA_CONFIRM_PAID", "").strip().lower() or str(ConfirmPaid.UNLISTED)
+    try:
+        confirm = ConfirmPaid(confirm_text)
+    except ValueError:
+        raise ConfigError(
+            "DUKA_CONFIRM_PAID",
+            f"{confirm_text!r} is not a choice",
+            "use unlisted, always or never",
+        ) from None
+    return CallbackSources(mode, frozenset(allowed), tuple(proxies), confirm)
 
 
 def _comma_list(text: str) -> list[str]:

@@ -74,6 +74,12 @@ def _unconfirmed(p: Payload, f: CustomerFacts) -> Reply:
     )
 
 
+def _checking(p: Payload, f: CustomerFacts) -> Reply:
+    reference, amount = p["order_reference"], kes(p["amount"])
+    text = say(f.lang, "checking", amount=amount, reference=reference)
+    return Reply(text, tag=f.tag, template=(MessageKind.PAYMENT_CHECKING, (reference, amount)))
+
+
 def _resolved(p: Payload, f: CustomerFacts) -> Reply:
     reference = p["order_reference"]
     outcome = say(f.lang, f"resolved_{p['action']}", amount=kes(p.get("paid_amount") or 0))
@@ -94,6 +100,7 @@ CUSTOMER_RENDERERS: dict[MessageKind, Callable[[Payload, CustomerFacts], Reply]]
     MessageKind.PAYMENT_FAILED: _failed,
     MessageKind.PAYMENT_UNDER_REVIEW: _under_review,
     MessageKind.PAYMENT_UNCONFIRMED: _unconfirmed,
+    MessageKind.PAYMENT_CHECKING: _checking,
     MessageKind.ORDER_RESOLVED: _resolved,
 }
 
@@ -151,6 +158,22 @@ def _check(p: Payload, f: MerchantFacts) -> Reply:
     return Reply(text, template=(MessageKind.PAYMENT_CHECK, (reference, amount, phone)))
 
 
+def _not_confirmed(p: Payload, f: MerchantFacts) -> Reply:
+    reference, amount = p["order_reference"], kes(p["amount"])
+    phone, answer = p.get("masked_phone") or mask_msisdn(None), str(p.get("answer", ""))
+    text = say(
+        "en",
+        "m_not_confirmed",
+        reference=reference,
+        amount=amount,
+        phone=phone,
+        customer=f.customer,
+        answer=answer,
+    )
+    template = (MessageKind.PAYMENT_NOT_CONFIRMED, (reference, amount, phone, answer))
+    return Reply(text, template=template)
+
+
 def _unmatched(p: Payload, f: MerchantFacts) -> Reply:
     amount, phone, receipt = kes(p["paid_amount"]), p["masked_phone"], p["receipt"]
     account = str(p.get("account") or "")
@@ -163,6 +186,7 @@ MERCHANT_RENDERERS: dict[MessageKind, Callable[[Payload, MerchantFacts], Reply]]
     MessageKind.ORDER_PAID: _order_paid,
     MessageKind.PAYMENT_NEEDS_REVIEW: _needs_review,
     MessageKind.PAYMENT_CHECK: _check,
+    MessageKind.PAYMENT_NOT_CONFIRMED: _not_confirmed,
     MessageKind.UNMATCHED_PAYMENT: _unmatched,
 }
 

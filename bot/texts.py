@@ -110,6 +110,10 @@ _EN: dict[str, str] = {
     "status_needs_review": "being checked",
     "status_cancelled": "cancelled",
     # Buttons (short: WhatsApp allows 20 characters).
+    "checking": (
+        "Checking your payment of {amount} for order {reference} with M-Pesa. You will get "
+        "the result here in a moment; there is no need to pay again."
+    ),
     "unconfirmed": (
         "We could not confirm whether your payment of {amount} for order {reference} went "
         "through. If M-Pesa sent you a confirmation SMS, do not pay again: the shop will "
@@ -184,6 +188,11 @@ _EN: dict[str, str] = {
         "Check order {reference}: M-Pesa never confirmed the attempt to pay {amount} from "
         "{phone} ({customer}). The money may have moved: see /review; /resolve {reference} "
         "paid if it is in your M-Pesa statement."
+    ),
+    "m_not_confirmed": (
+        "Warning, order {reference}: a callback claimed that {amount} was paid from {phone} "
+        "({customer}), but M-Pesa does not confirm it ({answer}). The order is NOT paid; "
+        "do not hand over goods for it. Someone may be forging payment messages."
     ),
     "m_unmatched": (
         "{amount} received from {phone}, receipt {receipt}, not matched to an order ({why}). "
@@ -286,6 +295,10 @@ _SW: dict[str, str] = {
     "status_paid": "imelipwa",
     "status_needs_review": "inakaguliwa",
     "status_cancelled": "imeghairiwa",
+    "checking": (
+        "Tunakagua malipo yako ya {amount} kwa agizo {reference} na M-Pesa. Utapata jibu "
+        "hapa baada ya muda mfupi; huna haja ya kulipa tena."
+    ),
     "unconfirmed": (
         "Hatukuweza kuthibitisha kama malipo yako ya {amount} kwa agizo {reference} "
         "yamefanikiwa. Kama M-Pesa ilikutumia SMS ya uthibitisho, usilipe tena: duka "

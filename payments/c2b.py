@@ -10,6 +10,7 @@ as an STK callback (same messages); anything else becomes unmatched money.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -122,39 +123,49 @@ _UNMATCHED_REASON = {
 
 
 def apply_confirmation(
-    conn: Connection, payment: C2BPayment, raw: str, now: datetime
+    conn: Connection,
+    payment: C2BPayment,
+    raw: str,
+    now: datetime,
+    *,
+    source_ip: str | None = None,
 ) -> EventStatus:
-    """Store the confirmation and pay its order, or keep it as unmatched money; a TransID
-    seen before changes nothing. One transaction, so the money and its messages commit
-    together."""
+    """Store the confirmation (with the address it came from) and pay its order, or keep
+    it as unmatched money; a TransID seen before changes nothing. One transaction, so the
+    money and its messages commit together."""
+    store = functools.partial(_store, conn, raw, now=now, source_ip=source_ip)
     # The order is locked first: a duplicate arriving at the same moment waits here, and
     # then sees the receipt the first one recorded.
     target = judge(conn, payment, lock=True)
     if arrived.receipt_is_known(conn, payment.trans_id):
-        _store(conn, raw, EventStatus.DUPLICATE, f"TransID {payment.trans_id} seen before", now)
+        store(EventStatus.DUPLICATE, f"TransID {payment.trans_id} seen before")
         return EventStatus.DUPLICATE
     if target.verdict is Verdict.PAYS_ORDER and target.order_id is not None:
         settlement = arrived.record_arrived_payment(
             conn, target.order_id, payment.money, ResultSource.C2B, now
         )
-        _store(conn, raw, EventStatus.APPLIED, settlement.note, now, settlement.after.payment_id)
+        store(EventStatus.APPLIED, settlement.note, payment_id=settlement.after.payment_id)
         return EventStatus.APPLIED
     reason = _UNMATCHED_REASON[target.verdict]
     if record_unmatched(conn, payment.money, reason, raw, now) is None:
         # A copy arriving at the same moment recorded it first (no order row to wait on).
-        _store(conn, raw, EventStatus.DUPLICATE, f"TransID {payment.trans_id} seen before", now)
+        store(EventStatus.DUPLICATE, f"TransID {payment.trans_id} seen before")
         return EventStatus.DUPLICATE
-    _store(conn, raw, EventStatus.UNMATCHED, str(reason), now)
+    store(EventStatus.UNMATCHED, str(reason))
     return EventStatus.UNMATCHED
 
 
-def store_rejected(conn: Connection, raw: str, reason: str, now: datetime) -> None:
-    _store(conn, raw, EventStatus.REJECTED, reason, now)
+def store_rejected(
+    conn: Connection, raw: str, reason: str, now: datetime, *, source_ip: str | None = None
+) -> None:
+    _store(conn, raw, EventStatus.REJECTED, reason, now=now, source_ip=source_ip)
 
 
-def store_failed(conn: Connection, raw: str, reason: str, now: datetime) -> None:
+def store_failed(
+    conn: Connection, raw: str, reason: str, now: datetime, *, source_ip: str | None = None
+) -> None:
     """A confirmation that could not be applied (Daraja was answered 503): kept for a person."""
-    _store(conn, raw, EventStatus.ERROR, reason, now)
+    _store(conn, raw, EventStatus.ERROR, reason, now=now, source_ip=source_ip)
 
 
 def _store(
@@ -162,10 +173,12 @@ def _store(
     raw: str,
     status: EventStatus,
     note: str,
+    *,
     now: datetime,
+    source_ip: str | None,
     payment_id: int | None = None,
 ) -> None:
-    event = ledger.NewEvent("c2b", raw, None, status, note, payment_id)
+    event = ledger.NewEvent("c2b", raw, None, status, note, payment_id, source_ip=source_ip)
     ledger.insert_events(conn, [event], now)
 
 

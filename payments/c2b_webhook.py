@@ -5,6 +5,10 @@ a wrong one is a plain 404. The confirmation's raw body is stored (with what it 
 the same transaction that pays the order or records unmatched money, and Daraja is
 answered ``{"ResultCode": 0, "ResultDesc": "Success"}`` only after that commit. A bad
 body gets a 4xx with the reason and is kept for audit; nothing here answers 500.
+
+Where a request came from is judged as for the STK callback (``callback_sources``, the
+same ``DUKA_CALLBACK_IP_MODE``): every stored confirmation keeps its source address; in
+``enforce`` an unlisted sender gets 403 (a confirmation's body is kept, nothing paid).
 """
 
 from __future__ import annotations
@@ -25,7 +29,14 @@ from payments.c2b import (
     store_failed,
     store_rejected,
 )
-from payments.http_body import MAX_CALLBACK_BYTES, read_limited, storable_text
+from payments.callback_sources import CallbackSources, IpMode
+from payments.http_body import (
+    MAX_BODY_READ_SECONDS,
+    MAX_CALLBACK_BYTES,
+    not_received_within,
+    read_limited,
+    storable_text,
+)
 from payments.results import MalformedCallback
 from payments.webhook import CallbackPath
 from storage.engine import Database
@@ -65,29 +76,46 @@ def c2b_paths(confirmation_url: str, validation_url: str) -> tuple[CallbackPath,
     return confirmation, CallbackPath(validation_url)
 
 
-def c2b_routes(confirmation: CallbackPath, validation: CallbackPath) -> list[web.RouteDef]:
+def c2b_routes(
+    confirmation: CallbackPath,
+    validation: CallbackPath,
+    sources: CallbackSources | None = None,
+    *,
+    read_seconds: float = MAX_BODY_READ_SECONDS,
+) -> list[web.RouteDef]:
+    """``sources``: the STK callback's own (off when not given); ``read_seconds``: how long
+    a body has to arrive whole (``http_body``)."""
+    sources = sources or CallbackSources(IpMode.OFF, frozenset())
+
     async def confirm(request: web.Request) -> web.Response:
         if not confirmation.matches(request.match_info["token"]):
             raise web.HTTPNotFound()
         intake = request.config_dict[INTAKE]
-        body, oversized, broken = await read_limited(request)
+        read = await read_limited(request, read_seconds=read_seconds)
+        body, oversized, broken = read
         raw = storable_text(body)
+        source = _source(request, sources)
+        if read.timed_out and not oversized:
+            return await _refuse(intake, raw, not_received_within(read_seconds), 408, source)
         if broken is not None and not oversized:
-            return await _refuse(intake, raw, f"the body could not be read ({broken})", 400)
+            reason = f"the body could not be read ({broken})"
+            return await _refuse(intake, raw, reason, 400, source)
+        if not _admitted(sources, source, "confirmation"):
+            return await _refuse(intake, raw, f"source {source} is not listed", 403, source)
         if oversized:
-            return await _refuse(
-                intake, raw, f"body is larger than {MAX_CALLBACK_BYTES} bytes", 413
-            )
+            reason = f"body is larger than {MAX_CALLBACK_BYTES} bytes"
+            return await _refuse(intake, raw, reason, 413, source)
         try:
             payment = parse_c2b(body)
         except MalformedCallback as exc:
-            return await _refuse(intake, raw, str(exc), 400)
+            return await _refuse(intake, raw, str(exc), 400, source)
         except Exception as exc:  # a parser bug must not become a 500 or lose the body
             log.exception("unexpected error parsing a C2B confirmation")
-            return await _refuse(intake, raw, f"unreadable body ({type(exc).__name__})", 400)
+            reason = f"unreadable body ({type(exc).__name__})"
+            return await _refuse(intake, raw, reason, 400, source)
         try:
             outcome = await intake.database.transaction(
-                apply_confirmation, payment, raw, intake.clock()
+                apply_confirmation, payment, raw, intake.clock(), source_ip=source
             )
         except Exception as exc:
             log.exception("C2B confirmation %s could not be stored", payment.trans_id)
@@ -95,7 +123,11 @@ def c2b_routes(confirmation: CallbackPath, validation: CallbackPath) -> list[web
             # applying it rather than a database that is down).
             with contextlib.suppress(Exception):
                 await intake.database.transaction(
-                    store_failed, raw, f"not applied: {type(exc).__name__}", intake.clock()
+                    store_failed,
+                    raw,
+                    f"not applied: {type(exc).__name__}",
+                    intake.clock(),
+                    source_ip=source,
                 )
             return web.json_response(
                 {"ResultCode": 1, "ResultDesc": "Temporarily unable to store the payment"},
@@ -109,7 +141,13 @@ def c2b_routes(confirmation: CallbackPath, validation: CallbackPath) -> list[web
         if not validation.matches(request.match_info["token"]):
             raise web.HTTPNotFound()
         intake = request.config_dict[INTAKE]
-        body, oversized, broken = await read_limited(request)
+        read = await read_limited(request, read_seconds=read_seconds)
+        body, oversized, broken = read
+        if read.timed_out and not oversized:
+            why = not_received_within(read_seconds)
+            return web.json_response(_rejection(OTHER_ERROR, why), status=408)
+        if not _admitted(sources, _source(request, sources), "validation"):
+            return web.json_response(_rejection(OTHER_ERROR, "source not listed"), status=403)
         try:
             if oversized or broken:
                 raise MalformedCallback("body too large or unreadable")
@@ -134,10 +172,28 @@ def _rejection(code: str, why: str) -> dict[str, str]:
     return {"ResultCode": code, "ResultDesc": f"Rejected: {why}"[:100]}
 
 
-async def _refuse(intake: C2BIntake, raw: str, reason: str, status: int) -> web.Response:
+def _source(request: web.Request, sources: CallbackSources) -> str | None:
+    return sources.source_of(request.remote, request.headers.get("X-Forwarded-For"))
+
+
+def _admitted(sources: CallbackSources, source: str | None, what: str) -> bool:
+    """False only in ``enforce`` for an unlisted source; ``log`` lets it in, and says so."""
+    if sources.mode is IpMode.OFF or sources.listed(source):
+        return True
+    if sources.mode is IpMode.ENFORCE:
+        return False
+    log.warning("a C2B %s came from %s, not a listed address", what, source)
+    return True
+
+
+async def _refuse(
+    intake: C2BIntake, raw: str, reason: str, status: int, source: str | None
+) -> web.Response:
     log.warning("rejected a C2B confirmation: %s", reason)
     try:
-        await intake.database.transaction(store_rejected, raw, reason, intake.clock())
+        await intake.database.transaction(
+            store_rejected, raw, reason, intake.clock(), source_ip=source
+        )
     except Exception:
         log.exception("a rejected C2B confirmation could not be stored for audit")
     return web.json_response({"ResultCode": 1, "ResultDesc": f"Rejected: {reason}"}, status=status)

@@ -40,11 +40,20 @@ class IpMode(StrEnum):
     ENFORCE = "enforce"  # unlisted sources get 403 (the body is kept)
 
 
+class ConfirmPaid(StrEnum):
+    """Which success callbacks wait for an STK query to confirm them (``DUKA_CONFIRM_PAID``)."""
+
+    UNLISTED = "unlisted"  # those from an address not on the list
+    ALWAYS = "always"  # every one: a callback alone never pays an order
+    NEVER = "never"  # none: the callback is believed (the per-attempt URL still guards it)
+
+
 @dataclass(frozen=True, slots=True)
 class CallbackSources:
     mode: IpMode
     allowed: frozenset[IpAddress]
     trusted_proxies: tuple[IpNetwork, ...] = ()
+    confirm_paid: ConfirmPaid = ConfirmPaid.UNLISTED
 
     def source_of(self, peer: str | None, forwarded_for: str | None) -> str | None:
         """The sender's address: the peer itself, unless the peer is a trusted proxy; then
@@ -61,6 +70,14 @@ class CallbackSources:
     def listed(self, source: str | None) -> bool:
         address = _address(source) if source else None
         return address is not None and address in self.allowed
+
+    def needs_confirmation(self, source: str | None) -> bool:
+        """Whether a success callback from ``source`` waits for an STK query to confirm it.
+        Independent of ``mode``: in ``log`` (or ``off``) an unlisted sender is let in, but
+        its word alone does not pay an order."""
+        if self.confirm_paid is ConfirmPaid.UNLISTED:
+            return not self.listed(source)
+        return self.confirm_paid is ConfirmPaid.ALWAYS
 
     def _trusted(self, text: str) -> bool:
         address = _address(text)

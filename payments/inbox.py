@@ -67,6 +67,7 @@ class _Item:
             payment_id,
             attempt_id=self.result.attempt_id,
             source_ip=self.source_ip,
+            needs_confirmation=self.result.needs_confirmation,
         )
 
 
@@ -89,10 +90,12 @@ class CallbackInbox:
         clock: Callable[[], datetime],
         max_batch: int = 500,
         on_applied: Callable[[], None] | None = None,
+        on_held: Callable[[], None] | None = None,
     ) -> None:
         self._database = database
         self._clock = clock
         self._on_applied = on_applied  # e.g. wake the outbox dispatcher
+        self._on_held = on_held  # e.g. wake the reconciler, to confirm a held callback now
         self._max_batch = max_batch
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -155,6 +158,8 @@ class CallbackInbox:
             _resolve(item.done)
         if self._on_applied is not None:
             self._on_applied()
+        if self._on_held is not None and any(i.status is EventStatus.HELD for i in batch):
+            self._on_held()
 
     async def _store_separately(self, batch: list[_Item]) -> None:
         """One transaction per callback, so one that cannot be stored fails alone."""

@@ -95,6 +95,7 @@ class NewEvent:
     payment_id: int | None = None
     attempt_id: int | None = None  # the attempt its URL named
     source_ip: str | None = None
+    needs_confirmation: bool = False  # paid only once an STK query confirms it
 
 
 # On PostgreSQL a settling transaction locks the payment and its order, so two results for
@@ -211,6 +212,7 @@ def _event_row(event: NewEvent, now: datetime) -> dict[str, Any]:
         "note": event.note[:500],
         "attempt_id": event.attempt_id,
         "source_ip": event.source_ip,
+        "needs_confirmation": event.needs_confirmation,
     }
 
 
@@ -261,6 +263,15 @@ class Plan:
     unmatched: dict[int, tuple[StkResult, UnmatchedReason]] = field(default_factory=dict)
     # Results refused for arriving at the wrong URL (see payments/callback_urls.py): why.
     forged: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def held(self) -> list[int]:
+        """Payments with a success callback held for confirmation: to be queried at once."""
+        return [
+            s.after.payment_id
+            for s in self.settlements
+            if s is not None and s.event_status is EventStatus.HELD
+        ]
 
     def event_marks(self) -> list[EventMark]:
         """(status, note, payment id) for the event that carried each result."""
@@ -374,6 +385,9 @@ def write_plan(
     write_payment_changes(conn, plan.changes, now)
     write_order_changes(conn, plan.changes, now)
     insert_outbox(conn, plan.messages, now)
+    if held := plan.held:
+        # Ask M-Pesa now: the customer is waiting, and CHECKING_NOTICE_AFTER is short.
+        conn.execute(update(payments).where(payments.c.id.in_(held)).values(next_query_at=now))
     for result, reason in plan.unmatched.values():
         raw = (raws or {}).get(result.checkout_request_id, "")
         record_unmatched(conn, ArrivedMoney.from_stk(result), reason, raw, now)
@@ -568,6 +582,7 @@ def adopt_orphans(
             payment_events.c.received_at,
             payment_events.c.checkout_request_id,
             payment_events.c.attempt_id,
+            payment_events.c.needs_confirmation,
         )
         .where(payment_events.c.source == "callback")
         .where(wanted)
@@ -585,11 +600,7 @@ def adopt_orphans(
     for row in rows:
         try:
             with conn.begin_nested():
-                settlements.extend(
-                    _adopt_one(
-                        conn, row.id, row.raw, row.attempt_id, row.received_at, now, unmatched_after
-                    )
-                )
+                settlements.extend(_adopt_one(conn, row, now, unmatched_after))
         except Exception as exc:
             log.exception("stored callback %d cannot be applied; set aside", row.id)
             note = f"cannot be applied: {type(exc).__name__}"
@@ -617,16 +628,12 @@ def _keep_as_unmatched(conn: Connection, event_id: int, raw: str, note: str, now
 
 
 def _adopt_one(
-    conn: Connection,
-    event_id: int,
-    raw: str,
-    attempt_id: int | None,
-    received_at: datetime,
-    now: datetime,
-    unmatched_after: timedelta | None,
+    conn: Connection, row: Any, now: datetime, unmatched_after: timedelta | None
 ) -> list[Settlement | None]:
+    """Apply one stored callback ``row`` (a row of ``adopt_orphans``' query)."""
+    event_id, raw, received_at = row.id, row.raw, row.received_at
     try:
-        result = replace(parse_callback(raw.encode()), attempt_id=attempt_id)
+        result = stored_result(raw, row.attempt_id, row.needs_confirmation)
     except MalformedCallback as exc:
         mark_events(conn, [(event_id, EventStatus.REJECTED, str(exc), None)])
         return []
@@ -641,6 +648,12 @@ def _adopt_one(
         record_unmatched(conn, ArrivedMoney.from_stk(result), reason, raw, now)
         mark_events(conn, [(event_id, EventStatus.UNMATCHED, str(reason), None)])
     return settlements
+
+
+def stored_result(raw: str, attempt_id: int | None, needs_confirmation: bool) -> StkResult:
+    """A stored callback's result, with what its URL and its sender said about it."""
+    result = parse_callback(raw.encode())
+    return replace(result, attempt_id=attempt_id, needs_confirmation=needs_confirmation)
 
 
 def _still_unmatched(conn: Connection, event_id: int) -> UnmatchedReason | None:
@@ -682,14 +695,23 @@ def due_queries(
     conn: Connection, now: datetime, limit: int
 ) -> list[tuple[int, str, datetime, PaymentStatus]]:
     """Attempts whose next STK query is due: (payment id, CheckoutRequestID, accepted,
-    status). Pending ones, and those that expired unconfirmed (still asked for a while:
-    Daraja may yet say that the money moved)."""
+    status). Pending ones, those that expired unconfirmed (still asked for a while:
+    Daraja may yet say that the money moved), and ended ones with a success callback held
+    for confirmation (see ``payments.held``)."""
     pending = (payments.c.status == str(PaymentStatus.PENDING)) & or_(
         payments.c.next_query_at.is_(None), payments.c.next_query_at <= now
     )
+    held = (
+        select(payment_events.c.id)
+        .where(payment_events.c.payment_id == payments.c.id)
+        .where(payment_events.c.status == str(EventStatus.HELD))
+        .exists()
+    )
+    ended_unsure = payments.c.status.in_(
+        [str(PaymentStatus.EXPIRED), str(PaymentStatus.FAILED)]
+    ) & ((payments.c.result_code == UNCONFIRMED_CODE) | held)
     unconfirmed = (
-        (payments.c.status == str(PaymentStatus.EXPIRED))
-        & (payments.c.result_code == UNCONFIRMED_CODE)
+        ended_unsure
         & payments.c.checkout_request_id.is_not(None)
         & (payments.c.next_query_at <= now)
     )

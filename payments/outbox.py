@@ -10,7 +10,7 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -37,9 +37,20 @@ def insert_outbox(conn: Connection, messages: Sequence[OutboxMessage], now: date
             "payload": json.dumps(m.payload),
             "status": "pending",
             "attempts": 0,
-            "next_attempt_at": now,
+            "next_attempt_at": now + m.delay,
             "created_at": now,
         }
         for m in messages
     ]
     conn.execute(_INSERT_OUTBOX[conn.dialect.name], rows)
+
+
+def withdraw(conn: Connection, dedupe_key: str) -> bool:
+    """Take back a message not sent yet (e.g. a delayed notice that became pointless)."""
+    statement = (
+        update(outbox)
+        .where(outbox.c.dedupe_key == dedupe_key)
+        .where(outbox.c.status == "pending")
+        .values(status="withdrawn")
+    )
+    return conn.execute(statement).rowcount > 0

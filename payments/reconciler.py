@@ -10,6 +10,8 @@ Every sweep (and one at start-up, so a restart never leaves an attempt stuck):
    processed", it expires; while queries fail it keeps being asked, and after
    ``GIVE_UP_AFTER`` more it expires *unconfirmed* (never "failed") and is still asked
    about for a day, so that a late "paid" pays the order after all;
+   a success callback held for confirmation (``payments.held``) makes its attempt due at
+   once, and the answer confirms it or refutes it;
 3. attempts that never got a CheckoutRequestID (push outcome unknown, or a crash
    mid-push) cannot be queried and expire, unconfirmed, after ``expire_after``.
 """
@@ -17,6 +19,7 @@ Every sweep (and one at start-up, so a restart never leaves an attempt stuck):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -25,7 +28,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
-from payments import ledger
+from payments import held, ledger
 from payments.daraja_client import DarajaClient, QueryAnswer
 from payments.errors import QueryFailed
 from payments.settings import ReconcileSettings
@@ -69,11 +72,20 @@ class Reconciler:
         self._clock = clock
         self._on_applied = on_applied  # e.g. wake the outbox dispatcher
         self._min_gap = 1.0 / settings.max_queries_per_second
+        self._woken = asyncio.Event()
+
+    def wake(self) -> None:
+        """Sweep now, not at the next interval (a callback is held for confirmation)."""
+        self._woken.set()
 
     async def run_forever(self) -> None:
         while True:
+            self._woken.clear()
             await self.sweep()
-            await asyncio.sleep(self._settings.sweep_interval_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._woken.wait(), timeout=self._settings.sweep_interval_seconds
+                )
 
     async def sweep(self) -> SweepReport:
         """One pass; each phase on its own, so a failing one does not stop the others."""
@@ -136,10 +148,9 @@ class Reconciler:
                     named[:64],
                 )
                 answer = None
-        # An attempt that already expired unconfirmed is only being asked about, late.
-        record = (
-            self._record_late_answer if status is PaymentStatus.EXPIRED else self._record_answer
-        )
+        # An attempt already over (expired unconfirmed, or with a callback held for
+        # confirmation) is only being asked about, late.
+        record = self._record_answer if status.is_open else self._record_late_answer
         return await self._database.transaction(
             record, payment_id, checkout_id, accepted_at, answer, self._clock()
         )
@@ -155,7 +166,7 @@ class Reconciler:
     ) -> str:
         expires_at = accepted_at + timedelta(seconds=self._settings.expire_after_seconds)
         if answer is not None and answer.result is not None:
-            return self._apply_answer(conn, checkout_id, answer, now)
+            return self._apply_answer(conn, payment_id, checkout_id, answer, now)
         if answer is not None:
             event = ledger.NewEvent(
                 "query",
@@ -171,6 +182,8 @@ class Reconciler:
             # Still "being processed" after the prompt's lifetime: it was never answered.
             # After GIVE_UP_AFTER of failed queries we still do not know: unconfirmed.
             confirmed = answer is not None
+            if confirmed:
+                held.refute_held(conn, payment_id, "still being processed when it expired", now)
             expired = ledger.expire_payment(conn, payment_id, now, confirmed=confirmed)
             if expired is not None and not confirmed:
                 ledger.schedule_next_query(conn, payment_id, now + RETRY_AFTER_FAILED_QUERY)
@@ -186,14 +199,33 @@ class Reconciler:
         return "pending"
 
     def _apply_answer(
-        self, conn: Connection, checkout_id: str, answer: QueryAnswer, now: datetime
+        self,
+        conn: Connection,
+        payment_id: int,
+        checkout_id: str,
+        answer: QueryAnswer,
+        now: datetime,
     ) -> str:
         assert answer.result is not None
+        raw = json.dumps(answer.raw)
+        if answer.result.succeeded:
+            confirmed = held.confirm_held(conn, payment_id, now)
+            if confirmed is not None:
+                # The held callback carries the receipt the query answer lacks: it is what
+                # pays the order. The answer is kept as what confirmed it.
+                event_id, settled = confirmed
+                note = f"confirms the callback held as event {event_id}"
+                event = ledger.NewEvent(
+                    "query", raw, checkout_id, EventStatus.APPLIED, note, payment_id
+                )
+                ledger.insert_events(conn, [event], now)
+                return "settled" if settled is not None and settled.changed else "unchanged"
+        else:
+            code = answer.result.result_code
+            held.refute_held(conn, payment_id, f"{code} {answer.result.result_desc}", now)
         plan = ledger.plan_results(conn, [answer.result], now)
         [mark] = plan.event_marks()
-        ledger.insert_events(
-            conn, [ledger.NewEvent("query", json.dumps(answer.raw), checkout_id, *mark)], now
-        )
+        ledger.insert_events(conn, [ledger.NewEvent("query", raw, checkout_id, *mark)], now)
         ledger.write_plan(conn, plan, now)
         [settled] = plan.settlements
         return "settled" if settled is not None and settled.changed else "unchanged"
@@ -211,7 +243,7 @@ class Reconciler:
         success pays it after all; a failure changes nothing); otherwise ask again later,
         for a day."""
         if answer is not None and answer.result is not None:
-            outcome = self._apply_answer(conn, checkout_id, answer, now)
+            outcome = self._apply_answer(conn, payment_id, checkout_id, answer, now)
             ledger.stop_queries(conn, payment_id)
             return outcome
         if now >= accepted_at + KEEP_ASKING_UNCONFIRMED:

@@ -43,6 +43,8 @@ class StkResult:
     msisdn: str | None = None
     # The attempt whose own callback URL this arrived at (None: the bare base URL).
     attempt_id: int | None = None
+    # From a sender we cannot vouch for: a success pays nothing until an STK query confirms it.
+    needs_confirmation: bool = False
 
     @property
     def succeeded(self) -> bool:

@@ -8,7 +8,7 @@ transaction as the raw event, so a result is applied exactly once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -24,6 +24,8 @@ class EventStatus(StrEnum):
     APPLIED = "applied"
     DUPLICATE = "duplicate"  # already applied; changes nothing
     IGNORED = "ignored"  # e.g. a query answer for a payment a callback already settled
+    # A success callback that pays nothing until an STK query confirms it (DUKA_CONFIRM_PAID)
+    HELD = "held"
     ORPHAN = "orphan"  # no attempt with this CheckoutRequestID (yet): kept, applied later
     UNMATCHED = "unmatched"  # paid, but tied to no single attempt: recorded as unmatched money
     FORGED = "forged"  # not at its attempt's own callback URL: refused (404), kept for audit
@@ -42,6 +44,11 @@ class MessageKind(StrEnum):
     PAYMENT_NEEDS_REVIEW = "payment_needs_review"  # merchant: amount mismatch, double payment
     PAYMENT_CHECK = "payment_check"  # merchant: an attempt whose outcome was never confirmed
     UNMATCHED_PAYMENT = "unmatched_payment"  # merchant: money that matches no order
+    # customer: a callback said "paid" and M-Pesa is being asked to confirm it (sent only
+    # if that takes longer than CHECKING_NOTICE_AFTER; withdrawn if it is over sooner)
+    PAYMENT_CHECKING = "payment_checking"
+    # merchant: a callback claimed payment that Daraja's own answer does not confirm
+    PAYMENT_NOT_CONFIRMED = "payment_not_confirmed"
 
     @property
     def audience(self) -> Audience:
@@ -59,8 +66,11 @@ _MERCHANT_KINDS = frozenset(
         MessageKind.PAYMENT_NEEDS_REVIEW,
         MessageKind.PAYMENT_CHECK,
         MessageKind.UNMATCHED_PAYMENT,
+        MessageKind.PAYMENT_NOT_CONFIRMED,
     }
 )
+# A held callback is usually confirmed within seconds; only a slower check is worth a word.
+CHECKING_NOTICE_AFTER = timedelta(seconds=5)
 # An attempt that ended without M-Pesa's word on it: the money may have moved.
 UNCONFIRMED_CODE = "unconfirmed"
 
@@ -98,6 +108,7 @@ class OutboxMessage:
     payload: dict[str, Any]
     # What the message is about, for its dedupe key; by default the payment.
     subject: str | None = None
+    delay: timedelta = timedelta(0)  # sent no sooner than this after it is queued
 
     @property
     def audience(self) -> Audience:
@@ -178,10 +189,31 @@ def settle(payment: PaymentSnapshot, result: StkResult) -> Settlement:
             return _paid(payment, result)
         return Settlement(EventStatus.IGNORED, f"query answer after {payment.status}", payment)
     if result.succeeded:
+        if result.needs_confirmation:
+            return _held(payment)
         return _paid(payment, result)
     if payment.status.is_open:
         return _failed(payment, result)
     return Settlement(EventStatus.DUPLICATE, f"failure after {payment.status}", payment)
+
+
+def _held(payment: PaymentSnapshot) -> Settlement:
+    """A success callback from a sender we cannot vouch for: nothing changes until an STK
+    query confirms it (see ``confirm_held`` and ``refute_held``). The customer is told that
+    the payment is being checked only if that takes a while."""
+    checking = replace(_message(payment, MessageKind.PAYMENT_CHECKING), delay=CHECKING_NOTICE_AFTER)
+    return Settlement(EventStatus.HELD, "held until an STK query confirms it", payment, (checking,))
+
+
+def checking_notice_key(payment_id: int) -> str:
+    """The dedupe key of a payment's "checking your payment" message (to withdraw it)."""
+    return OutboxMessage(MessageKind.PAYMENT_CHECKING, payment_id, None, None, {}).dedupe_key
+
+
+def not_confirmed_alert(payment: PaymentSnapshot, answer: str) -> OutboxMessage:
+    """The merchant's alert: a callback claimed this attempt was paid, and Daraja's own
+    answer (``answer``, e.g. "1032 Request cancelled by user") says it was not."""
+    return _message(payment, MessageKind.PAYMENT_NOT_CONFIRMED, extra={"answer": answer})
 
 
 def expire(payment: PaymentSnapshot, *, confirmed: bool) -> Settlement:
@@ -242,6 +274,7 @@ def is_second_payment(payment: PaymentSnapshot, result: StkResult) -> bool:
     return (
         payment.status is PaymentStatus.PAID
         and result.succeeded
+        and not result.needs_confirmation
         and payment.mpesa_receipt is not None
         and result.receipt is not None
         and result.receipt != payment.mpesa_receipt
@@ -269,6 +302,10 @@ def paid_notice(payment: PaymentSnapshot) -> OutboxMessage:
 
 
 def _already_paid(payment: PaymentSnapshot, result: StkResult) -> Settlement:
+    if result.needs_confirmation and result.succeeded:
+        # A query cannot tell this claim from the payment already confirmed: it is kept
+        # (raw, with its sender) but adds no receipt and no second payment.
+        return Settlement(EventStatus.DUPLICATE, "unconfirmed claim for a paid payment", payment)
     if (
         result.source is ResultSource.CALLBACK
         and result.succeeded

@@ -16,9 +16,15 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from payments.callback_sources import CallbackSources, IpMode
+from payments.callback_sources import CallbackSources, ConfirmPaid, IpMode
 from payments.callback_urls import token_matches
-from payments.http_body import MAX_CALLBACK_BYTES, read_limited, storable_text
+from payments.http_body import (
+    MAX_BODY_READ_SECONDS,
+    MAX_CALLBACK_BYTES,
+    not_received_within,
+    read_limited,
+    storable_text,
+)
 from payments.inbox import CallbackInbox, InboxUnavailable
 from payments.results import MalformedCallback, parse_callback
 from payments.settings import split_callback_path
@@ -77,15 +83,19 @@ class CallbackPath:
 
 
 def callback_routes(
-    callback_path: CallbackPath, sources: CallbackSources | None = None
+    callback_path: CallbackPath,
+    sources: CallbackSources | None = None,
+    *,
+    read_seconds: float = MAX_BODY_READ_SECONDS,
 ) -> list[web.RouteDef]:
-    sources = sources or CallbackSources(IpMode.OFF, frozenset())
+    """``read_seconds``: how long a body has to arrive whole (``http_body``)."""
+    sources = sources or CallbackSources(IpMode.OFF, frozenset(), confirm_paid=ConfirmPaid.NEVER)
 
     async def at_base(request: web.Request) -> web.Response:
         """The bare URL: only callbacks of pushes made before per-attempt URLs count here."""
         if not callback_path.matches(request.match_info["token"]):
             raise web.HTTPNotFound()
-        return await _receive(request, None, sources)
+        return await _receive(request, None, sources, read_seconds)
 
     async def at_attempt(request: web.Request) -> web.Response:
         if not callback_path.matches(request.match_info["token"]):
@@ -96,13 +106,13 @@ def callback_routes(
             # The base secret leaked, the token is wrong: refused like a wrong path, and
             # kept (with where it came from) for whoever investigates.
             inbox = request.config_dict[INBOX]
-            body = (await read_limited(request)).data
+            body = (await read_limited(request, read_seconds=read_seconds)).data
             source = _source(request, sources)
             await _store_refused(
                 inbox, storable_text(body), "wrong attempt token", source, EventStatus.FORGED
             )
             raise web.HTTPNotFound()
-        return await _receive(request, attempt_id, sources)
+        return await _receive(request, attempt_id, sources, read_seconds)
 
     return [
         web.post(callback_path.route, at_base),
@@ -111,12 +121,15 @@ def callback_routes(
 
 
 async def _receive(
-    request: web.Request, attempt_id: int | None, sources: CallbackSources
+    request: web.Request, attempt_id: int | None, sources: CallbackSources, read_seconds: float
 ) -> web.Response:
     inbox = request.config_dict[INBOX]
-    body, oversized, broken = await read_limited(request)
+    read = await read_limited(request, read_seconds=read_seconds)
+    body, oversized, broken = read
     raw = storable_text(body)
     source = _source(request, sources)
+    if read.timed_out and not oversized:
+        return await _reject(inbox, raw, not_received_within(read_seconds), 408, source)
     if broken is not None and not oversized:
         return await _reject(inbox, raw, f"the body could not be read ({broken})", 400, source)
     if sources.mode is not IpMode.OFF and not sources.listed(source):
@@ -127,7 +140,11 @@ async def _receive(
         reason = f"body is larger than {MAX_CALLBACK_BYTES} bytes"
         return await _reject(inbox, raw, reason, 413, source)
     try:
-        result = replace(parse_callback(body), attempt_id=attempt_id)
+        result = replace(
+            parse_callback(body),
+            attempt_id=attempt_id,
+            needs_confirmation=sources.needs_confirmation(source),
+        )
     except MalformedCallback as exc:
         return await _reject(inbox, raw, str(exc), 400, source)
     except Exception as exc:  # a parser bug must not become a 500 or lose the body
@@ -140,6 +157,12 @@ async def _receive(
         return web.json_response(
             {"ResultCode": 1, "ResultDesc": "Temporarily unable to store the callback"},
             status=503,
+        )
+    if status is EventStatus.HELD:
+        log.warning(
+            "a success callback for %s from %s is held until an STK query confirms it",
+            result.checkout_request_id,
+            source,
         )
     if status is EventStatus.FORGED:
         log.warning("refused a callback for %s: forged", result.checkout_request_id)

@@ -24,6 +24,8 @@ from sqlalchemy import create_engine as create_blocking_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from storage.sealing import Sealer, install
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 WRITER_SWITCH_INTERVAL = 0.001  # seconds
 
@@ -31,15 +33,18 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def create_engine(url: str) -> AsyncEngine:
-    """An async engine; on SQLite every transaction takes the write lock up front."""
+def create_engine(url: str, sealer: Sealer) -> AsyncEngine:
+    """An async engine; on SQLite every transaction takes the write lock up front.
+    ``sealer`` holds the data key its sealed (phone number) columns use."""
     parsed = make_url(url)
     # hide_parameters: error messages would otherwise quote phone numbers and raw bodies.
     if parsed.get_backend_name() != "sqlite":
-        return create_async_engine(url, pool_pre_ping=True, hide_parameters=True)
-    _make_parent_directory(parsed.database)
-    engine = create_async_engine(url, hide_parameters=True)
-    _configure_sqlite(engine.sync_engine)
+        engine = create_async_engine(url, pool_pre_ping=True, hide_parameters=True)
+    else:
+        _make_parent_directory(parsed.database)
+        engine = create_async_engine(url, hide_parameters=True)
+        _configure_sqlite(engine.sync_engine)
+    install(engine.sync_engine.dialect, sealer)
     return engine
 
 
@@ -70,8 +75,8 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 class Database:
-    def __init__(self, url: str) -> None:
-        self.engine = create_engine(url)
+    def __init__(self, url: str, sealer: Sealer) -> None:
+        self.engine = create_engine(url, sealer)
         self._blocking: Engine | None = None
         self._writer: ThreadPoolExecutor | None = None
         parsed = make_url(url)
@@ -79,6 +84,7 @@ class Database:
             blocking_url = parsed.set(drivername="sqlite+pysqlite")
             self._blocking = create_blocking_engine(blocking_url, hide_parameters=True)
             _configure_sqlite(self._blocking)
+            install(self._blocking.dialect, sealer)
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
             # The writer thread and the event loop share the GIL. With Python's default 5 ms
             # switch interval the loop, back from a socket call, can wait that long behind a

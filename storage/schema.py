@@ -2,6 +2,8 @@
 
 Core rather than ORM objects: the hot paths (callback settlement) work in batches of
 rows, and plain rows keep the data layer explicit. Money is whole KES in integers.
+Phone numbers (and what embeds one) are ``Sealed*`` columns, encrypted at rest: see
+``storage.sealing``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.types import TypeDecorator
+
+from storage.sealing import SealedText, SealedValue
 
 metadata = MetaData(
     naming_convention={
@@ -79,9 +83,9 @@ customers = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("channel", String(16), nullable=False),  # telegram | whatsapp | terminal
-    Column("chat_id", String(64), nullable=False),
+    Column("chat_id", SealedValue, nullable=False),  # a WhatsApp chat id is a phone number
     Column("name", String(128), nullable=False, server_default=""),
-    Column("msisdn", String(12)),
+    Column("msisdn", SealedValue),
     Column("language", String(2), nullable=False, server_default="en"),
     Column("blocked_at", UtcDateTime),  # the customer blocked the bot: stop sending
     # When the customer last wrote: WhatsApp allows free-form messages for 24 h after.
@@ -139,15 +143,16 @@ payments = Table(
     Column("id", Integer, primary_key=True),
     Column("order_id", ForeignKey("orders.id"), nullable=False, index=True),
     Column("status", String(16), nullable=False),
-    Column("msisdn", String(12), nullable=False),
+    Column("msisdn", SealedValue, nullable=False),
     Column("amount", Integer, nullable=False),
-    Column("checkout_request_id", String(64), unique=True),
+    # Sealed too: Daraja's CheckoutRequestIDs end in the phone number.
+    Column("checkout_request_id", SealedValue, unique=True),
     Column("merchant_request_id", String(64)),
     Column("result_code", String(32)),
     Column("result_desc", Text),
     Column("mpesa_receipt", String(32), unique=True),
     Column("paid_amount", Integer),
-    Column("paid_msisdn", String(12)),
+    Column("paid_msisdn", SealedValue),
     Column("transaction_at", UtcDateTime),
     Column("settled_by", String(16)),  # callback | query | expiry | push
     Column("created_at", UtcDateTime, nullable=False),
@@ -174,15 +179,18 @@ payment_events = Table(
     Column("id", Integer, primary_key=True),
     Column("source", String(16), nullable=False),  # callback | query | push
     Column("received_at", UtcDateTime, nullable=False),
-    Column("raw", Text, nullable=False),
-    Column("checkout_request_id", String(64), index=True),
+    Column("raw", SealedText, nullable=False),
+    Column("checkout_request_id", SealedValue, index=True),
     Column("payment_id", ForeignKey("payments.id")),
     # received | applied | duplicate | orphan | rejected | error
     Column("status", String(16), nullable=False),
-    Column("note", Text, nullable=False, server_default=""),
+    Column("note", SealedText, nullable=False, server_default=""),
     # The attempt its URL named (per-attempt callback URLs), kept to apply it again later.
     Column("attempt_id", Integer),
     Column("source_ip", String(45)),  # who sent it, after trusted-proxy handling
+    # A success callback from a sender we cannot vouch for (DUKA_CONFIRM_PAID): it pays
+    # nothing until an STK query confirms it ("held" until then).
+    Column("needs_confirmation", Boolean, nullable=False, server_default=text("false")),
     Index("ix_payment_events_status", "status"),
 )
 
@@ -191,18 +199,19 @@ outbox = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     # One message per fact: a duplicate callback cannot queue a second "paid" message.
-    Column("dedupe_key", String(128), nullable=False, unique=True),
+    # Sealed: a merchant message's key ends in its recipient, a WhatsApp number.
+    Column("dedupe_key", SealedValue, nullable=False, unique=True),
     Column("kind", String(32), nullable=False),  # payment_paid | payment_failed | ...
     Column("audience", String(16), nullable=False),  # customer | merchant
     Column("customer_id", ForeignKey("customers.id")),
     Column("order_id", ForeignKey("orders.id")),
-    Column("payload", Text, nullable=False),  # JSON facts; the channel renders the words
+    Column("payload", SealedText, nullable=False),  # JSON facts; the channel renders them
     # Where it goes, "<channel>:<chat id>"; empty for customer messages until dispatched.
-    Column("recipient", String(80)),
+    Column("recipient", SealedValue),
     Column("status", String(16), nullable=False, server_default="pending"),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", UtcDateTime, nullable=False),
-    Column("last_error", Text),
+    Column("last_error", SealedText),
     Column("created_at", UtcDateTime, nullable=False),
     Column("sent_at", UtcDateTime),
     Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
@@ -214,8 +223,8 @@ conversations = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("channel", String(16), nullable=False),
-    Column("chat_id", String(64), nullable=False),
-    Column("state", Text, nullable=False),  # JSON, see bot.conversation.state
+    Column("chat_id", SealedValue, nullable=False),
+    Column("state", SealedText, nullable=False),  # JSON, see bot.conversation.state
     Column("updated_at", UtcDateTime, nullable=False),
     UniqueConstraint("channel", "chat_id"),
 )
@@ -226,7 +235,7 @@ message_refs = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("channel", String(16), nullable=False),
-    Column("chat_id", String(64), nullable=False),
+    Column("chat_id", SealedValue, nullable=False),
     Column("tag", String(64), nullable=False),
     Column("message_id", String(64), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
@@ -241,7 +250,7 @@ inbound_messages = Table(
     Column("channel", String(16), nullable=False),
     Column("message_id", String(128), nullable=False),
     Column("received_at", UtcDateTime, nullable=False),
-    Column("payload", Text, nullable=False, server_default=""),  # what to handle (JSON)
+    Column("payload", SealedText, nullable=False, server_default=""),  # what to handle (JSON)
     Column("handled_at", UtcDateTime),  # null: acknowledged to the platform, not yet handled
     UniqueConstraint("channel", "message_id"),
 )
@@ -257,19 +266,19 @@ unmatched_payments = Table(
     Column("receipt", String(32), nullable=False, unique=True),  # MpesaReceiptNumber / TransID
     Column("amount", Integer, nullable=False),  # whole KES, rounded down
     Column("amount_exact", String(32), nullable=False),  # as Daraja reported it, e.g. "270.50"
-    Column("msisdn", String(12)),  # full number when Daraja gave one (STK), else null
+    Column("msisdn", SealedValue),  # full number when Daraja gave one (STK), else null
     Column("masked_phone", String(64), nullable=False),  # as shown; C2B v1 sends a hash
     Column("account", String(32), nullable=False, server_default=""),  # C2B BillRefNumber
-    Column("checkout_request_id", String(64)),
+    Column("checkout_request_id", SealedValue),
     Column("reason", String(32), nullable=False),  # why it matched nothing, see ledger
-    Column("raw", Text, nullable=False),  # the event as received, for the audit trail
+    Column("raw", SealedText, nullable=False),  # the event as received, for the audit trail
     Column("transaction_at", UtcDateTime),
     Column("received_at", UtcDateTime, nullable=False),
     Column("status", String(16), nullable=False),  # open | matched | refunded | kept
     Column("order_id", ForeignKey("orders.id")),  # set when matched
     Column("resolved_at", UtcDateTime),
-    Column("resolved_by", String(80)),
-    Column("note", Text, nullable=False, server_default=""),
+    Column("resolved_by", SealedValue),
+    Column("note", SealedText, nullable=False, server_default=""),
     Index("ix_unmatched_payments_status", "status"),
 )
 
@@ -279,10 +288,10 @@ review_actions = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("at", UtcDateTime, nullable=False),
-    Column("actor", String(80), nullable=False),  # "<channel>:<chat id>" of the merchant
+    Column("actor", SealedValue, nullable=False),  # "<channel>:<chat id>" of the merchant
     Column("subject", String(16), nullable=False),  # order | unmatched
     Column("reference", String(32), nullable=False),  # order reference or receipt
     Column("action", String(16), nullable=False),  # paid | refund | cancel | match | kept...
-    Column("note", Text, nullable=False, server_default=""),
+    Column("note", SealedText, nullable=False, server_default=""),
     Column("order_id", ForeignKey("orders.id")),
 )

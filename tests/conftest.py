@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.app import ENGINE, SIMULATOR, access_logger_for, build_app
 from bot.config import AppConfig, load_config
 from payments.simulator import DarajaSimulator
+from storage.sealing import generate_key
 
 # The server to test on; each test run gets a database of its own on it (named after this
 # one), created on first use and dropped at the end, so two runs at once cannot collide.
@@ -100,6 +101,8 @@ def free_socket() -> Iterator[socket.socket]:
 
 
 CALLBACK_SECRET = "test-secret-0123456789abcdefghijklmnop"
+# The run's own data key (phone numbers are sealed at rest with it): made, never stored.
+DATA_KEY = generate_key()
 TEST_TOML = """
 [shop]
 name = "Test Duka"
@@ -127,6 +130,7 @@ def make_config(
         "DUKA_HTTP_PORT": str(port),
         "MPESA_ENVIRONMENT": "simulator",
         "MPESA_CALLBACK_URL": f"http://127.0.0.1:{port}/hooks/stk/{CALLBACK_SECRET}",
+        "DUKA_DATA_KEY": DATA_KEY,
         **env,
     }
     return load_config(env=environment, path=config_file)

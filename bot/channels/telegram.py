@@ -40,7 +40,7 @@ from bot.chat.model import Inbound, Reply
 from bot.config import TelegramSettings
 from bot.merchant import MerchantDesk
 from bot.texts import say
-from payments.http_body import read_limited
+from payments.http_body import MAX_BODY_READ_SECONDS, read_limited
 
 log = logging.getLogger(__name__)
 NOT_MODIFIED = "message is not modified"
@@ -63,9 +63,15 @@ class TelegramChannel:
     name = "telegram"
 
     def __init__(
-        self, settings: TelegramSettings, conversation: Conversation, merchant: MerchantDesk
+        self,
+        settings: TelegramSettings,
+        conversation: Conversation,
+        merchant: MerchantDesk,
+        *,
+        read_seconds: float = MAX_BODY_READ_SECONDS,
     ) -> None:
         self._settings = settings
+        self._read_seconds = read_seconds  # for a webhook body to arrive whole
         self._conversation = conversation
         self._merchant = merchant
         # One retry after a 429, waiting retry_after; a second 429 reaches our code.
@@ -144,9 +150,13 @@ class TelegramChannel:
         given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
         if not _same_secret(given, self._settings.webhook_secret):
             return web.json_response({"error": "wrong secret token"}, status=403)
-        body, oversized, broken = await read_limited(request, MAX_UPDATE_BYTES)
+        read = await read_limited(request, MAX_UPDATE_BYTES, self._read_seconds)
+        body, oversized, broken = read
         if oversized:
             return web.json_response({"error": "body too large for an update"}, status=413)
+        if read.timed_out:
+            log.info("refused a Telegram webhook body not received in %g s", self._read_seconds)
+            return web.json_response({"error": "body not received in time"}, status=408)
         if broken is not None:
             # A false Content-Encoding, or a sender that hung up: Telegram redelivers what
             # it did not see acknowledged.

@@ -49,7 +49,7 @@ from bot.chat.model import Button, Inbound, Reply
 from bot.config import WhatsAppSettings
 from bot.merchant import MerchantDesk
 from bot.texts import say
-from payments.http_body import read_limited
+from payments.http_body import MAX_BODY_READ_SECONDS, read_limited
 from storage.engine import Database
 from storage.orders import (
     claim_inbound,
@@ -81,8 +81,11 @@ class WhatsAppChannel:
         database: Database,
         clock: Callable[[], datetime],
         merchant: MerchantDesk | None = None,
+        *,
+        read_seconds: float = MAX_BODY_READ_SECONDS,
     ) -> None:
         self._settings = settings
+        self._read_seconds = read_seconds  # for a webhook body to arrive whole
         self._client = client
         self._conversation = conversation
         self._merchant = merchant
@@ -105,9 +108,13 @@ class WhatsAppChannel:
         return web.Response(status=403, text="verification refused")
 
     async def receive(self, request: web.Request) -> web.Response:
-        body, oversized, broken = await read_limited(request, MAX_WEBHOOK_BYTES)
+        read = await read_limited(request, MAX_WEBHOOK_BYTES, self._read_seconds)
+        body, oversized, broken = read
         if oversized:
             return web.json_response({"error": "body too large"}, status=413)
+        if read.timed_out:
+            log.info("refused a WhatsApp webhook body not received in %g s", self._read_seconds)
+            return web.json_response({"error": "body not received in time"}, status=408)
         if broken is not None:
             # A false Content-Encoding, or a sender that hung up: Meta redelivers what it
             # did not see acknowledged.

@@ -58,6 +58,7 @@ from payments.settlement import (
     PaymentSnapshot,
     Settlement,
     expire,
+    not_confirmed_alert,
     settle,
 )
 from payments.states import OrderStatus, PaymentStatus
@@ -134,6 +135,8 @@ APPROVED_TEMPLATE_VARIABLES: dict[MessageKind, tuple[str, ...]] = {
     MessageKind.PAYMENT_NEEDS_REVIEW: ("order reference", "why", "amount paid", "receipt"),
     MessageKind.PAYMENT_CHECK: ("order reference", "amount", "masked phone"),
     MessageKind.UNMATCHED_PAYMENT: ("amount", "masked phone", "receipt"),
+    MessageKind.PAYMENT_CHECKING: ("order reference", "amount"),
+    MessageKind.PAYMENT_NOT_CONFIRMED: ("order reference", "amount", "masked phone", "answer"),
 }
 
 
@@ -261,6 +264,17 @@ PRODUCERS: dict[MessageKind, Callable[[Sale], OutboxMessage]] = {
     ),
     MessageKind.PAYMENT_CHECK: lambda s: _one(
         expire(_snapshot(s), confirmed=False), MessageKind.PAYMENT_CHECK
+    ),
+    # Queued with a delay (sent only if confirming takes a while); here, due at once.
+    MessageKind.PAYMENT_CHECKING: lambda s: dataclasses.replace(
+        _one(
+            settle(_snapshot(s), dataclasses.replace(_callback(s), needs_confirmation=True)),
+            MessageKind.PAYMENT_CHECKING,
+        ),
+        delay=timedelta(0),
+    ),
+    MessageKind.PAYMENT_NOT_CONFIRMED: lambda s: not_confirmed_alert(
+        _snapshot(s), "1032 Request cancelled by user"
     ),
     MessageKind.ORDER_RESOLVED: _resolved,
     MessageKind.UNMATCHED_PAYMENT: _unmatched,

@@ -25,23 +25,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.app import TELEGRAM
 from storage.schema import inbound_messages, metadata, payment_events
-from tests.c2b_support import c2b_url
+from storage.sealing import SealedText, SealedValue, sealer_of
 from tests.conftest import TEST_TOML, RunningDuka, make_config, start_duka
 from tests.e2e.test_telegram_shop import CATALOG
+from tests.every_channel import every_channel_env
 from tests.fakes.graph_api import (
-    DEFAULT_ACCESS_TOKEN,
-    DEFAULT_APP_SECRET,
-    DEFAULT_PHONE_NUMBER_ID,
-    DEFAULT_VERIFY_TOKEN,
     FakeGraph,
 )
-from tests.fakes.telegram_api import DEFAULT_TOKEN, FakeTelegram
+from tests.fakes.telegram_api import FakeTelegram
 from tests.fuzz.wire import ANSWER_SECONDS, Answer, Wire, exchange, http_request
 
 T = TypeVar("T")
 
 TELEGRAM_SECRET = "fuzz_secret-0123456789"
-TELEGRAM_PATH = "/telegram/hook"
 WHATSAPP_PATH = "/whatsapp/webhook"
 
 FUZZ_SETTINGS = settings(
@@ -89,8 +85,34 @@ class Snapshots:
             f"'{name}', {aggregate.format(order[name], name)}" for name in self._tables
         )
         self._aggregate = text(f"SELECT json_build_object({members})")
+        sealer = sealer_of(engine.sync_engine.dialect)
+        self._openers = {
+            table.name: tuple(
+                sealer.open_value
+                if isinstance(column.type, SealedValue)
+                else sealer.open_text
+                if isinstance(column.type, SealedText)
+                else None
+                for column in table.columns
+            )
+            for table in metadata.sorted_tables
+        }
 
     async def take(self) -> Rows:
+        """The rows as our code reads them: sealed values opened (see storage.sealing)."""
+        return {
+            name: [self._open(name, row) for row in rows]
+            for name, rows in (await self._take()).items()
+        }
+
+    def _open(self, table: str, row: tuple[Any, ...]) -> tuple[Any, ...]:
+        openers = self._openers[table]
+        return tuple(
+            value if value is None or opener is None else opener(value)
+            for value, opener in zip(row, openers, strict=True)
+        )
+
+    async def _take(self) -> Rows:
         if self._file is None:
             async with self._engine.connect() as conn:
                 found = (await conn.execute(self._aggregate)).scalar_one()
@@ -247,18 +269,7 @@ async def open_fuzz_duka(database_url: str, tmp_path: Path) -> AsyncIterator[Fuz
     port = sock.getsockname()[1]
     try:
         async with FakeTelegram() as telegram, FakeGraph() as graph:
-            env = {
-                "MPESA_C2B_CONFIRMATION_URL": c2b_url(port),
-                "TELEGRAM_BOT_TOKEN": DEFAULT_TOKEN,
-                "TELEGRAM_API_BASE_URL": telegram.base_url,
-                "TELEGRAM_WEBHOOK_URL": f"http://127.0.0.1:{port}{TELEGRAM_PATH}",
-                "TELEGRAM_WEBHOOK_SECRET": TELEGRAM_SECRET,
-                "WHATSAPP_ACCESS_TOKEN": DEFAULT_ACCESS_TOKEN,
-                "WHATSAPP_PHONE_NUMBER_ID": DEFAULT_PHONE_NUMBER_ID,
-                "WHATSAPP_APP_SECRET": DEFAULT_APP_SECRET,
-                "WHATSAPP_VERIFY_TOKEN": DEFAULT_VERIFY_TOKEN,
-                "WHATSAPP_API_BASE_URL": graph.graph_url,
-            }
+            env = every_channel_env(port, telegram, graph, TELEGRAM_SECRET)
             config = make_config(database_url, port, tmp_path, toml=TEST_TOML + CATALOG, **env)
             duka, runner = await start_duka(config, sock, run_dispatcher=False)
             try:

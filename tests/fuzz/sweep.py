@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from tests.c2b_support import confirmation_body
+from tests.every_channel import TELEGRAM_PATH
 from tests.fuzz.callbacks import FAILURE_CODES, c2b_must, stk_failure, stk_must, stk_success
 from tests.fuzz.channels import sign, telegram_shapes, whatsapp_shapes
 from tests.fuzz.checks import Tally, run_example
@@ -34,7 +35,7 @@ from tests.fuzz.documents import (
     value_at,
 )
 from tests.fuzz.example import Example, Route
-from tests.fuzz.harness import TELEGRAM_PATH, TELEGRAM_SECRET, WHATSAPP_PATH, FuzzDuka
+from tests.fuzz.harness import TELEGRAM_SECRET, WHATSAPP_PATH, FuzzDuka
 from tests.fuzz.wire import http_request
 
 REMOVED = object()

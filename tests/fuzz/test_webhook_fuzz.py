@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from bot.app import PAYMENTS
 from payments.simulator import rules
+from tests.every_channel import TELEGRAM_PATH
 from tests.fakes.graph_api import DEFAULT_VERIFY_TOKEN
 from tests.fuzz.callbacks import StkTargets, c2b_examples, c2b_shapes, stk_examples
 from tests.fuzz.channels import (
@@ -32,7 +33,7 @@ from tests.fuzz.channels import (
 )
 from tests.fuzz.checks import Tally, run_example
 from tests.fuzz.example import Route
-from tests.fuzz.harness import TELEGRAM_PATH, WHATSAPP_PATH, FuzzDuka, fuzz, open_fuzz_duka
+from tests.fuzz.harness import WHATSAPP_PATH, FuzzDuka, fuzz, open_fuzz_duka
 from tests.fuzz.sweep import TEXT_HOSTILE, cases_for, sweep
 from tests.fuzz.wire import BROKEN_FRAMINGS, http_request
 from tests.helpers import make_order, payment_rows

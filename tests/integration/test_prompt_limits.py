@@ -12,6 +12,7 @@ from bot.app import CONVERSATION, PAYMENTS
 from bot.chat.model import Inbound
 from payments.limits import LimitKind
 from payments.service import TooManyPrompts
+from payments.simulator import rules
 from storage.schema import payments
 from tests.conftest import RunningDuka
 from tests.helpers import make_order, payment_rows
@@ -65,6 +66,8 @@ async def test_rule_limited_waits_two_minutes_for_the_same_phone_and_amount(
 ) -> None:
     """Daraja answered 17: the same phone and amount get no second push within 2 minutes."""
     order = await make_order(duka.engine, chat_id="1")
+    # No callback may overwrite the result code set below.
+    duka.simulator.force_next_outcome(rules.NEVER_RESOLVES)
     await duka.app[PAYMENTS].start_payment(order.id, "0712000004")
     async with duka.engine.begin() as conn:  # set-up: that attempt ended "rule limited"
         await conn.execute(

@@ -7,13 +7,16 @@ from pathlib import Path
 import pytest
 
 from bot.config import ConfigError, load_config
+from storage.sealing import generate_key
 
 STK_URL = "https://shop.example.com/hooks/stk/Zk3p9qLm2VbX8rT5wYc7NdA4hG6jE"
 C2B_SECRET = "Qw8eR7tY6uI5oP4aS3dF2gH1jK9"
 C2B_URL = f"https://shop.example.com/hooks/c2b/{C2B_SECRET}"
 VALIDATION_SECRET = "Vb6nM5xC4zL3kJ2hG1fD9sA8pO7"
+DATA_KEY = generate_key()  # a test's own: the real one comes from the environment
 PRODUCTION = {
     "MPESA_ENVIRONMENT": "production",
+    "DUKA_DATA_KEY": DATA_KEY,
     "MPESA_CONSUMER_KEY": "key",
     "MPESA_CONSUMER_SECRET": "secret",
     "MPESA_PASSKEY": "passkey",

@@ -9,6 +9,7 @@ import pytest
 
 from bot.config import ConfigError, load_config
 from payments.callback_sources import SAFARICOM_CALLBACK_IPS, CallbackSources, IpMode
+from storage.sealing import generate_key
 
 SAFARICOM = "196.201.214.200"
 
@@ -55,6 +56,7 @@ def test_only_listed_addresses_are_listed() -> None:
 def test_production_defaults_to_safaricoms_addresses_and_logging(tmp_path: Path) -> None:
     env = {
         "MPESA_ENVIRONMENT": "sandbox",
+        "DUKA_DATA_KEY": generate_key(),
         "MPESA_CONSUMER_KEY": "k",
         "MPESA_CONSUMER_SECRET": "s",
         "MPESA_PASSKEY": "p",

@@ -13,12 +13,15 @@ from bot.cli import main
 from bot.config import ConfigError, ConfigErrors, load_config
 from bot.http_logging import RedactTokens
 from payments.settings import DarajaEnvironment
+from storage.sealing import generate_key
 
 # 29 different characters: about 141 bits by bot.config's estimate (128 needed).
 SECRET = "Zk3p9qLm2VbX8rT5wYc7NdA4hG6jE"
 SECRET_URL = f"https://shop.example.com/hooks/stk/{SECRET}"
+DATA_KEY = generate_key()  # a test's own: the real one comes from the environment
 PRODUCTION = {
     "MPESA_ENVIRONMENT": "production",
+    "DUKA_DATA_KEY": DATA_KEY,
     "MPESA_CONSUMER_KEY": "key",
     "MPESA_CONSUMER_SECRET": "secret",
     "MPESA_PASSKEY": "passkey",
@@ -166,6 +169,7 @@ MISSING_IN_PRODUCTION = [
     "MPESA_PASSKEY",
     "MPESA_SHORTCODE",
     "MPESA_CALLBACK_URL",
+    "DUKA_DATA_KEY",  # phone numbers are sealed with it: no default outside the simulator
 ]
 
 
@@ -183,10 +187,12 @@ def test_every_missing_production_setting_is_reported_at_once(tmp_path: Path) ->
     assert error.key == "MPESA_CONSUMER_KEY"  # the first one, as for a single error
     assert [each.key for each in error.errors] == MISSING_IN_PRODUCTION
     header, *lines = str(error).splitlines()
-    assert "5 configuration errors" in header
+    assert "6 configuration errors" in header
     assert [line.partition(": ")[0] for line in lines] == MISSING_IN_PRODUCTION
     assert all(". Fix: " in line for line in lines)
-    assert "MPESA_CALLBACK_URL: is not https. Fix: " in lines[-1]
+    assert "MPESA_CALLBACK_URL: is not https. Fix: " in lines[-2]
+    assert lines[-1].startswith("DUKA_DATA_KEY: is not set")
+    assert "duka keygen" in lines[-1]
 
 
 def test_all_the_daraja_problems_come_together_and_none_shows_a_secret(
@@ -220,6 +226,7 @@ def test_all_the_daraja_problems_come_together_and_none_shows_a_secret(
         "MPESA_C2B_CONFIRMATION_URL",
         "MPESA_C2B_CONFIRMATION_URL",
         "mpesa.transaction_desc",
+        "DUKA_DATA_KEY",
     ]
     shown = str(caught.value) + caplog.text
     for secret in (*credentials.values(), stk_secret, c2b_secret):

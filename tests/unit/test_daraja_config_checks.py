@@ -17,10 +17,13 @@ from bot.config import ConfigError, load_config
 from payments.daraja_client import DarajaClient, StkPushRequest
 from payments.settings import normalize_callback_url
 from payments.webhook import CallbackPath, callback_routes
+from storage.sealing import generate_key
 
 SECRET = "Zk3p9qLm2VbX8rT5wYc7NdA4hG6jE"  # 29 different characters: about 141 bits
+DATA_KEY = generate_key()  # a test's own: the real one comes from the environment
 PRODUCTION = {
     "MPESA_ENVIRONMENT": "production",
+    "DUKA_DATA_KEY": DATA_KEY,
     "MPESA_CONSUMER_KEY": "key",
     "MPESA_CONSUMER_SECRET": "secret",
     "MPESA_PASSKEY": "passkey",

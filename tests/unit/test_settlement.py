@@ -234,3 +234,35 @@ def test_late_receipt_with_a_different_amount_is_flagged_for_the_merchant() -> N
 def test_query_answer_after_expiry_is_ignored() -> None:
     s = settle(expire(PENDING, confirmed=True).after, PAID_QUERY)
     assert s.event_status is EventStatus.IGNORED
+
+
+UNVOUCHED_PAID_CALLBACK = replace(PAID_CALLBACK, needs_confirmation=True)
+
+
+@pytest.mark.parametrize(
+    "payment",
+    [
+        PENDING,
+        expire(PENDING, confirmed=False).after,
+        settle(PENDING, CANCELLED_CALLBACK).after,
+    ],
+    ids=["pending", "expired-unconfirmed", "failed"],
+)
+def test_a_success_needing_confirmation_changes_nothing_and_only_schedules_a_notice(
+    payment: PaymentSnapshot,
+) -> None:
+    s = settle(payment, UNVOUCHED_PAID_CALLBACK)
+    assert s.event_status is EventStatus.HELD
+    assert s.after is payment  # nothing paid, no receipt, no order change
+    [notice] = s.messages
+    assert (notice.kind, notice.audience) == ("payment_checking", "customer")
+    assert notice.delay.total_seconds() >= 5  # only if confirming takes a while
+
+
+def test_a_claim_needing_confirmation_adds_nothing_to_a_paid_payment() -> None:
+    paid_by_query = settle(PENDING, PAID_QUERY).after  # paid, no receipt yet
+    s = settle(paid_by_query, UNVOUCHED_PAID_CALLBACK)
+    assert (s.event_status, s.after, s.messages) == (EventStatus.DUPLICATE, paid_by_query, ())
+    paid = settle(PENDING, PAID_CALLBACK).after
+    other_receipt = replace(UNVOUCHED_PAID_CALLBACK, receipt="QQQ0000000")
+    assert settle(paid, other_receipt).event_status is EventStatus.DUPLICATE
