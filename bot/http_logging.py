@@ -40,14 +40,20 @@ class RedactingAccessLogger(AbstractAccessLogger):
 
 
 BOT_TOKEN = re.compile(r"bot\d+:[A-Za-z0-9_-]+")
+# A phone number, and a CheckoutRequestID's tail (Daraja's end in the phone's last digits).
+PHONE = re.compile(r"(?<![0-9])((?:\+?254|0)?[17][0-9]{2})[0-9]{3}([0-9]{3})(?![0-9])")
+CHECKOUT_ID_TAIL = re.compile(r"(ws_CO_[0-9]{8,}?)[0-9]{6}([0-9]{3})\b")
 
 
 class RedactTokens(logging.Filter):
-    """Attach to handlers: bot tokens in any message become ``bot***``."""
+    """Attach to handlers: bot tokens in any message become ``bot***``, and phone numbers
+    (also inside CheckoutRequestIDs) keep only their first and last digits."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         redacted = BOT_TOKEN.sub("bot***", message)
+        redacted = CHECKOUT_ID_TAIL.sub(r"\1******\2", redacted)
+        redacted = PHONE.sub(r"\1***\2", redacted)
         if redacted != message:
             record.msg, record.args = redacted, None
         return True

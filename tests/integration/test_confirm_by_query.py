@@ -186,8 +186,8 @@ async def test_always_holds_even_a_listed_sender_and_the_reconciler_wakes_for_it
 
 
 def test_a_wrong_confirm_setting_is_one_line_naming_the_key(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'duka.sqlite3'}"
     with pytest.raises(ConfigError) as caught:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'duka.sqlite3'}"
         make_config(url, 8080, tmp_path, DUKA_CONFIRM_PAID="sometimes")
     message = str(caught.value)
     assert message.startswith("Configuration error in DUKA_CONFIRM_PAID:")

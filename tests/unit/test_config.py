@@ -163,6 +163,26 @@ def test_bot_tokens_never_reach_the_log_output() -> None:
     assert "/bot***/sendMessage" in stream.getvalue()
 
 
+def test_phone_numbers_in_log_lines_are_masked_even_inside_checkout_ids() -> None:
+    """Daraja's CheckoutRequestIDs end in the phone's last nine digits."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactTokens())
+    log = logging.getLogger("test.redaction")
+    log.addHandler(handler)
+    try:
+        log.warning("callback for %s held", "ws_CO_02122026092730890712345678")
+        log.warning("pushed to %s / %s", "254712345678", "+254712345678")
+        log.warning("order total %s at %s", 1250, "20261126102115")
+    finally:
+        log.removeHandler(handler)
+    shown = stream.getvalue()
+    assert "712345678" not in shown
+    assert "ws_CO_02122026092730890******678" in shown
+    assert "254712***678 / +254712***678" in shown
+    assert "order total 1250 at 20261126102115" in shown  # other numbers untouched
+
+
 MISSING_IN_PRODUCTION = [
     "MPESA_CONSUMER_KEY",
     "MPESA_CONSUMER_SECRET",
