@@ -9,6 +9,7 @@ forged header from anyone else is ignored.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from enum import StrEnum
@@ -84,6 +85,7 @@ class CallbackSources:
         return address is not None and any(address in net for net in self.trusted_proxies)
 
 
+@functools.lru_cache(maxsize=1024)  # the same few senders, on every callback
 def _address(text: str) -> IpAddress | None:
     try:
         return ipaddress.ip_address(text.strip())
