@@ -270,6 +270,8 @@ def _chat(
             clock,
             paybill=paybill,
             flood=FloodGate(config.chat_events_per_10_seconds, window_seconds=10),
+            catalog=config.catalog,
+            shop_name_sw=config.shop_name_sw,
         )
         app[CONVERSATION] = conversation
         channels: dict[str, Channel] = {}

@@ -3,13 +3,19 @@
 Products come from ``[[catalog.products]]`` in config.toml, or from the file named by
 ``DUKA_CATALOG`` (a ``[[products]]`` table). Loading upserts by ``sku``; a product that
 is no longer listed is hidden, never deleted, so old orders keep it.
+
+A product may also carry ``name_sw``, ``description_sw`` and ``category_sw``: what a
+customer who chose Kiswahili sees. The products table keeps the English texts only;
+the Swahili ones stay with the configured catalog, in memory, and ``with_translations``
+puts them back on the products read from the database.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +29,17 @@ from storage.schema import products
 MAX_PRICE = 250_000  # what one M-Pesa STK push can carry
 SKU = re.compile(r"[A-Za-z0-9._-]{1,32}")
 MAX_CATEGORY_BYTES = 56
+MAX_NAME = 100
+KEYS = (
+    "sku",
+    "name",
+    "price",
+    "category",
+    "description",
+    "name_sw",
+    "category_sw",
+    "description_sw",
+)
 
 
 class CatalogError(ValueError):
@@ -42,6 +59,19 @@ class ProductSpec:
     price: int  # whole KES
     category: str = ""
     description: str = ""
+    # Kiswahili; empty means the English text is shown.
+    name_sw: str = ""
+    category_sw: str = ""
+    description_sw: str = ""
+
+    def name_in(self, language: str) -> str:
+        return (self.name_sw if language == "sw" else "") or self.name
+
+    def category_in(self, language: str) -> str:
+        return (self.category_sw if language == "sw" else "") or self.category
+
+    def description_in(self, language: str) -> str:
+        return (self.description_sw if language == "sw" else "") or self.description
 
 
 def read_catalog_file(path: Path) -> list[ProductSpec]:
@@ -65,6 +95,7 @@ def parse_products(entries: object, source: str) -> list[ProductSpec]:
         raise CatalogError(source, "must be a list of tables", "write each as [[products]]")
     specs: list[ProductSpec] = []
     seen: set[str] = set()
+    category_sw: dict[str, str] = {}  # a category has one Swahili name, given once or more
     for position, entry in enumerate(entries, start=1):
         where = f"{source}[{position}]"
         spec = _product(entry, where)
@@ -73,6 +104,15 @@ def parse_products(entries: object, source: str) -> list[ProductSpec]:
                 where, f"sku {spec.sku!r} appears twice", "give each product its own sku"
             )
         seen.add(spec.sku)
+        if spec.category_sw:
+            earlier = category_sw.setdefault(spec.category, spec.category_sw)
+            if earlier != spec.category_sw:
+                raise CatalogError(
+                    where,
+                    f"category {spec.category!r} is called {earlier!r} in Kiswahili earlier, "
+                    f"{spec.category_sw!r} here",
+                    "give a category the same category_sw on every product",
+                )
         specs.append(spec)
     return specs
 
@@ -80,19 +120,22 @@ def parse_products(entries: object, source: str) -> list[ProductSpec]:
 def _product(entry: object, where: str) -> ProductSpec:
     if not isinstance(entry, Mapping):
         raise CatalogError(where, "is not a table", "write sku, name and price")
-    unknown = set(entry) - {"sku", "name", "price", "category", "description"}
+    unknown = set(entry) - set(KEYS)
     if unknown:
-        raise CatalogError(
-            where, f"unknown keys {sorted(unknown)}", "use sku, name, price, category, description"
-        )
+        raise CatalogError(where, f"unknown keys {sorted(unknown)}", f"use {', '.join(KEYS)}")
     sku, name = entry.get("sku"), entry.get("name")
     if not isinstance(sku, str) or not SKU.fullmatch(sku):
         raise CatalogError(
             where, f"sku {sku!r} is not usable", "use 1-32 letters, digits, '.', '_' or '-'"
         )
-    if not isinstance(name, str) or not name.strip() or len(name) > 100:
+    if not isinstance(name, str) or not name.strip() or len(name.strip()) > MAX_NAME:
         raise CatalogError(
-            where, f"product {sku!r} has no name of 1-100 characters", 'set name = "..."'
+            where, f"product {sku!r} has no name of 1-{MAX_NAME} characters", 'set name = "..."'
+        )
+    name_sw = _text(entry, "name_sw", where)
+    if len(name_sw) > MAX_NAME:
+        raise CatalogError(
+            where, f"name_sw of {sku!r} is longer than {MAX_NAME} characters", "shorten it"
         )
     price = entry.get("price")
     if isinstance(price, bool) or not isinstance(price, int) or not 1 <= price <= MAX_PRICE:
@@ -101,13 +144,19 @@ def _product(entry: object, where: str) -> ProductSpec:
             f"price of {sku!r} is {price!r}, not a whole number of shillings",
             f"use a whole number from 1 to {MAX_PRICE:,}, e.g. price = 120",
         )
-    category = _text(entry, "category", where)
-    # Buttons carry "cat:<category>" and Telegram allows 64 bytes of button data.
-    if len(category.encode()) > MAX_CATEGORY_BYTES:
+    category, category_sw = _text(entry, "category", where), _text(entry, "category_sw", where)
+    # Buttons carry "cat:<category>" and Telegram allows 64 bytes of button data; the
+    # Swahili name is only a label, but one as long would not fit on a button either.
+    for key, value in (("category", category), ("category_sw", category_sw)):
+        if len(value.encode()) > MAX_CATEGORY_BYTES:
+            raise CatalogError(
+                where,
+                f"{key} {value!r} is too long",
+                f"use at most {MAX_CATEGORY_BYTES} bytes (about as many letters)",
+            )
+    if category_sw and not category:
         raise CatalogError(
-            where,
-            f"category {category!r} is too long",
-            f"use at most {MAX_CATEGORY_BYTES} bytes (about as many letters)",
+            where, f"product {sku!r} has category_sw but no category", "set category too"
         )
     return ProductSpec(
         sku=sku,
@@ -115,6 +164,9 @@ def _product(entry: object, where: str) -> ProductSpec:
         price=price,
         category=category,
         description=_text(entry, "description", where),
+        name_sw=name_sw,
+        category_sw=category_sw,
+        description_sw=_text(entry, "description_sw", where),
     )
 
 
@@ -171,3 +223,26 @@ def active_products(conn: Connection) -> list[ProductSpec]:
         .order_by(products.c.id)
     )
     return [ProductSpec(r.sku, r.name, r.price, r.category, r.description) for r in rows]
+
+
+def with_translations(
+    found: Iterable[ProductSpec], configured: Iterable[ProductSpec]
+) -> list[ProductSpec]:
+    """``found`` (read from the database) with the Swahili texts of ``configured``.
+
+    A Swahili text is taken only while the English one it translates is unchanged: another
+    process may have synced the same database from a different catalog.
+    """
+    by_sku = {spec.sku: spec for spec in configured}
+    return [_translated(product, by_sku.get(product.sku)) for product in found]
+
+
+def _translated(product: ProductSpec, spec: ProductSpec | None) -> ProductSpec:
+    if spec is None:
+        return product
+    return dataclasses.replace(
+        product,
+        name_sw=spec.name_sw if spec.name == product.name else "",
+        category_sw=spec.category_sw if spec.category == product.category else "",
+        description_sw=spec.description_sw if spec.description == product.description else "",
+    )

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -30,9 +31,16 @@ def main(argv: list[str] | None = None) -> int:
         "demo", help="the shop in your terminal: you are the customer (no accounts needed)"
     )
     demo.add_argument(
-        "--script", action="store_true", help="play two scripted customers and check the result"
+        "--script", action="store_true", help="play three scripted customers and check the result"
     )
     demo.add_argument("--callback-delay", type=float, default=1.0, metavar="SECONDS")
+    demo.add_argument(
+        "--log-file",
+        type=Path,
+        metavar="PATH",
+        help="where the log goes while the chat owns the terminal (overwritten; default: "
+        "$XDG_STATE_HOME/duka/demo.log, i.e. ~/.local/state/duka/demo.log)",
+    )
     commands.add_parser(
         "c2b-register",
         help="register the Paybill (C2B) confirmation and validation URLs with Daraja "
@@ -63,13 +71,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "rekey":
             return asyncio.run(_rekey(print))
         if args.command == "demo":
-            logging.getLogger().setLevel(logging.WARNING)  # the transcript is the output
-            from bot.demo import run_demo
+            from bot import demo as demo_command
 
-            ok = asyncio.run(
-                run_demo(script=args.script, callback_delay_seconds=args.callback_delay)
+            return demo_command.main(
+                script=args.script,
+                callback_delay_seconds=args.callback_delay,
+                log_file=args.log_file or demo_command.default_log_file(),
+                log_level=args.log_level.upper(),
             )
-            return 0 if ok else 1
         from payments.simulator import SimulatorConfig, run_simulator_forever
 
         config = SimulatorConfig(callback_delay_seconds=args.callback_delay)

@@ -203,6 +203,7 @@ class AppConfig:
     reconcile: ReconcileSettings
     simulator: SimulatorSettings
     catalog: tuple[ProductSpec, ...] = ()
+    shop_name_sw: str = ""  # the shop's name in Kiswahili; empty: shop_name in both
     merchant_telegram_ids: tuple[int, ...] = ()
     telegram: TelegramSettings | None = None  # None: no TELEGRAM_BOT_TOKEN, channel off
     whatsapp: WhatsAppSettings | None = None  # None: no WhatsApp settings, channel off
@@ -217,7 +218,7 @@ class AppConfig:
 
 
 _KNOWN_KEYS: dict[str, set[str]] = {
-    "shop": {"name"},
+    "shop": {"name", "name_sw"},
     "http": {"host", "port"},
     "database": {"url"},
     "mpesa": {
@@ -307,6 +308,7 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> AppConfig:
     mpesa = data.get("mpesa", {})
 
     shop_name = _text("shop.name", shop.get("name", "Duka Demo Shop"))
+    shop_name_sw = _text("shop.name_sw", shop["name_sw"]) if "name_sw" in shop else ""
     host = _text("DUKA_HTTP_HOST", env.get("DUKA_HTTP_HOST") or http.get("host", "127.0.0.1"))
     port = _port(env.get("DUKA_HTTP_PORT") or http.get("port", 8080))
     database_url = env.get("DUKA_DATABASE_URL") or data.get("database", {}).get("url") or ""
@@ -322,6 +324,7 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> AppConfig:
 
     return AppConfig(
         shop_name=shop_name,
+        shop_name_sw=shop_name_sw,
         http_host=host,
         http_port=port,
         database_url=database_url,

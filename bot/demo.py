@@ -7,37 +7,60 @@ one whose phone never answers the prompt and who pays by Paybill instead, throug
 same server, simulator and database; it exits 0 only when every order ends paid with a
 receipt and the expected messages were delivered.
 
-The simulator decides by the paying number (see ``payments/simulator/rules.py``):
-0712 345 678 pays; 0712 000 011 is cancelled the first time, then pays; 0712 000 002
-never answers. ``paybill REF AMOUNT`` pays the Paybill by hand (Daraja's C2B).
+The simulator decides by the paying number; the interactive banner prints its rules from
+``payments/simulator/rules.py``. The script's numbers: 0712 345 678 pays; 0712 000 011 is
+cancelled the first time, then pays; 0712 000 002 never answers. ``paybill REF AMOUNT``
+pays the Paybill by hand (Daraja's C2B).
+
+The chat owns the terminal, so logging goes to a file for the whole run (``--log-file``,
+by default ``demo.log`` in the user's state directory, outside the demo's temporary
+directory so that it outlives it), named at the start and at the end. The temporary
+directory (configuration and database) is removed however the demo ends. Exit codes:
+0 done (for ``--script``: every order paid), 1 not (or an unexpected error, whose
+traceback is in the log), 2 the log file cannot be written, 130 Ctrl-C, and 128 + the
+signal's number for SIGTERM (143) or SIGHUP (129, the terminal was closed).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
 import re
 import secrets
+import signal
 import socket
+import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from sqlalchemy import Connection, select
 
 from bot.app import CONVERSATION, DARAJA, DATABASE, access_logger_for, build_app
 from bot.catalog import ProductSpec
-from bot.channels.terminal import MERCHANT_CHAT, TerminalChannel
+from bot.channels.terminal import MERCHANT_CHAT, TerminalChannel, typed_lines
 from bot.chat.engine import Conversation
 from bot.chat.model import Inbound
 from bot.config import load_config
+from bot.http_logging import RedactTokens
 from payments.daraja_client import DarajaClient
 from payments.errors import DarajaError
 from payments.phone import InvalidPhoneNumber, normalize_msisdn
+from payments.simulator import rules_summary
 from storage.engine import Database
 from storage.schema import orders, outbox, payments
 
+log = logging.getLogger(__name__)
+
 Say = Callable[[str], None]
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # as ``duka serve``'s
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: what a shell reports for a program ended by Ctrl-C
+# Stopped like Ctrl-C, so that the cleanup runs: a kill, and the terminal window closing.
+STOP_SIGNALS = (signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []))
 DEMO_PHONE = "0712 345 678"
 WAIT_SECONDS = 30.0
 
@@ -50,7 +73,109 @@ DEMO_CATALOG = (
 )
 
 
-async def run_demo(say: Say = print, *, script: bool, callback_delay_seconds: float = 1.0) -> bool:
+def default_log_file() -> Path:
+    """``$XDG_STATE_HOME/duka/demo.log`` (``~/.local/state/duka/demo.log``): overwritten by
+    each run, never left in the temporary directory nor in whatever directory you are in."""
+    state = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(state) / "duka" / "demo.log"
+
+
+def main(*, script: bool, callback_delay_seconds: float, log_file: Path, log_level: str) -> int:
+    """``duka demo``: run it with logging in ``log_file``; the exit code (module docstring)."""
+    try:
+        handler = _log_file_handler(log_file)
+    except OSError as exc:
+        print(
+            f"Cannot write the demo's log to {log_file} ({exc}): choose --log-file PATH",
+            file=sys.stderr,
+        )
+        return 2
+    code, ending = 1, ""
+    signals: list[signal.Signals] = []
+    with _logging_into(handler, log_level):
+        try:
+            demo = run_demo(
+                script=script, callback_delay_seconds=callback_delay_seconds, log_file=log_file
+            )
+            code = 0 if asyncio.run(_stopped_by(STOP_SIGNALS, demo, signals)) else 1
+        except KeyboardInterrupt:
+            code, ending = EXIT_INTERRUPTED, "\nStopped (Ctrl-C)."
+        except asyncio.CancelledError:
+            if not signals:
+                raise
+            code, ending = 128 + signals[0], f"\nStopped ({signals[0].name})."
+        except Exception as exc:
+            log.exception("The demo stopped on an unexpected error")
+            ending = f"\nThe demo stopped on an unexpected error: {exc!r}"
+    with contextlib.suppress(OSError):  # after SIGHUP there is no terminal to print to
+        print(f"{ending}\nThe log of this run is in {log_file}".lstrip("\n"))
+    return code
+
+
+def _log_file_handler(path: Path) -> logging.Handler:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(RedactTokens())
+    return handler
+
+
+@contextlib.contextmanager
+def _logging_into(handler: logging.Handler, level: str) -> Iterator[None]:
+    """Every log record, and every warning, goes to ``handler`` alone while the demo runs:
+    a handler on the console would print its lines inside the chat."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # httpx logs every request line at INFO (as in ``configure_logging``).
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    logging.captureWarnings(True)
+    try:
+        yield
+    finally:
+        logging.captureWarnings(False)
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+        handler.close()
+
+
+async def _stopped_by(
+    signums: tuple[signal.Signals, ...],
+    demo: Coroutine[Any, Any, bool],
+    received: list[signal.Signals],
+) -> bool:
+    """``demo``, cancelled by any of ``signums`` (noted in ``received``) as asyncio.run
+    cancels it on Ctrl-C, so that its cleanup (the server, the temporary directory) runs."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+
+    def stop(signum: signal.Signals) -> None:
+        received.append(signum)
+        task.cancel()
+
+    for signum in signums:
+        with contextlib.suppress(NotImplementedError):  # Windows has no loop signal handlers
+            loop.add_signal_handler(signum, stop, signum)
+    try:
+        return await demo
+    finally:
+        for signum in signums:
+            with contextlib.suppress(NotImplementedError):
+                loop.remove_signal_handler(signum)
+
+
+async def run_demo(
+    say: Say = print,
+    *,
+    script: bool,
+    callback_delay_seconds: float = 1.0,
+    log_file: Path | None = None,
+) -> bool:
+    """The demo in a temporary directory that is removed however this ends (also when it is
+    cancelled, or interrupted by Ctrl-C at the prompt). ``log_file`` is only named here."""
     with tempfile.TemporaryDirectory(prefix="duka-demo-") as workdir, socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -85,6 +210,7 @@ async def run_demo(say: Say = print, *, script: bool, callback_delay_seconds: fl
             say(
                 f"{config.shop_name} is open on http://127.0.0.1:{port} "
                 "(M-Pesa: the built-in Daraja simulator; no real money moves)."
+                + (f" Its log: {log_file}" if log_file else "")
             )
             if script:
                 return await _scripted(app[CONVERSATION], terminal, app[DATABASE], app[DARAJA], say)
@@ -251,33 +377,40 @@ def _outcome(conn: Connection) -> tuple[int, int, bool]:
 async def _interactive(
     conversation: Conversation, terminal: TerminalChannel, daraja: DarajaClient, say: Say
 ) -> bool:
-    say(
-        "You are the customer. Type a number to press a button, any text to chat, "
-        f"'share' to share your number ({DEMO_PHONE}), /help for commands, 'quit' to leave.\n"
-        "Numbers ending 001 cancel, 002 go unanswered, 003 enter a wrong PIN, 004 lack "
-        "funds; any other number pays. After a failed payment, 'Pay by Paybill' shows the "
-        "Paybill details; type 'paybill REF AMOUNT' (e.g. paybill DK-7KX3M9 270) to pay them."
-    )
+    say(_banner())
     you = _Customer(conversation, terminal, "you", "You", lambda _: None)
-    await you.types("/start")
-    loop = asyncio.get_running_loop()
-    while True:
-        try:
-            line = (await loop.run_in_executor(None, input, "> ")).strip()
-        except EOFError:
-            return True
-        if line.lower() in {"quit", "exit"}:
-            return True
-        if not line:
-            continue
-        if line.lower() == "share":
-            await you.shares_number(DEMO_PHONE)
-        elif line.lower().startswith("paybill "):
-            await _paybill_line(daraja, say, line)
-        elif terminal.button("you", line) is not None and (line.isdigit() or len(line) > 2):
-            await you.presses(line)
-        else:
-            await you.types(line)
+    with typed_lines() as lines:
+        await you.types("/start")
+        while True:
+            try:
+                line = (await lines.read_line()).strip()
+            except EOFError:
+                return True
+            if line.lower() in {"quit", "exit"}:
+                return True
+            if not line:
+                continue
+            if line.lower() == "share":
+                await you.shares_number(DEMO_PHONE)
+            elif line.lower().startswith("paybill "):
+                await _paybill_line(daraja, say, line)
+            elif terminal.button("you", line) is not None and (line.isdigit() or len(line) > 2):
+                await you.presses(line)
+            else:
+                await you.types(line)
+
+
+def _banner() -> str:
+    return (
+        "You are the customer. Type a number to press a button, any text to chat, "
+        f"'share' to share your number ({DEMO_PHONE}), /help for commands; 'quit', "
+        "Ctrl-D or Ctrl-C to leave.\n"
+        "Type another phone number to choose how the payment ends: the simulator decides "
+        "by the paying number (Daraja's PartyA).\n"
+        f"{rules_summary()}\n"
+        "After a failed payment, 'Pay by Paybill' shows the Paybill details; type "
+        "'paybill REF AMOUNT' (e.g. paybill DK-7KX3M9 270) to pay them."
+    )
 
 
 async def _paybill_line(daraja: DarajaClient, say: Say, line: str) -> None:

@@ -6,13 +6,16 @@ sentence; a key missing in Swahili falls back to English rather than failing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from payments.result_codes import FailureReason
 from storage.orders import OrderItemRecord
 
 LANGUAGES = ("en", "sw")
+# The merchant's messages (bot/merchant.py, bot/rendering.py) are always said in English.
+MERCHANT_PREFIXES = ("m_", "why_", "unmatched_")
 
 
 def kes(amount: int) -> str:
@@ -109,6 +112,7 @@ _EN: dict[str, str] = {
     "status_paid": "paid",
     "status_needs_review": "being checked",
     "status_cancelled": "cancelled",
+    "another_network": "another network",
     # Buttons (short: WhatsApp allows 20 characters).
     "checking": (
         "Checking your payment of {amount} for order {reference} with M-Pesa. You will get "
@@ -225,26 +229,28 @@ _EN: dict[str, str] = {
 }
 
 _SW: dict[str, str] = {
-    "welcome": "Karibu {shop}! Ungependa nini leo?",
-    "choose_category": "Chagua aina:",
+    # Kenyan Swahili, as a shop assistant would write it. Statuses agree with "agizo"
+    # (class 5: li-); buttons stay within WhatsApp's 20 characters.
+    "welcome": "Karibu! Hapa ni {shop}. Ungependa kununua nini leo?",
+    "choose_category": "Chagua aina ya bidhaa:",
     "no_products": "Duka bado halina bidhaa. Tafadhali rudi baadaye.",
     "category_products": "{category}: chagua bidhaa.",
-    "product": "{name} — {price}\n{description}\n\nNgapi?",
+    "product": "{name} — {price}\n{description}\n\nUnataka ngapi?",
     "quantity": "Idadi: {quantity} ({total})",
-    "added": "Umeongeza {quantity} × {name}. Kikapu chako: {total}.",
+    "added": "Umeweka {quantity} × {name} kikapuni. Jumla ya kikapu: {total}.",
     "product_gone": "Samahani, bidhaa hiyo haipatikani tena.",
-    "cart_empty": "Kikapu chako ni tupu. Gusa Menyu kuchagua bidhaa.",
+    "cart_empty": "Kikapu chako hakina kitu. Gusa Menyu uchague bidhaa.",
     "cart": "Kikapu chako:\n{lines}\n\nJumla: {total}",
-    "summary": "Agizo lako:\n{lines}\n\nJumla: {total}\n\nThibitisha ili ulipe kwa M-Pesa.",
-    "confirm_phone": "Ulipe kutoka {phone}?",
-    "confirm_typed_phone": "Ulipe {total} kutoka {phone}?",
+    "summary": "Agizo lako:\n{lines}\n\nJumla: {total}\n\nThibitisha agizo ili ulipe kwa M-Pesa.",
+    "confirm_phone": "Ulipe kwa namba {phone}?",
+    "confirm_typed_phone": "Ulipe {total} kwa namba {phone}?",
     "ask_phone": (
-        "Namba gani ya M-Pesa ilipe {total}? Gusa kitufe kushiriki namba yako, au iandike "
-        "(kama 0712 345 678)."
+        "Ulipe {total} kwa namba gani ya M-Pesa? Gusa kitufe ututumie namba yako, au "
+        "iandike (kama 0712 345 678)."
     ),
     "contact_not_own": (
-        "Hiyo si namba yako mwenyewe. Gusa kitufe kushiriki namba yako, au andika namba "
-        "unayotaka kulipa nayo."
+        "Hiyo si namba yako mwenyewe. Gusa kitufe ututumie namba yako, au andika namba ya "
+        "M-Pesa utakayotumia kulipa."
     ),
     "phone_not_a_number": "Hiyo si namba ya simu. Iandike kama 0712 345 678.",
     "phone_not_kenyan_mobile": "Hiyo si namba ya simu ya Kenya. Iandike kama 0712 345 678.",
@@ -252,101 +258,107 @@ _SW: dict[str, str] = {
         "Hiyo si namba ya simu ya mkononi. M-Pesa inahitaji laini kama 0712 345 678."
     ),
     "phone_other_network": (
-        "{phone} ni namba ya {network}. M-Pesa inahitaji laini ya Safaricom; kama "
-        "uliihamishia Safaricom, endelea."
+        "{phone} ni namba ya {network}. M-Pesa inahitaji laini ya Safaricom; kama namba "
+        "hii ilihamishiwa Safaricom, endelea."
     ),
     "payment_in_progress": (
         "Malipo ya agizo {reference} tayari yanasubiri PIN yako. Angalia simu yako."
     ),
     "order_not_payable": "Agizo {reference} {status}; haliwezi kulipwa sasa.",
     "over_limit": (
-        "M-Pesa inapokea hadi {limit} kwa malipo moja; kikapu chako ni {total}. "
-        "Tafadhali ondoa baadhi ya bidhaa."
+        "M-Pesa haipokei zaidi ya {limit} kwa malipo ya mara moja; jumla ya kikapu chako ni "
+        "{total}. Tafadhali ondoa baadhi ya bidhaa."
     ),
     "category_other": "Nyingine",
     "check_phone": "Angalia simu yako: M-Pesa itakuomba PIN ili ulipe {total} kwa {shop}.",
     "push_unknown": (
-        "Hatukuweza kuthibitisha kama M-Pesa ilituma ombi la PIN la {total}. Likionekana "
-        "kwenye simu yako, weka PIN; tutakuambia matokeo hapa."
+        "Hatukuweza kuthibitisha kama M-Pesa imetuma ombi la kulipa {total}. Likitokea kwenye "
+        "simu yako, weka PIN yako; tutakujulisha matokeo hapa."
     ),
-    "payment_refused": "M-Pesa haikuanza malipo. {reason}",
+    "payment_refused": "M-Pesa haikuanzisha malipo. {reason}",
     "paid": "Umelipa! {amount} kwa agizo {reference}.\nRisiti ya M-Pesa: {receipt}\n{lines}",
     "paid_receipt_pending": "(namba ya risiti itakuja kwa SMS kutoka M-Pesa)",
     "failed": "Malipo ya agizo {reference} hayakufanikiwa. {reason}",
     "under_review": (
-        "Tumepokea {amount} kwa agizo {reference}. Duka linakagua na litawasiliana nawe."
+        "Tumepokea {amount} kwa agizo {reference}. Duka linakagua malipo haya na "
+        "litawasiliana nawe."
     ),
     "order_cancelled": "Agizo {reference} limeghairiwa.",
     "cannot_cancel": "Agizo {reference} haliwezi kughairiwa sasa.",
     "not_your_order": "Agizo hilo si lako.",
-    "orders": "Maagizo yako ya karibuni:\n{lines}",
+    "orders": "Maagizo yako ya hivi karibuni:\n{lines}",
     "orders_none": "Bado huna maagizo.",
     "help": (
-        "Gusa Menyu kuona bidhaa, uziweke kikapuni na ulipe kwa M-Pesa.\n"
-        "/start menyu  /cart kikapu  /orders maagizo  /language lugha  /cancel acha"
+        "Gusa Menyu uone bidhaa, uziweke kikapuni, kisha ulipe kwa M-Pesa.\n"
+        "/start menyu  /cart kikapu chako  /orders maagizo yako  /language lugha  "
+        "/cancel acha unachofanya"
     ),
-    "hint": "Sijaelewa. Gusa Menyu kununua, au tuma /help.",
-    "only_text": "Ninasoma maandishi na vitufe tu. Gusa Menyu kununua, au tuma /help.",
-    "sorry": "Samahani, kuna tatizo upande wetu. Tafadhali jaribu tena baada ya muda mfupi.",
-    "cancelled_step": "Imesimamishwa. Kikapu chako kimehifadhiwa. Gusa Menyu kuendelea.",
+    "hint": "Sijaelewa. Gusa Menyu ununue, au tuma /help.",
+    "only_text": "Ninaweza kusoma maandishi na vitufe tu. Gusa Menyu ununue, au tuma /help.",
+    "sorry": "Samahani, kuna hitilafu upande wetu. Tafadhali jaribu tena baada ya muda mfupi.",
+    "cancelled_step": "Sawa, tumeacha hapo. Kikapu chako bado kipo. Gusa Menyu uendelee.",
     "choose_language": "Chagua lugha:",
     "language_set": "Lugha: Kiswahili.",
-    "status_awaiting_payment": "inasubiri malipo",
-    "status_paid": "imelipwa",
-    "status_needs_review": "inakaguliwa",
-    "status_cancelled": "imeghairiwa",
+    "status_awaiting_payment": "linasubiri malipo",
+    "status_paid": "limelipwa",
+    "status_needs_review": "linakaguliwa",
+    "status_cancelled": "limeghairiwa",
+    "another_network": "mtandao mwingine",
     "checking": (
-        "Tunakagua malipo yako ya {amount} kwa agizo {reference} na M-Pesa. Utapata jibu "
-        "hapa baada ya muda mfupi; huna haja ya kulipa tena."
+        "Tunathibitisha na M-Pesa malipo yako ya {amount} kwa agizo {reference}. Utapata "
+        "jibu hapa baada ya muda mfupi; hakuna haja ya kulipa tena."
     ),
     "unconfirmed": (
         "Hatukuweza kuthibitisha kama malipo yako ya {amount} kwa agizo {reference} "
-        "yamefanikiwa. Kama M-Pesa ilikutumia SMS ya uthibitisho, usilipe tena: duka "
-        "litakagua na kukuambia hapa. Kama hukupata SMS, unaweza kulipa tena."
+        "yalifanikiwa. Kama M-Pesa ilikutumia SMS ya uthibitisho, usilipe tena: duka "
+        "litakagua na kukujulisha hapa. Kama hukupata SMS, unaweza kulipa tena."
     ),
     "paybill": (
-        "Lipa kwa Paybill: Lipa na M-Pesa → Paybill {paybill} → Akaunti {reference} → "
-        "{amount}. Tutakuambia hapa mara tu malipo yatakapofika."
+        "Lipa kwa Paybill: Lipa na M-Pesa → Paybill → namba ya biashara {paybill} → "
+        "namba ya akaunti {reference} → kiasi {amount}. Tutakujulisha hapa mara tu malipo "
+        "yatakapofika."
     ),
     "resolved": "Agizo {reference}: {outcome}",
     "resolved_paid": "duka limethibitisha malipo yako. Agizo lako limelipwa.",
     "resolved_refund": "duka litakurudishia malipo yako ya {amount}; agizo limeghairiwa.",
     "resolved_cancel": "duka limeghairi agizo hili.",
     "resolved_note": "Ujumbe kutoka dukani: {note}",
-    "limit_phone": "Maombi mengi mno ya malipo kwa namba hii; jaribu tena baada ya {wait}.",
+    "limit_phone": "Maombi ya malipo kwa namba hii yamezidi; jaribu tena baada ya {wait}.",
     "limit_customer": "Umeomba malipo mara nyingi mno; jaribu tena baada ya {wait}.",
     "limit_rule_limited": (
-        "M-Pesa hupokea ombi moja la kiasi kilekile kutoka namba ileile kila dakika mbili; "
-        "jaribu tena baada ya {wait}."
+        "M-Pesa hupokea ombi moja tu la kiasi kilekile kutoka namba ileile kila baada ya "
+        "dakika mbili; jaribu tena baada ya {wait}."
     ),
     "too_fast": "Unatuma ujumbe haraka mno. Tafadhali subiri sekunde chache.",
     "btn_paybill": "Lipa kwa Paybill",
     "btn_pay_again": "Lipa tena",
     "btn_menu": "Menyu",
     "btn_cart": "Kikapu",
-    "btn_checkout": "Lipa",
+    "btn_checkout": "Endelea kulipa",
     "btn_add": "Weka kikapuni",
     "btn_back": "Rudi",
     "btn_empty": "Futa kikapu",
     "btn_confirm": "Thibitisha agizo",
-    "btn_edit_cart": "Badili kikapu",
+    "btn_edit_cart": "Rekebisha kikapu",
     "btn_yes": "Ndiyo",
     "btn_yes_pay": "Ndiyo, lipa",
-    "btn_other_number": "Namba nyingine",
-    "btn_share_number": "Shiriki namba yangu",
+    "btn_other_number": "Tumia namba nyingine",
+    "btn_share_number": "Tuma namba yangu",
     "btn_try_again": "Jaribu tena",
     "btn_cancel_order": "Ghairi agizo",
-    f"reason_{FailureReason.CANCELLED}": "Ombi lilighairiwa kwenye simu yako.",
+    f"reason_{FailureReason.CANCELLED}": "Ombi la malipo lilighairiwa kwenye simu yako.",
     f"reason_{FailureReason.NO_ANSWER}": "Simu yako haikujibu ombi la M-Pesa kwa wakati.",
-    f"reason_{FailureReason.WRONG_PIN}": "PIN ya M-Pesa haikuwa sahihi.",
-    f"reason_{FailureReason.INSUFFICIENT_FUNDS}": "Hakukuwa na pesa za kutosha kwenye M-Pesa.",
+    f"reason_{FailureReason.WRONG_PIN}": "PIN ya M-Pesa uliyoweka si sahihi.",
+    f"reason_{FailureReason.INSUFFICIENT_FUNDS}": "Salio lako la M-Pesa halitoshi.",
     f"reason_{FailureReason.MPESA_BUSY}": (
         "M-Pesa ina shughuli nyingi. Jaribu tena baada ya dakika moja."
     ),
-    f"reason_{FailureReason.LIMIT_REACHED}": "Hii inazidi kikomo chako cha siku cha M-Pesa.",
-    f"reason_{FailureReason.PIN_LOCKED}": "PIN yako ya M-Pesa imefungwa. Piga Safaricom 100.",
+    f"reason_{FailureReason.LIMIT_REACHED}": (
+        "Kiasi hiki kinazidi kikomo chako cha kila siku cha M-Pesa."
+    ),
+    f"reason_{FailureReason.PIN_LOCKED}": "PIN yako ya M-Pesa imefungwa. Piga Safaricom kwa 100.",
     f"reason_{FailureReason.SHOP_SETUP}": (
-        "Mipangilio ya M-Pesa ya duka ina tatizo; duka limeambiwa."
+        "Mipangilio ya M-Pesa ya duka ina tatizo; duka limearifiwa."
     ),
     f"reason_{FailureReason.UNREACHABLE}": (
         "Hatukuweza kufikia M-Pesa. Jaribu tena baada ya dakika moja."
@@ -356,6 +368,11 @@ _SW: dict[str, str] = {
 }
 
 _TEXTS: dict[str, dict[str, str]] = {"en": _EN, "sw": _SW}
+
+
+def templates(language: str) -> Mapping[str, str]:
+    """The sentences kept for ``language``, unfilled and read-only (for the tests)."""
+    return MappingProxyType(_TEXTS[language])
 
 
 def say(language: str, key: str, **values: Any) -> str:

@@ -10,13 +10,13 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection
 
-from bot.catalog import ProductSpec, active_products
+from bot.catalog import ProductSpec, active_products, with_translations
 from bot.channels.base import Channel
 from bot.chat import screens
 from bot.chat.flood import FloodGate, Verdict
@@ -72,14 +72,16 @@ class _Chat:
         return self.customer.language
 
 
-def _load(conn: Connection, event: Inbound, now: datetime) -> _Chat:
+def _load(
+    conn: Connection, event: Inbound, now: datetime, configured: Sequence[ProductSpec]
+) -> _Chat:
     customer = get_or_create_customer(conn, event.channel, event.chat_id, event.user_name, now)
     # Writing to us opens WhatsApp's 24-hour window, and means the bot is not blocked.
     update_customer(conn, customer.id, last_inbound_at=now, blocked_at=None)
     customer = dataclasses.replace(customer, blocked=False, last_inbound_at=now)
     saved = load_chat_state(conn, event.channel, event.chat_id)
     state = ChatState.from_json(saved) if saved else ChatState()
-    catalog = {p.sku: p for p in active_products(conn)}
+    catalog = {p.sku: p for p in with_translations(active_products(conn), configured)}
     # Products taken off the catalog leave every saved cart.
     state.cart = {sku: qty for sku, qty in state.cart.items() if sku in catalog}
     return _Chat(customer, state, catalog)
@@ -95,11 +97,16 @@ class Conversation:
         *,
         paybill: str | None = None,
         flood: FloodGate | None = None,
+        catalog: Sequence[ProductSpec] = (),
+        shop_name_sw: str = "",
     ) -> None:
         self._flood = flood or FloodGate()
         self._db = database
         self._payments = payments
         self._shop = shop_name
+        self._shop_sw = shop_name_sw
+        # The configured products: the database keeps no Swahili names, these do.
+        self._configured = tuple(catalog)
         self._clock = clock
         self._paybill = paybill  # the Paybill number, when paying by hand is offered
         # chat -> (its lock, how many events hold or await it); dropped at zero, so the
@@ -128,7 +135,7 @@ class Conversation:
             return await self._handle(event)
 
     async def _handle(self, event: Inbound) -> list[Reply]:
-        chat = await self._db.transaction(_load, event, self._clock())
+        chat = await self._db.transaction(_load, event, self._clock(), self._configured)
         replies = await self._route(chat, event)
         await self._db.transaction(
             save_chat_state, event.channel, event.chat_id, chat.state.to_json(), self._clock()
@@ -183,7 +190,7 @@ class Conversation:
             chat.state.step, chat.state.picking = "browsing", None
             # One message, not two: WhatsApp allows about one message in six seconds per user.
             menu = self._menu(chat)
-            text = f"{say(lang, 'welcome', shop=self._shop)}\n\n{menu.text}"
+            text = f"{say(lang, 'welcome', shop=self._shop_in(lang))}\n\n{menu.text}"
             return [dataclasses.replace(menu, text=text)]
         if command == "/cart":
             return [screens.cart(lang, chat.state.cart, chat.catalog, edit=False)]
@@ -208,6 +215,9 @@ class Conversation:
             rows = ((Button("English", "lang:en"), Button("Kiswahili", "lang:sw")),)
             return [Reply(say(lang, "choose_language"), rows)]
         return [Reply(say(lang, "hint"), ((Button(say(lang, "btn_menu"), "menu"),),))]
+
+    def _shop_in(self, lang: str) -> str:
+        return (self._shop_sw if lang == "sw" else "") or self._shop
 
     def _menu(self, chat: _Chat, *, edit: bool = False) -> Reply:
         return screens.menu(chat.lang, list(chat.catalog.values()), chat.state.cart, edit=edit)
@@ -277,7 +287,8 @@ class Conversation:
             cart[sku] = min(screens.MAX_QUANTITY, cart.get(sku, 0) + quantity)
             chat.state.picking = None
             total = kes(screens.cart_total(cart, chat.catalog))
-            text = say(chat.lang, "added", quantity=quantity, name=spec.name, total=total)
+            name = spec.name_in(chat.lang)
+            text = say(chat.lang, "added", quantity=quantity, name=name, total=total)
             rows = (
                 (Button(say(chat.lang, "btn_checkout"), "checkout"),),
                 (
@@ -434,7 +445,7 @@ class Conversation:
         chat.state.step, chat.state.order_id = "browsing", None
         total = kes(started.amount)
         key = "check_phone" if started.status is PaymentStatus.PENDING else "push_unknown"
-        text = say(lang, key, total=total, shop=self._shop)
+        text = say(lang, key, total=total, shop=self._shop_in(lang))
         if warn and (warning := self._network_warning(lang, number)):
             text = f"{warning}\n\n{text}"
         return [Reply(text, tag=f"payment:{started.payment_id}", close_keyboard=True)]
@@ -444,7 +455,7 @@ class Conversation:
         """Number portability makes the prefix a hint only: a warning, never a refusal."""
         if number.is_safaricom_prefix:
             return None
-        network = number.carrier or "another network"
+        network = number.carrier or say(lang, "another_network")
         return say(
             lang, "phone_other_network", phone=display_msisdn(number.msisdn), network=network
         )

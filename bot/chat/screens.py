@@ -1,5 +1,8 @@
 """The screens of the shop (menu, products, cart, order summary): pure functions of the
-catalog, the cart and the language, returning ``Reply`` objects."""
+catalog, the cart and the language, returning ``Reply`` objects.
+
+Names are shown in the customer's language; button data always carries the English
+category and the sku, so a button stays valid whatever language the chat switches to."""
 
 from __future__ import annotations
 
@@ -26,6 +29,12 @@ def _cart_button(lang: str, cart: Mapping[str, int]) -> Button:
     return Button(label, "cart")
 
 
+def category_label(lang: str, products: Sequence[ProductSpec], name: str) -> str:
+    """The category's name in ``lang``: any of its products may carry the Swahili one."""
+    labels = (p.category_in(lang) for p in products if p.category == name)
+    return next((label for label in labels if label != name), name) or say(lang, "category_other")
+
+
 def menu(
     lang: str, products: Sequence[ProductSpec], cart: Mapping[str, int], *, edit: bool = False
 ) -> Reply:
@@ -35,7 +44,7 @@ def menu(
     categories = list(dict.fromkeys(p.category for p in products))
     if len(categories) == 1:
         return category(lang, products, categories[0], cart, edit=edit)
-    rows = [(Button(name or say(lang, "category_other"), f"cat:{name}"),) for name in categories]
+    rows = [(Button(category_label(lang, products, name), f"cat:{name}"),) for name in categories]
     rows.append((_cart_button(lang, cart),))
     return Reply(say(lang, "choose_category"), tuple(rows), edit=edit)
 
@@ -49,17 +58,24 @@ def category(
     edit: bool = True,
 ) -> Reply:
     rows: list[tuple[Button, ...]] = [
-        (Button(f"{p.name} — {kes(p.price)}", f"prod:{p.sku}"),)
+        (Button(f"{p.name_in(lang)} — {kes(p.price)}", f"prod:{p.sku}"),)
         for p in products
         if p.category == name
     ]
     rows.append((_cart_button(lang, cart), Button(say(lang, "btn_menu"), "menu")))
-    title = say(lang, "category_products", category=name) if name else say(lang, "btn_menu")
+    label = category_label(lang, products, name)
+    title = say(lang, "category_products", category=label) if name else say(lang, "btn_menu")
     return Reply(title, tuple(rows), edit=edit)
 
 
 def product(lang: str, spec: ProductSpec, quantity: int, cart: Mapping[str, int]) -> Reply:
-    text = say(lang, "product", name=spec.name, price=kes(spec.price), description=spec.description)
+    text = say(
+        lang,
+        "product",
+        name=spec.name_in(lang),
+        price=kes(spec.price),
+        description=spec.description_in(lang),
+    )
     text += "\n" + say(lang, "quantity", quantity=quantity, total=kes(quantity * spec.price))
     less, more = max(1, quantity - 1), min(MAX_QUANTITY, quantity + 1)
     rows = (
@@ -76,7 +92,7 @@ def cart_lines(lang: str, cart: Mapping[str, int], catalog: Mapping[str, Product
             lang,
             "cart_line",
             quantity=qty,
-            name=catalog[sku].name,
+            name=catalog[sku].name_in(lang),
             price=kes(catalog[sku].price),
             line_total=kes(qty * catalog[sku].price),
         )
@@ -98,9 +114,9 @@ def cart(
     rows: list[tuple[Button, ...]] = [
         (
             # Each label names its product: WhatsApp shows these as one flat list.
-            Button(f"− {catalog[sku].name}"[:24], f"dec:{sku}"),
-            Button(f"+ {catalog[sku].name}"[:24], f"inc:{sku}"),
-            Button(f"✕ {catalog[sku].name}"[:24], f"rm:{sku}"),
+            Button(f"− {catalog[sku].name_in(lang)}"[:24], f"dec:{sku}"),
+            Button(f"+ {catalog[sku].name_in(lang)}"[:24], f"inc:{sku}"),
+            Button(f"✕ {catalog[sku].name_in(lang)}"[:24], f"rm:{sku}"),
         )
         for sku in cart
         if sku in catalog

@@ -236,9 +236,9 @@ async def confirm_an_order_in_swahili(shop: Shop, user: WaUser = WANJIRU) -> Non
     await taps(shop, user, "Vegetables")
     await taps(shop, user, "Sukuma wiki")
     await taps(shop, user, "Weka kikapuni")
-    await taps(shop, user, "Lipa")
+    await taps(shop, user, "Endelea kulipa")
     await taps(shop, user, "Thibitisha agizo")
-    await sees(shop, user, "Namba gani ya M-Pesa")
+    await sees(shop, user, "Ulipe KES 30 kwa namba gani ya M-Pesa?")
 
 
 async def test_rate_limited_notice_is_retried_and_sent_once(shop: Shop) -> None:

@@ -251,7 +251,9 @@ async def test_language_command_switches_replies_to_swahili(shop: RunningDuka) -
     assert channel.messages["1001"][-1] == "Lugha: Kiswahili."
     assert channel.buttons["1001"] == [Button("Menyu", "menu")]
     await send(text="/start")
-    assert channel.messages["1001"][-1] == "Karibu Test Duka! Ungependa nini leo?\n\nChagua aina:"
+    assert channel.messages["1001"][-1] == (
+        "Karibu! Hapa ni Test Duka. Ungependa kununua nini leo?\n\nChagua aina ya bidhaa:"
+    )
     assert channel.buttons["1001"][-1] == Button("Kikapu", "cart")
     await send(text="nataka kitu")
     assert channel.messages["1001"][-1] == say("sw", "hint")
@@ -262,6 +264,74 @@ async def test_language_command_switches_replies_to_swahili(shop: RunningDuka) -
     await send(button="lang:en")
     assert channel.messages["1001"][-1] == "Language: English."
     assert channel.buttons["1001"] == [Button("Menu", "menu")]
+
+
+SWAHILI_SHOP_TOML = (
+    TEST_TOML.replace('name = "Test Duka"\n', 'name = "Test Duka"\nname_sw = "Duka la Majaribio"\n')
+    + """
+[[catalog.products]]
+sku = "sukuma"
+name = "Sukuma wiki (bunch)"
+name_sw = "Sukuma wiki (fungu)"
+price = 30
+category = "Vegetables"
+category_sw = "Mboga"
+description = "Fresh from Limuru."
+description_sw = "Mbichi kutoka Limuru."
+[[catalog.products]]
+sku = "sukari"
+name = "Sugar 1kg"
+price = 160
+category = "Staples"
+"""
+)
+
+
+async def test_a_kiswahili_customer_sees_the_catalogs_swahili_names(
+    database_url: str, tmp_path: Path
+) -> None:
+    """name_sw, category_sw, description_sw and [shop] name_sw, from the welcome to the
+    phone question; English where the catalog gives no Swahili, and for English customers."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = make_config(database_url, sock.getsockname()[1], tmp_path, toml=SWAHILI_SHOP_TOML)
+    duka, runner = await start_duka(config, sock)
+    try:
+        conversation = duka.app[CONVERSATION]  # as the app wires it, with the catalog's texts
+
+        async def answer(chat_id: str, text: str | None = None, button: str | None = None) -> Reply:
+            event = Inbound("terminal", chat_id, "Wanjiru", text=text, button=button)
+            [reply] = await conversation.handle(event)
+            return reply
+
+        await answer("1001", button="lang:sw")
+        menu = await answer("1001", "/start")
+        assert menu.text.startswith("Karibu! Hapa ni Duka la Majaribio. ")
+        assert [(b.label, b.data) for row in menu.buttons[:2] for b in row] == [
+            ("Mboga", "cat:Vegetables"),
+            ("Staples", "cat:Staples"),  # no category_sw: the English name
+        ]
+        shelf = await answer("1001", button="cat:Vegetables")
+        assert shelf.text == "Mboga: chagua bidhaa."
+        assert labels(shelf)[0] == "Sukuma wiki (fungu) — KES 30"
+        product = await answer("1001", button="prod:sukuma")
+        assert product.text.startswith("Sukuma wiki (fungu) — KES 30\nMbichi kutoka Limuru.")
+        added = await answer("1001", button="add:sukuma:1")
+        assert added.text == "Umeweka 1 × Sukuma wiki (fungu) kikapuni. Jumla ya kikapu: KES 30."
+        assert labels(added)[0] == "Endelea kulipa"
+        await answer("1001", button="prod:sukari")
+        await answer("1001", button="add:sukari:1")
+        cart = await answer("1001", "/cart")
+        assert "• 1 × Sukuma wiki (fungu) @ KES 30 = KES 30" in cart.text
+        assert "• 1 × Sugar 1kg @ KES 160 = KES 160" in cart.text  # no name_sw
+        question = await answer("1001", button="confirm")
+        assert question.text.startswith("Ulipe KES 190 kwa namba gani ya M-Pesa?")
+        assert question.ask_contact == "Tuma namba yangu"
+
+        english = await answer("1002", button="cat:Vegetables")
+        assert labels(english)[0] == "Sukuma wiki (bunch) — KES 30"
+    finally:
+        await runner.cleanup()
 
 
 # --- orders -------------------------------------------------------------------------------

@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from bot.catalog import MAX_PRICE, CatalogError, ProductSpec, parse_products, read_catalog_file
+from bot.catalog import (
+    MAX_PRICE,
+    CatalogError,
+    ProductSpec,
+    parse_products,
+    read_catalog_file,
+    with_translations,
+)
 from bot.config import ConfigError, load_config
 
 UNGA = {"sku": "unga", "name": "Unga 2kg", "price": 210, "category": "Staples"}
@@ -114,6 +121,112 @@ def test_an_unknown_key_is_refused_with_the_keys_allowed() -> None:
     assert caught.value.key == "catalog.products[1]"
     assert "['colour']" in caught.value.problem
     assert "sku, name, price, category, description" in caught.value.fix
+    assert "name_sw, category_sw, description_sw" in caught.value.fix
+    assert "\n" not in str(caught.value)
+
+
+# --- Kiswahili ----------------------------------------------------------------------------
+
+UNGA_SW = {
+    **UNGA,
+    "name_sw": " Unga wa mahindi 2kg ",
+    "category_sw": "Vyakula vya msingi",
+    "description": "Maize flour",
+    "description_sw": "Wa kupika ugali",
+}
+
+
+def test_swahili_texts_are_read_and_shown_only_in_kiswahili() -> None:
+    """name_sw, category_sw and description_sw are trimmed and chosen for "sw" only."""
+    [spec] = parse_products([UNGA_SW], source="catalog.products")
+    assert (spec.name_sw, spec.category_sw, spec.description_sw) == (
+        "Unga wa mahindi 2kg",
+        "Vyakula vya msingi",
+        "Wa kupika ugali",
+    )
+    assert (spec.name_in("sw"), spec.category_in("sw"), spec.description_in("sw")) == (
+        "Unga wa mahindi 2kg",
+        "Vyakula vya msingi",
+        "Wa kupika ugali",
+    )
+    assert (spec.name_in("en"), spec.category_in("en"), spec.description_in("en")) == (
+        "Unga 2kg",
+        "Staples",
+        "Maize flour",
+    )
+
+
+def test_without_swahili_texts_kiswahili_customers_see_the_english_ones() -> None:
+    """Each Swahili text is optional; a missing one falls back to its English text."""
+    [spec] = parse_products([{**UNGA, "name_sw": "Unga wa mahindi"}], source="catalog.products")
+    assert (spec.name_in("sw"), spec.category_in("sw"), spec.description_in("sw")) == (
+        "Unga wa mahindi",
+        "Staples",
+        "",
+    )
+
+
+@pytest.mark.parametrize("key", ["name_sw", "category_sw", "description_sw"])
+def test_a_swahili_text_that_is_not_text_is_refused(key: str) -> None:
+    """A number or list where Swahili text belongs names the key."""
+    with pytest.raises(CatalogError) as caught:
+        parse_products([{**UNGA, key: 7}], source="catalog.products")
+    assert caught.value.problem == f"{key} must be text"
+
+
+def test_a_swahili_name_over_100_characters_is_refused() -> None:
+    """name_sw has the same limit as name."""
+    with pytest.raises(CatalogError, match="name_sw of 'unga' is longer than 100"):
+        parse_products([{**UNGA, "name_sw": "a" * 101}], source="catalog.products")
+
+
+def test_a_swahili_category_too_long_for_a_button_is_refused() -> None:
+    """category_sw is a button label: the category's limit applies."""
+    with pytest.raises(CatalogError, match=r"category_sw .* is too long"):
+        parse_products([{**UNGA, "category_sw": "m" * 57}], source="catalog.products")
+
+
+def test_a_swahili_category_without_a_category_is_refused() -> None:
+    """category_sw names a category: without one it would name nothing."""
+    with pytest.raises(CatalogError) as caught:
+        parse_products([{**SUKUMA, "category_sw": "Mboga"}], source="catalog.products")
+    assert "has category_sw but no category" in caught.value.problem
+
+
+def test_a_category_with_two_swahili_names_is_refused_where_the_second_is() -> None:
+    """One category, one Swahili name: given once is enough, given twice it must agree."""
+    ok = [
+        {**UNGA, "category_sw": "Vyakula vya msingi"},
+        {**UNGA, "sku": "mchele", "name": "Rice"},
+        {**UNGA, "sku": "sukari", "name": "Sugar", "category_sw": "Vyakula vya msingi"},
+    ]
+    assert len(parse_products(ok, source="catalog.products")) == 3
+    clash = [*ok, {**UNGA, "sku": "chai", "name": "Tea", "category_sw": "Nafaka"}]
+    with pytest.raises(CatalogError) as caught:
+        parse_products(clash, source="catalog.products")
+    assert caught.value.key == "catalog.products[4]"
+    assert "'Vyakula vya msingi'" in caught.value.problem
+    assert "'Nafaka'" in caught.value.problem
+
+
+def test_products_read_back_from_the_database_get_their_swahili_texts() -> None:
+    """The table keeps English only: the configured catalog adds the Swahili by sku."""
+    [configured] = parse_products([UNGA_SW], source="catalog.products")
+    stored = ProductSpec("unga", "Unga 2kg", 210, "Staples", "Maize flour")
+    other = ProductSpec("chai", "Tea", 90)
+    assert with_translations([stored, other], [configured]) == [configured, other]
+
+
+def test_a_swahili_text_is_dropped_when_its_english_one_changed() -> None:
+    """Another process synced a renamed product: its old translation no longer fits."""
+    [configured] = parse_products([UNGA_SW], source="catalog.products")
+    stored = ProductSpec("unga", "Unga 1kg", 120, "Staples", "Maize flour")
+    [found] = with_translations([stored], [configured])
+    assert (found.name_in("sw"), found.category_in("sw"), found.description_in("sw")) == (
+        "Unga 1kg",
+        "Vyakula vya msingi",
+        "Wa kupika ugali",
+    )
 
 
 @pytest.mark.parametrize(
@@ -207,6 +320,29 @@ def test_catalog_products_in_the_config_file_are_loaded(tmp_path: Path) -> None:
     """``[[catalog.products]]`` in config.toml gives the catalog."""
     config = load_config(env={}, path=config_file(tmp_path, TOML_CATALOG))
     assert config.catalog == (ProductSpec("unga", "Unga 2kg", 210, "Staples"),)
+
+
+def test_swahili_texts_in_the_config_file_are_loaded(tmp_path: Path) -> None:
+    """[shop] name_sw and a product's Swahili texts come through load_config."""
+    text = TOML_CATALOG.replace(
+        'name = "Test Duka"', 'name = "Test Duka"\nname_sw = " Duka la Majaribio "'
+    ).replace('name = "Unga 2kg"', 'name = "Unga 2kg"\nname_sw = "Unga wa mahindi 2kg"')
+    config = load_config(env={}, path=config_file(tmp_path, text))
+    assert config.shop_name_sw == "Duka la Majaribio"
+    assert config.catalog[0].name_in("sw") == "Unga wa mahindi 2kg"
+
+
+def test_without_a_swahili_shop_name_there_is_none(tmp_path: Path) -> None:
+    """[shop] name_sw is optional: absent, the shop's name is used in both languages."""
+    assert load_config(env={}, path=config_file(tmp_path, TOML_CATALOG)).shop_name_sw == ""
+
+
+def test_an_empty_swahili_shop_name_stops_start_up(tmp_path: Path) -> None:
+    """Written but empty is a mistake, named with its key."""
+    text = TOML_CATALOG.replace('name = "Test Duka"', 'name = "Test Duka"\nname_sw = " "')
+    with pytest.raises(ConfigError) as caught:
+        load_config(env={}, path=config_file(tmp_path, text))
+    assert caught.value.key == "shop.name_sw"
 
 
 def test_no_catalog_anywhere_is_an_empty_catalog(tmp_path: Path) -> None:
