@@ -41,6 +41,7 @@ from sqlalchemy.types import TypeDecorator
 VALUE_PREFIX = "v1."  # a SealedValue
 TOKEN_PREFIX = "enc."  # a token inside SealedText  # noqa: S105 - a marker, not a secret
 _SIV_INFO = b"duka data sealing v1"
+_REMEMBERED = 8192  # sealed values kept in memory, each way
 _B64 = r"[A-Za-z0-9_-]+"
 
 # What is sealed inside free text: Kenyan mobile numbers (07.., 01.., 2547.., +2547..,
@@ -103,6 +104,11 @@ class Sealer:
     def __init__(self, key: bytes, old_key: bytes | None = None) -> None:
         self._ciphers = [_siv(key)] + ([_siv(old_key)] if old_key else [])
         self.rotating = old_key is not None
+        # Sealing is deterministic, and one callback seals its CheckoutRequestID and phone
+        # several times over (lookup, event, payment, messages): remembered, both ways, it
+        # costs a dict lookup (bench/: about a quarter of the callback path's time otherwise).
+        self._sealed: dict[str, str] = {}
+        self._opened: dict[str, tuple[str, bool]] = {}
 
     def __repr__(self) -> str:
         return f"Sealer(rotating={self.rotating})"  # never the key
@@ -117,19 +123,35 @@ class Sealer:
         return cls(parse_key(text), parse_key(old, "DUKA_DATA_KEY_OLD") if old else None)
 
     def _seal(self, text: str) -> str:
-        return _b64(self._ciphers[0].encrypt(text.encode("utf-8", "surrogatepass"), None))
+        if (known := self._sealed.get(text)) is not None:
+            return known
+        sealed = _b64(self._ciphers[0].encrypt(text.encode("utf-8", "surrogatepass"), None))
+        self._remember(text, sealed, old=False)
+        return sealed
+
+    def _remember(self, text: str, sealed: str, *, old: bool) -> None:
+        if len(self._sealed) >= _REMEMBERED or len(self._opened) >= _REMEMBERED:
+            self._sealed.clear()  # whole, rather than LRU bookkeeping on every call
+            self._opened.clear()
+        if not old:
+            self._sealed[text] = sealed
+        self._opened[sealed] = (text, old)
 
     def _open(self, token: str) -> tuple[str, bool]:
         """(plain text, whether it was sealed with the old key)."""
+        if (known := self._opened.get(token)) is not None:
+            return known
         try:
             data = _unb64(token)
         except (binascii.Error, ValueError):
             raise CannotUnseal("a damaged sealed value") from None
         for index, cipher in enumerate(self._ciphers):
             try:
-                return cipher.decrypt(data, None).decode("utf-8", "surrogatepass"), index > 0
+                plain = cipher.decrypt(data, None).decode("utf-8", "surrogatepass")
             except InvalidTag:
                 continue
+            self._remember(plain, token, old=index > 0)
+            return plain, index > 0
         raise CannotUnseal("sealed with a key that is neither DUKA_DATA_KEY nor its _OLD")
 
     # A whole value ------------------------------------------------------------------
