@@ -423,7 +423,16 @@ def _sealer(env: Mapping[str, str], mpesa: Mapping[str, Any], database_url: str)
             "is not set, and phone numbers are stored encrypted with it",
             KEYGEN_FIX,
         )
-    return Sealer(parse_key(_simulator_key(database_url)))
+    key_file = _simulator_key_file(database_url)
+    try:
+        return Sealer(parse_key(_simulator_key(key_file)))
+    except DataKeyError:
+        raise ConfigError(
+            str(key_file),
+            "does not hold a data key",
+            "set DUKA_DATA_KEY to the key it should hold, or delete the file to start the "
+            "simulator's data afresh",
+        ) from None
 
 
 KEYGEN_FIX = (
@@ -432,15 +441,18 @@ KEYGEN_FIX = (
 )
 
 
-def _simulator_key(database_url: str) -> str:
+def _simulator_key_file(database_url: str) -> Path:
     url = make_url(database_url)
     directory = Path("var")
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
         directory = Path(url.database).parent
-    key_file = directory / DATA_KEY_FILE_NAME
+    return directory / DATA_KEY_FILE_NAME
+
+
+def _simulator_key(key_file: Path) -> str:
     if key_file.exists():
         return key_file.read_text().strip()
-    directory.mkdir(parents=True, exist_ok=True)
+    key_file.parent.mkdir(parents=True, exist_ok=True)
     key = generate_key()
     # Created readable by us alone, and never overwritten: it is the only copy.
     with os.fdopen(os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:

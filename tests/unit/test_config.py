@@ -317,3 +317,23 @@ def test_a_limit_that_is_not_a_positive_whole_number_names_its_key(
     with pytest.raises(ConfigError) as refused:
         load_config(env={}, path=config_file)
     assert refused.value.key == "limits.prompts_per_phone_per_day"
+
+
+def test_the_simulator_makes_its_data_key_once_and_keeps_it_next_to_the_database(
+    tmp_path: Path,
+) -> None:
+    env = {
+        "MPESA_ENVIRONMENT": "simulator",
+        "DUKA_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'data' / 'duka.sqlite3'}",
+    }
+    path = tmp_path / "config.toml"
+    path.write_text("")
+    first = load_config(env=env, path=path).sealer.seal_value("254712345678")
+    key_file = tmp_path / "data" / "duka-data.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600  # readable by us alone
+    # A restart reads its own data: the same key, so the same sealed value.
+    assert load_config(env=env, path=path).sealer.seal_value("254712345678") == first
+    key_file.write_text("not a key\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(env=env, path=path)
+    assert str(caught.value).startswith(f"Configuration error in {key_file}: does not hold")
