@@ -37,7 +37,12 @@ def _paid(p: Payload, f: CustomerFacts) -> Reply:
     receipt = p.get("receipt") or say(f.lang, "paid_receipt_pending")
     amount = kes(p["paid_amount"])
     text = say(f.lang, "paid", amount=amount, reference=reference, receipt=receipt, lines=f.lines)
-    return Reply(text, tag=f.tag, template=(MessageKind.PAYMENT_PAID, (reference, amount, receipt)))
+    return Reply(
+        text,
+        screens.menu_buttons(f.lang),
+        tag=f.tag,
+        template=(MessageKind.PAYMENT_PAID, (reference, amount, receipt)),
+    )
 
 
 def _failed(p: Payload, f: CustomerFacts) -> Reply:

@@ -49,6 +49,21 @@ _EN: dict[str, str] = {
     "quantity": "Quantity: {quantity} ({total})",
     "added": "Added {quantity} × {name}. Your cart: {total}.",
     "product_gone": "Sorry, that product is no longer available.",
+    "quantity_cap": "{count} is the most one order can take of {name}.",
+    "added_capped": (
+        "Added {quantity} × {name}: you now have {count}, the most one order can take. "
+        "Your cart: {total}."
+    ),
+    "nothing_added": (
+        "Nothing added: your cart already has {count} × {name}, the most one order can take. "
+        "Your cart: {total}."
+    ),
+    "remove_offer": "Remove {name} from your cart?",
+    "leave_out_offer": "1 is the fewest you can add. Leave {name} out?",
+    "retry_cancelled": (
+        "Order {reference} is cancelled, so it cannot be paid. Tap Cart to see your cart, "
+        "or Menu to shop."
+    ),
     "cart_empty": "Your cart is empty. Tap Menu to pick products.",
     "cart": "Your cart:\n{lines}\n\nTotal: {total}",
     "cart_line": "• {quantity} × {name} @ {price} = {line_total}",
@@ -155,6 +170,9 @@ _EN: dict[str, str] = {
     "btn_share_number": "Share my number",
     "btn_try_again": "Try again",
     "btn_cancel_order": "Cancel order",
+    "btn_remove": "Remove",
+    "btn_keep": "Keep",
+    "btn_leave_out": "Leave it out",
     # Payment failure reasons, in plain words.
     f"reason_{FailureReason.CANCELLED}": "The request was cancelled on your phone.",
     f"reason_{FailureReason.NO_ANSWER}": "Your phone did not answer the M-Pesa request in time.",
@@ -239,6 +257,21 @@ _SW: dict[str, str] = {
     "quantity": "Idadi: {quantity} ({total})",
     "added": "Umeweka {quantity} × {name} kikapuni. Jumla ya kikapu: {total}.",
     "product_gone": "Samahani, bidhaa hiyo haipatikani tena.",
+    "quantity_cap": "Idadi ya juu ya {name} kwa agizo moja ni {count}.",
+    "added_capped": (
+        "Umeweka {quantity} × {name} kikapuni: sasa una {count}, idadi ya juu kwa agizo moja. "
+        "Jumla ya kikapu: {total}."
+    ),
+    "nothing_added": (
+        "Hakuna kilichoongezwa: kikapu chako tayari kina {count} × {name}, idadi ya juu kwa "
+        "agizo moja. Jumla ya kikapu: {total}."
+    ),
+    "remove_offer": "Uondoe {name} kwenye kikapu?",
+    "leave_out_offer": "Huwezi kuweka chini ya moja. Uache {name}?",
+    "retry_cancelled": (
+        "Agizo {reference} limeghairiwa, kwa hiyo haliwezi kulipwa. Gusa Kikapu uone kikapu "
+        "chako, au Menyu uendelee kununua."
+    ),
     "cart_empty": "Kikapu chako hakina kitu. Gusa Menyu uchague bidhaa.",
     "cart": "Kikapu chako:\n{lines}\n\nJumla: {total}",
     "summary": "Agizo lako:\n{lines}\n\nJumla: {total}\n\nThibitisha agizo ili ulipe kwa M-Pesa.",
@@ -346,6 +379,9 @@ _SW: dict[str, str] = {
     "btn_share_number": "Tuma namba yangu",
     "btn_try_again": "Jaribu tena",
     "btn_cancel_order": "Ghairi agizo",
+    "btn_remove": "Ondoa",
+    "btn_keep": "Usiondoe",
+    "btn_leave_out": "Iache",
     f"reason_{FailureReason.CANCELLED}": "Ombi la malipo lilighairiwa kwenye simu yako.",
     f"reason_{FailureReason.NO_ANSWER}": "Simu yako haikujibu ombi la M-Pesa kwa wakati.",
     f"reason_{FailureReason.WRONG_PIN}": "PIN ya M-Pesa uliyoweka si sahihi.",

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 from bot.catalog import ProductSpec, active_products, with_translations
 from bot.channels.base import Channel
@@ -49,6 +49,8 @@ from storage.orders import (
     save_chat_state,
     update_customer,
 )
+from storage.schema import OPEN_PAYMENT_STATUSES, orders
+from storage.schema import payments as payment_attempts
 
 log = logging.getLogger(__name__)
 MAX_ID = 2**31  # ids are 32-bit on PostgreSQL
@@ -248,7 +250,7 @@ class Conversation:
             return [self._menu(chat, edit=True)]
         if name == "cat":
             return [screens.category(lang, list(chat.catalog.values()), arg, state.cart)]
-        if name in {"prod", "qty", "add"}:
+        if name in {"prod", "qty", "add", "drop"}:
             return self._product_button(chat, name, arg)
         if name in {"cart", "inc", "dec", "rm", "empty"}:
             return self._cart_button(chat, name, arg)
@@ -277,6 +279,8 @@ class Conversation:
             menu = self._menu(chat)
             text = f"{say(chat.lang, 'product_gone')}\n\n{menu.text}"
             return [dataclasses.replace(menu, text=text, edit=False)]
+        if name == "drop":
+            return [screens.drop_offer(chat.lang, spec, chat.state.cart)]
         quantity = _count(qty_text) or 1
         quantity = max(1, min(screens.MAX_QUANTITY, quantity))
         if name == "add":
@@ -284,11 +288,10 @@ class Conversation:
                 # A second tap on the same "Add" (or a stale screen): already added once.
                 return [screens.cart(chat.lang, chat.state.cart, chat.catalog)]
             cart = chat.state.cart
-            cart[sku] = min(screens.MAX_QUANTITY, cart.get(sku, 0) + quantity)
+            before = cart.get(sku, 0)
+            cart[sku] = min(screens.MAX_QUANTITY, before + quantity)
             chat.state.picking = None
-            total = kes(screens.cart_total(cart, chat.catalog))
-            name = spec.name_in(chat.lang)
-            text = say(chat.lang, "added", quantity=quantity, name=name, total=total)
+            text = self._added_text(chat, spec, added=cart[sku] - before, wanted=quantity)
             rows = (
                 (Button(say(chat.lang, "btn_checkout"), "checkout"),),
                 (
@@ -300,18 +303,41 @@ class Conversation:
         chat.state.picking = (sku, quantity)
         return [screens.product(chat.lang, spec, quantity, chat.state.cart)]
 
+    def _added_text(self, chat: _Chat, spec: ProductSpec, *, added: int, wanted: int) -> str:
+        """What "Add to cart" did: never a count that was not added (the cap stops it)."""
+        lang, cart = chat.lang, chat.state.cart
+        values = {
+            "name": spec.name_in(lang),
+            "total": kes(screens.cart_total(cart, chat.catalog)),
+            "count": screens.MAX_QUANTITY,
+        }
+        if added == wanted:
+            return say(lang, "added", quantity=added, **values)
+        if added == 0:
+            return say(lang, "nothing_added", **values)
+        return say(lang, "added_capped", quantity=added, **values)
+
     def _cart_button(self, chat: _Chat, name: str, sku: str) -> list[Reply]:
         cart = chat.state.cart
+        capped = False
         if name == "empty":
             cart.clear()
         elif sku in cart:
             if name == "inc":
+                capped = cart[sku] >= screens.MAX_QUANTITY
                 cart[sku] = min(screens.MAX_QUANTITY, cart[sku] + 1)
             elif name == "dec":
                 cart[sku] -= 1
             if name == "rm" or cart[sku] < 1:
                 del cart[sku]
-        return [screens.cart(chat.lang, cart, chat.catalog)]
+        reply = screens.cart(chat.lang, cart, chat.catalog)
+        if capped:
+            spec = chat.catalog[sku]
+            cap = say(
+                chat.lang, "quantity_cap", count=screens.MAX_QUANTITY, name=spec.name_in(chat.lang)
+            )
+            reply = dataclasses.replace(reply, text=f"{cap}\n\n{reply.text}")
+        return [reply]
 
     # --- checkout and payment ------------------------------------------------------------
 
@@ -356,6 +382,11 @@ class Conversation:
     async def _phone_choice(self, chat: _Chat, choice: str) -> list[Reply]:
         order = await self._current_order(chat)
         if order is None:
+            # A stale "Yes, pay" (the prompt went out already): say what it is waiting for.
+            waiting = await self._db.transaction(_waiting_for_pin, chat.customer.id)
+            if waiting is not None:
+                text = say(chat.lang, "payment_in_progress", reference=waiting)
+                return [Reply(text, screens.menu_buttons(chat.lang))]
             return [self._menu(chat)]
         if choice == "yes" and chat.customer.msisdn:
             return await self._pay(chat, order.id, normalize_msisdn(chat.customer.msisdn))
@@ -367,7 +398,7 @@ class Conversation:
 
     async def _contact(self, chat: _Chat, event: Inbound) -> list[Reply]:
         if chat.state.step != "awaiting_phone":
-            return [Reply(say(chat.lang, "hint"))]
+            return [Reply(say(chat.lang, "hint"), screens.menu_buttons(chat.lang))]
         if not event.contact_is_own:
             return [
                 Reply(
@@ -483,7 +514,11 @@ class Conversation:
             if cancelled and chat.state.order_id == order.id:
                 chat.state.step, chat.state.order_id = "browsing", None
             key = "order_cancelled" if cancelled else "cannot_cancel"
-            return [Reply(say(chat.lang, key, reference=order.reference), edit=True)]
+            text = say(chat.lang, key, reference=order.reference)
+            return [Reply(text, screens.menu_buttons(chat.lang), edit=True)]
+        if order.status == "cancelled":
+            text = say(chat.lang, "retry_cancelled", reference=order.reference)
+            return [Reply(text, screens.cart_and_menu_buttons(chat.lang, chat.state.cart))]
         if order.status != "awaiting_payment":
             status = status_text(chat.lang, order.status)
             line = say(
@@ -493,7 +528,7 @@ class Conversation:
                 total=kes(order.total),
                 status=status,
             )
-            return [Reply(line)]
+            return [Reply(line, screens.menu_buttons(chat.lang))]
         if action == "paybill" and self._paybill is not None:
             # Paying by hand: the order's reference is the account number; the C2B
             # confirmation pays the order like a callback would, and the result comes here.
@@ -524,6 +559,21 @@ class _OrderView:
 def _count(text: str) -> int | None:
     """A whole number typed in ASCII digits ("²" is a digit to ``str.isdigit``, not to int)."""
     return int(text) if text.isascii() and text.isdigit() and len(text) < 12 else None
+
+
+def _waiting_for_pin(conn: Connection, customer_id: int) -> str | None:
+    """The reference of the customer's order whose M-Pesa prompt is still open, if any."""
+    return conn.execute(
+        select(orders.c.reference)
+        .join(payment_attempts, payment_attempts.c.order_id == orders.c.id)
+        .where(
+            orders.c.customer_id == customer_id,
+            orders.c.status == "awaiting_payment",
+            payment_attempts.c.status.in_(OPEN_PAYMENT_STATUSES),
+        )
+        .order_by(payment_attempts.c.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
 
 
 def _create_order(

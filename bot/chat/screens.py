@@ -29,6 +29,15 @@ def _cart_button(lang: str, cart: Mapping[str, int]) -> Button:
     return Button(label, "cart")
 
 
+def menu_buttons(lang: str) -> tuple[tuple[Button, ...], ...]:
+    """The least next step any message offers: back to the Menu."""
+    return ((Button(say(lang, "btn_menu"), "menu"),),)
+
+
+def cart_and_menu_buttons(lang: str, cart: Mapping[str, int]) -> tuple[tuple[Button, ...], ...]:
+    return ((_cart_button(lang, cart), Button(say(lang, "btn_menu"), "menu")),)
+
+
 def category_label(lang: str, products: Sequence[ProductSpec], name: str) -> str:
     """The category's name in ``lang``: any of its products may carry the Swahili one."""
     labels = (p.category_in(lang) for p in products if p.category == name)
@@ -77,9 +86,13 @@ def product(lang: str, spec: ProductSpec, quantity: int, cart: Mapping[str, int]
         description=spec.description_in(lang),
     )
     text += "\n" + say(lang, "quantity", quantity=quantity, total=kes(quantity * spec.price))
-    less, more = max(1, quantity - 1), min(MAX_QUANTITY, quantity + 1)
+    if quantity >= MAX_QUANTITY:
+        text += "\n" + say(lang, "quantity_cap", count=MAX_QUANTITY, name=spec.name_in(lang))
+    # "−" at 1 cannot go lower: it offers to leave the product out (or remove it) instead.
+    less = f"qty:{spec.sku}:{quantity - 1}" if quantity > 1 else f"drop:{spec.sku}"
+    more = min(MAX_QUANTITY, quantity + 1)
     rows = (
-        (Button("−", f"qty:{spec.sku}:{less}"), Button("+", f"qty:{spec.sku}:{more}")),
+        (Button("−", less), Button("+", f"qty:{spec.sku}:{more}")),
         (Button(say(lang, "btn_add"), f"add:{spec.sku}:{quantity}"),),
         (_cart_button(lang, cart), Button(say(lang, "btn_back"), f"cat:{spec.category}")),
     )
@@ -105,9 +118,7 @@ def cart(
     lang: str, cart: Mapping[str, int], catalog: Mapping[str, ProductSpec], *, edit: bool = True
 ) -> Reply:
     if not cart:
-        return Reply(
-            say(lang, "cart_empty"), ((Button(say(lang, "btn_menu"), "menu"),),), edit=edit
-        )
+        return Reply(say(lang, "cart_empty"), menu_buttons(lang), edit=edit)
     text = say(
         lang, "cart", lines=cart_lines(lang, cart, catalog), total=kes(cart_total(cart, catalog))
     )
@@ -157,3 +168,23 @@ def unconfirmed_payment_buttons(lang: str, order_id: int) -> tuple[tuple[Button,
         (Button(say(lang, "btn_pay_again"), f"retry:{order_id}"),),
         (Button(say(lang, "btn_cancel_order"), f"cancel:{order_id}"),),
     )
+
+
+def drop_offer(lang: str, spec: ProductSpec, cart: Mapping[str, int]) -> Reply:
+    """ "−" at quantity 1: remove the product from the cart, or leave it out if not in it."""
+    name = spec.name_in(lang)
+    if spec.sku in cart:
+        rows = (
+            (
+                Button(say(lang, "btn_remove"), f"rm:{spec.sku}"),
+                Button(say(lang, "btn_keep"), f"prod:{spec.sku}"),
+            ),
+        )
+        return Reply(say(lang, "remove_offer", name=name), rows, edit=True)
+    rows = (
+        (
+            Button(say(lang, "btn_leave_out"), f"cat:{spec.category}"),
+            Button(say(lang, "btn_add"), f"add:{spec.sku}:1"),
+        ),
+    )
+    return Reply(say(lang, "leave_out_offer", name=name), rows, edit=True)

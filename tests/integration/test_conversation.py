@@ -426,7 +426,7 @@ async def test_cancel_button_cancels_an_own_order_awaiting_payment(shop: Running
     assert await order_status(shop.engine, order.id) == "cancelled"
 
     [again] = await customer.presses(f"retry:{order.id}")
-    assert again.text == f"• {order.reference} — KES 270 — cancelled"
+    assert again.text == say("en", "retry_cancelled", reference=order.reference)
     await customer.says("0712345678")
     assert shop.simulator.push_requests == []
 

@@ -108,9 +108,9 @@ def test_product_quantity_buttons_step_by_one() -> None:
 
 
 def test_product_quantity_does_not_go_below_one() -> None:
-    """At quantity 1 the minus button stays at 1."""
+    """At quantity 1 the minus button offers to leave the product out instead."""
     reply = screens.product("en", SUKUMA, 1, {})
-    assert datas(reply)[:2] == ["qty:sukuma:1", "qty:sukuma:2"]
+    assert datas(reply)[:2] == ["drop:sukuma", "qty:sukuma:2"]
 
 
 def test_product_quantity_does_not_go_above_the_maximum() -> None:

@@ -1,0 +1,147 @@
+"""No dead ends: every reply offers a next step, stale buttons say what happened, and the
+quantity cap is stated (issue 11), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.chat.model import Button, Reply
+from bot.rendering import CustomerFacts, render_customer
+from payments.settlement import MessageKind
+from payments.simulator import rules
+from tests.conftest import RunningDuka
+from tests.integration.test_conversation import Customer, open_shop
+
+MENU = (Button("Menu", "menu"),)
+
+
+@pytest.fixture
+async def duka(database_url: str, tmp_path: Path) -> AsyncIterator[RunningDuka]:
+    running, runner = await open_shop(database_url, tmp_path)
+    try:
+        yield running
+    finally:
+        await runner.cleanup()
+
+
+def buttons(reply: Reply) -> list[tuple[str, str]]:
+    return [(b.label, b.data) for row in reply.buttons for b in row]
+
+
+def test_paid_message_offers_the_menu() -> None:
+    """ "Paid!" is not the end of the chat: it carries a Menu button, in both languages."""
+    facts = CustomerFacts("sw", "1 × Unga 2kg = KES 210", 7, "paid", "payment:1", None)
+    payload = {"order_reference": "DK-7KX3M9", "paid_amount": 210, "receipt": "QKX1A2B3C4"}
+    reply = render_customer(MessageKind.PAYMENT_PAID, payload, facts)
+    assert reply.text.startswith("Umelipa! KES 210 kwa agizo DK-7KX3M9.")
+    assert reply.buttons == ((Button("Menyu", "menu"),),)
+    english = render_customer(
+        MessageKind.PAYMENT_PAID, payload, CustomerFacts("en", "", 7, "paid", "", None)
+    )
+    assert english.buttons == (MENU,)
+
+
+async def test_cancelled_order_message_offers_the_menu(duka: RunningDuka) -> None:
+    customer = Customer(duka, "2001")
+    order = await customer.confirms_an_order()
+    [answer] = await customer.presses(f"cancel:{order.id}")
+    assert answer.text == f"Order {order.reference} is cancelled."
+    assert answer.buttons == (MENU,)
+
+
+async def test_not_understood_offers_the_menu_for_text_and_contacts(duka: RunningDuka) -> None:
+    """ "I did not understand that" always comes with Menu, a stray contact included."""
+    customer = Customer(duka, "2001")
+    hint = "I did not understand that. Tap Menu to shop, or send /help."
+    assert await customer.says("where is my order") == [Reply(hint, (MENU,))]
+    assert await customer.shares_contact("+254712345678") == [Reply(hint, (MENU,))]
+
+
+async def test_stale_yes_pay_while_the_prompt_is_open_says_it_waits_for_the_pin(
+    duka: RunningDuka,
+) -> None:
+    customer = Customer(duka, "2001")
+    order = await customer.confirms_an_order()
+    duka.simulator.force_next_outcome(rules.NEVER_RESOLVES)
+    [pushed] = await customer.pays_from("0712345678")
+    assert pushed.text.startswith("Check your phone")
+    for stale in ["phone:typed", "phone:yes"]:
+        [again] = await customer.presses(stale)
+        assert again.text == (
+            f"A payment for order {order.reference} is already waiting for your PIN. "
+            "Check your phone."
+        )
+        assert again.buttons == (MENU,)
+    assert len(duka.simulator.push_requests) == 1
+
+
+async def test_try_again_on_a_cancelled_order_says_so_and_offers_the_cart(
+    duka: RunningDuka,
+) -> None:
+    customer = Customer(duka, "2001")
+    order = await customer.confirms_an_order()
+    await customer.presses(f"cancel:{order.id}")
+    await customer.adds("unga", 1)
+    [again] = await customer.presses(f"retry:{order.id}")
+    assert again.text == (
+        f"Order {order.reference} is cancelled, so it cannot be paid. Tap Cart to see your "
+        "cart, or Menu to shop."
+    )
+    assert buttons(again) == [("Cart (1)", "cart"), ("Menu", "menu")]
+    assert duka.simulator.push_requests == []
+
+
+async def test_the_quantity_cap_is_stated_on_the_product_screen(duka: RunningDuka) -> None:
+    customer = Customer(duka, "2001")
+    await customer.presses("prod:unga")
+    [screen] = await customer.presses("qty:unga:50")
+    assert screen.text.splitlines()[-2:] == [
+        "Quantity: 50 (KES 10,500)",
+        "50 is the most one order can take of Unga 2kg.",
+    ]
+    assert ("+", "qty:unga:50") in buttons(screen)
+
+
+async def test_adding_past_the_cap_says_what_was_really_added(duka: RunningDuka) -> None:
+    """45 in the cart, then 11 more: 5 are added; then 11 again: nothing, and it says so."""
+    customer = Customer(duka, "2001")
+    await customer.adds("unga", 45)
+    partly = await customer.adds("unga", 11)
+    assert partly.text == (
+        "Added 5 × Unga 2kg: you now have 50, the most one order can take. Your cart: KES 10,500."
+    )
+    nothing = await customer.adds("unga", 11)
+    assert nothing.text == (
+        "Nothing added: your cart already has 50 × Unga 2kg, the most one order can take. "
+        "Your cart: KES 10,500."
+    )
+    assert "Added 11" not in partly.text + nothing.text
+
+
+async def test_plus_in_the_cart_at_the_cap_states_the_cap(duka: RunningDuka) -> None:
+    customer = Customer(duka, "2001")
+    await customer.adds("unga", 50)
+    [cart] = await customer.presses("inc:unga")
+    assert cart.text.startswith("50 is the most one order can take of Unga 2kg.\n\nYour cart:")
+    assert cart.text.endswith("Total: KES 10,500")
+
+
+async def test_minus_at_one_offers_to_remove_or_leave_out(duka: RunningDuka) -> None:
+    """At quantity 1, "−" offers to remove a product in the cart, or to leave a new one out."""
+    customer = Customer(duka, "2001")
+    [screen] = await customer.presses("prod:unga")
+    assert buttons(screen)[0] == ("−", "drop:unga")
+    [offer] = await customer.presses("drop:unga")
+    assert offer.text == "1 is the fewest you can add. Leave Unga 2kg out?"
+    assert buttons(offer) == [("Leave it out", "cat:Staples"), ("Add to cart", "add:unga:1")]
+
+    await customer.adds("unga", 2)
+    await customer.presses("prod:unga")
+    [offer] = await customer.presses("drop:unga")
+    assert offer.text == "Remove Unga 2kg from your cart?"
+    assert buttons(offer) == [("Remove", "rm:unga"), ("Keep", "prod:unga")]
+    [cart] = await customer.presses("rm:unga")
+    assert cart.text == "Your cart is empty. Tap Menu to pick products."
