@@ -39,7 +39,8 @@ def _paid(p: Payload, f: CustomerFacts) -> Reply:
     text = say(f.lang, "paid", amount=amount, reference=reference, receipt=receipt, lines=f.lines)
     return Reply(
         text,
-        screens.menu_buttons(f.lang),
+        # The receipt stays in the chat: Menu sends the menu below it.
+        screens.menu_below_buttons(f.lang),
         tag=f.tag,
         template=(MessageKind.PAYMENT_PAID, (reference, amount, receipt)),
     )

@@ -106,7 +106,10 @@ _EN: dict[str, str] = {
     "under_review": (
         "We received {amount} for order {reference}. The shop is checking it and will contact you."
     ),
-    "order_cancelled": "Order {reference} is cancelled.",
+    "order_cancelled_to_cart": "Order {reference} is cancelled; its items are back in your cart.",
+    "cancel_kept_order": (
+        "Stopped. Order {reference} is {status}, so it is not cancelled. See /orders."
+    ),
     "cannot_cancel": "Order {reference} cannot be cancelled now.",
     "not_your_order": "That order is not one of yours.",
     "orders": "Your recent orders:\n{lines}",
@@ -170,6 +173,8 @@ _EN: dict[str, str] = {
     "btn_share_number": "Share my number",
     "btn_try_again": "Try again",
     "btn_cancel_order": "Cancel order",
+    "btn_pay_order": "Pay {reference}",
+    "btn_cancel_this_order": "Cancel {reference}",
     "btn_remove": "Remove",
     "btn_keep": "Keep",
     "btn_leave_out": "Leave it out",
@@ -316,7 +321,12 @@ _SW: dict[str, str] = {
         "Tumepokea {amount} kwa agizo {reference}. Duka linakagua malipo haya na "
         "litawasiliana nawe."
     ),
-    "order_cancelled": "Agizo {reference} limeghairiwa.",
+    "order_cancelled_to_cart": (
+        "Agizo {reference} limeghairiwa; bidhaa zake zimerudishwa kwenye kikapu chako."
+    ),
+    "cancel_kept_order": (
+        "Sawa, tumeacha hapo. Agizo {reference} {status}, kwa hiyo halijaghairiwa. Angalia /orders."
+    ),
     "cannot_cancel": "Agizo {reference} haliwezi kughairiwa sasa.",
     "not_your_order": "Agizo hilo si lako.",
     "orders": "Maagizo yako ya hivi karibuni:\n{lines}",
@@ -379,6 +389,8 @@ _SW: dict[str, str] = {
     "btn_share_number": "Tuma namba yangu",
     "btn_try_again": "Jaribu tena",
     "btn_cancel_order": "Ghairi agizo",
+    "btn_pay_order": "Lipa {reference}",
+    "btn_cancel_this_order": "Ghairi {reference}",
     "btn_remove": "Ondoa",
     "btn_keep": "Usiondoe",
     "btn_leave_out": "Iache",

@@ -34,11 +34,13 @@ from payments.service import (
     TooManyPrompts,
     utc_now,
 )
-from payments.states import PaymentStatus
+from payments.states import OrderStatus, PaymentStatus
 from storage.engine import Database
 from storage.orders import (
     CustomerRecord,
     NewOrderItem,
+    OrderItemRecord,
+    OrderRecord,
     create_order,
     get_or_create_customer,
     get_order,
@@ -201,22 +203,40 @@ class Conversation:
         if command == "/help":
             return [Reply(say(lang, "help"), ((Button(say(lang, "btn_menu"), "menu"),),))]
         if command == "/cancel":
-            if chat.state.step == "awaiting_phone" and chat.state.order_id is not None:
-                # Leaving the phone step drops its order, unless a payment is under way.
-                order = await self._own_order(chat, chat.state.order_id)
-                if order is not None and await self._db.transaction(
-                    ledger.cancel_order, order.id, self._clock()
-                ):
-                    # Its items go back into the cart, as the reply promises.
-                    for item in await self._db.transaction(get_order_items, order.id):
-                        if item.sku in chat.catalog:
-                            chat.state.cart[item.sku] = item.quantity
-            chat.state.step, chat.state.order_id, chat.state.picking = "browsing", None, None
-            return [Reply(say(lang, "cancelled_step"), ((Button(say(lang, "btn_menu"), "menu"),),))]
+            return [await self._cancel_step(chat)]
         if command == "/language":
             rows = ((Button("English", "lang:en"), Button("Kiswahili", "lang:sw")),)
             return [Reply(say(lang, "choose_language"), rows)]
         return [Reply(say(lang, "hint"), ((Button(say(lang, "btn_menu"), "menu"),),))]
+
+    async def _cancel_step(self, chat: _Chat) -> Reply:
+        """/cancel: leaving the phone step drops its order (unless a payment is under way),
+        and the reply says which of the two happened."""
+        lang, state = chat.lang, chat.state
+        order = None
+        if state.step == "awaiting_phone" and state.order_id is not None:
+            order = await self._own_order(chat, state.order_id)
+        state.step, state.order_id, state.picking = "browsing", None, None
+        if order is None:
+            return Reply(say(lang, "cancelled_step"), screens.menu_buttons(lang))
+        if await self._cancel_to_cart(chat, order.id):
+            text = say(lang, "order_cancelled_to_cart", reference=order.reference)
+            return Reply(text, screens.cart_and_menu_buttons(lang, state.cart))
+        latest = await self._own_order(chat, order.id)
+        status = status_text(lang, (latest or order).status)
+        text = say(lang, "cancel_kept_order", reference=order.reference, status=status)
+        return Reply(text, screens.menu_buttons(lang))
+
+    async def _cancel_to_cart(self, chat: _Chat, order_id: int) -> bool:
+        """Cancel the order if it can be, and put its items back in the cart."""
+        items = await self._db.transaction(_cancel_returning_items, order_id, self._clock())
+        if items is None:
+            return False
+        cart = chat.state.cart
+        for item in items:
+            if item.sku in chat.catalog:  # a product taken off the catalog stays out
+                cart[item.sku] = min(screens.MAX_QUANTITY, cart.get(item.sku, 0) + item.quantity)
+        return True
 
     def _shop_in(self, lang: str) -> str:
         return (self._shop_sw if lang == "sw" else "") or self._shop
@@ -225,20 +245,8 @@ class Conversation:
         return screens.menu(chat.lang, list(chat.catalog.values()), chat.state.cart, edit=edit)
 
     async def _orders(self, chat: _Chat) -> Reply:
-        found = await self._db.transaction(recent_orders, chat.customer.id)
-        if not found:
-            return Reply(say(chat.lang, "orders_none"))
-        lines = "\n".join(
-            say(
-                chat.lang,
-                "order_line",
-                reference=o.reference,
-                total=kes(o.total),
-                status=status_text(chat.lang, o.status),
-            )
-            for o in found
-        )
-        return Reply(say(chat.lang, "orders", lines=lines))
+        found = await self._db.transaction(_orders_to_list, chat.customer.id)
+        return screens.orders(chat.lang, found)
 
     # --- buttons -------------------------------------------------------------------------
 
@@ -247,7 +255,7 @@ class Conversation:
         state, lang = chat.state, chat.lang
         if name == "menu":
             state.picking = None
-            return [self._menu(chat, edit=True)]
+            return [self._menu(chat, edit=arg != "new")]
         if name == "cat":
             return [screens.category(lang, list(chat.catalog.values()), arg, state.cart)]
         if name in {"prod", "qty", "add", "drop"}:
@@ -264,7 +272,7 @@ class Conversation:
             return await self._confirm(chat)
         if name == "phone":
             return await self._phone_choice(chat, arg)
-        if name in {"retry", "other", "cancel", "paybill"}:
+        if name in {"retry", "other", "cancel", "paybill", "pay"}:
             return await self._after_failure(chat, name, arg)
         if name == "lang" and arg in LANGUAGES:
             await self._db.transaction(update_customer, chat.customer.id, language=arg)
@@ -344,7 +352,7 @@ class Conversation:
     async def _confirm(self, chat: _Chat) -> list[Reply]:
         cart = {sku: q for sku, q in chat.state.cart.items() if sku in chat.catalog}
         if not cart:
-            return [screens.cart(chat.lang, {}, chat.catalog)]
+            return [await self._confirmed_already(chat)]
         if over := self._over_limit(chat):
             return [over]
         items = [
@@ -355,6 +363,23 @@ class Conversation:
         chat.state.cart.clear()
         chat.state.step, chat.state.order_id = "awaiting_phone", order.id
         return [self._phone_question(chat, order.total)]
+
+    async def _confirmed_already(self, chat: _Chat) -> Reply:
+        """A second tap on "Confirm order" (the cart became the order): the order's current
+        step again, not "your cart is empty"."""
+        if chat.state.step == "awaiting_phone":
+            order = await self._current_order(chat)
+            if order is not None:
+                return self._phone_question(chat, order.total)
+        return await self._waiting_reply(chat) or screens.cart(chat.lang, {}, chat.catalog)
+
+    async def _waiting_reply(self, chat: _Chat) -> Reply | None:
+        """ "Waiting for your PIN", when one of the customer's payment prompts is open."""
+        waiting = await self._db.transaction(_waiting_for_pin, chat.customer.id)
+        if waiting is None:
+            return None
+        text = say(chat.lang, "payment_in_progress", reference=waiting)
+        return Reply(text, screens.menu_buttons(chat.lang))
 
     def _over_limit(self, chat: _Chat) -> Reply | None:
         total = screens.cart_total(chat.state.cart, chat.catalog)
@@ -383,11 +408,7 @@ class Conversation:
         order = await self._current_order(chat)
         if order is None:
             # A stale "Yes, pay" (the prompt went out already): say what it is waiting for.
-            waiting = await self._db.transaction(_waiting_for_pin, chat.customer.id)
-            if waiting is not None:
-                text = say(chat.lang, "payment_in_progress", reference=waiting)
-                return [Reply(text, screens.menu_buttons(chat.lang))]
-            return [self._menu(chat)]
+            return [await self._waiting_reply(chat) or self._menu(chat)]
         if choice == "yes" and chat.customer.msisdn:
             return await self._pay(chat, order.id, normalize_msisdn(chat.customer.msisdn))
         if choice == "typed" and chat.state.typed_msisdn:
@@ -510,12 +531,15 @@ class Conversation:
         if order is None:
             return [Reply(say(chat.lang, "not_your_order"))]
         if action == "cancel":
-            cancelled = await self._db.transaction(ledger.cancel_order, order.id, self._clock())
-            if cancelled and chat.state.order_id == order.id:
+            # As /cancel does: the order's items go back into the cart.
+            if not await self._cancel_to_cart(chat, order.id):
+                text = say(chat.lang, "cannot_cancel", reference=order.reference)
+                return [Reply(text, screens.menu_buttons(chat.lang), edit=True)]
+            if chat.state.order_id == order.id:
                 chat.state.step, chat.state.order_id = "browsing", None
-            key = "order_cancelled" if cancelled else "cannot_cancel"
-            text = say(chat.lang, key, reference=order.reference)
-            return [Reply(text, screens.menu_buttons(chat.lang), edit=True)]
+            text = say(chat.lang, "order_cancelled_to_cart", reference=order.reference)
+            buttons = screens.cart_and_menu_buttons(chat.lang, chat.state.cart)
+            return [Reply(text, buttons, edit=True)]
         if order.status == "cancelled":
             text = say(chat.lang, "retry_cancelled", reference=order.reference)
             return [Reply(text, screens.cart_and_menu_buttons(chat.lang, chat.state.cart))]
@@ -543,6 +567,8 @@ class Conversation:
             rows = ((Button(say(chat.lang, "btn_cancel_order"), f"cancel:{order.id}"),),)
             return [Reply(text, rows)]
         chat.state.step, chat.state.order_id = "awaiting_phone", order.id
+        if action == "pay":  # from /orders: resume the order at its phone question
+            return [self._phone_question(chat, order.total)]
         if action == "retry" and chat.customer.msisdn:
             return await self._pay(chat, order.id, normalize_msisdn(chat.customer.msisdn))
         return [self._ask_phone(chat, order.total)]
@@ -574,6 +600,35 @@ def _waiting_for_pin(conn: Connection, customer_id: int) -> str | None:
         .order_by(payment_attempts.c.id.desc())
         .limit(1)
     ).scalar_one_or_none()
+
+
+def _orders_to_list(conn: Connection, customer_id: int) -> list[OrderRecord]:
+    """Every order still awaiting payment (each can be paid or cancelled from the list),
+    with the most recent others; newest first."""
+    unpaid = (
+        conn.execute(
+            select(orders.c.id).where(
+                orders.c.customer_id == customer_id,
+                orders.c.status == OrderStatus.AWAITING_PAYMENT,
+            )
+        )
+        .scalars()
+        .all()
+    )
+    listed = {o.id: o for o in recent_orders(conn, customer_id)}
+    for order_id in unpaid:
+        if order_id not in listed and (order := get_order(conn, order_id)) is not None:
+            listed[order_id] = order
+    return sorted(listed.values(), key=lambda o: o.id, reverse=True)
+
+
+def _cancel_returning_items(
+    conn: Connection, order_id: int, now: datetime
+) -> list[OrderItemRecord] | None:
+    """Cancel the order and return its items, in one transaction; None if it cannot be."""
+    if not ledger.cancel_order(conn, order_id, now):
+        return None
+    return get_order_items(conn, order_id)
 
 
 def _create_order(

@@ -10,7 +10,9 @@ from collections.abc import Mapping, Sequence
 
 from bot.catalog import ProductSpec
 from bot.chat.model import Button, Reply
-from bot.texts import kes, say
+from bot.texts import kes, say, status_text
+from payments.states import OrderStatus
+from storage.orders import OrderRecord
 
 MAX_QUANTITY = 50
 
@@ -32,6 +34,11 @@ def _cart_button(lang: str, cart: Mapping[str, int]) -> Button:
 def menu_buttons(lang: str) -> tuple[tuple[Button, ...], ...]:
     """The least next step any message offers: back to the Menu."""
     return ((Button(say(lang, "btn_menu"), "menu"),),)
+
+
+def menu_below_buttons(lang: str) -> tuple[tuple[Button, ...], ...]:
+    """Menu under a message worth keeping (a receipt): the menu comes as a new message."""
+    return ((Button(say(lang, "btn_menu"), "menu:new"),),)
 
 
 def cart_and_menu_buttons(lang: str, cart: Mapping[str, int]) -> tuple[tuple[Button, ...], ...]:
@@ -146,6 +153,32 @@ def summary(lang: str, cart: Mapping[str, int], catalog: Mapping[str, ProductSpe
         (Button(say(lang, "btn_edit_cart"), "cart"),),
     )
     return Reply(text, rows, edit=True)
+
+
+def orders(lang: str, listed: Sequence[OrderRecord]) -> Reply:
+    """/orders: one line per order; each order awaiting payment can be paid or cancelled
+    from here, so none is left stranded. Menu always comes last."""
+    if not listed:
+        return Reply(say(lang, "orders_none"), menu_buttons(lang))
+    lines = "\n".join(
+        say(
+            lang,
+            "order_line",
+            reference=o.reference,
+            total=kes(o.total),
+            status=status_text(lang, o.status),
+        )
+        for o in listed
+    )
+    rows = [
+        (
+            Button(say(lang, "btn_pay_order", reference=o.reference), f"pay:{o.id}"),
+            Button(say(lang, "btn_cancel_this_order", reference=o.reference), f"cancel:{o.id}"),
+        )
+        for o in listed
+        if o.status == OrderStatus.AWAITING_PAYMENT
+    ]
+    return Reply(say(lang, "orders", lines=lines), (*rows, *menu_buttons(lang)))
 
 
 def failed_payment_buttons(

@@ -154,6 +154,21 @@ async def test_customer_orders_and_pays_and_the_merchant_is_told(shop: Shop) -> 
     assert "0712 *** 678" in note
 
 
+async def test_paid_message_carries_a_menu_button(shop: Shop) -> None:
+    """ "Paid!" is not a dead end: its Menu button opens the shop below the receipt."""
+    fake = shop.telegram
+    await fill_cart_and_confirm(fake)
+    await types_number(fake, CUSTOMER, "0712345678")
+    await sees(fake, CUSTOMER, "Paid! KES 270")
+    paid = next(m for m in fake.messages_to(CUSTOMER) if m.get("text", "").startswith("Paid!"))
+    assert paid["reply_markup"] == {
+        "inline_keyboard": [[{"text": "Menu", "callback_data": "menu:new"}]]
+    }
+    await press(fake, CUSTOMER, "Menu")
+    await fake.wait_for(lambda f: f.texts_to(CUSTOMER)[-1] == "Pick a category:")
+    assert any(t.startswith("Paid! KES 270") for t in fake.texts_to(CUSTOMER))
+
+
 async def test_failed_payment_then_try_again(shop: Shop) -> None:
     fake = shop.telegram
     await fill_cart_and_confirm(fake)

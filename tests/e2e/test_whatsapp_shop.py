@@ -160,6 +160,19 @@ async def test_whole_order_on_whatsapp_is_paid_and_the_merchant_gets_a_template(
     assert values[1:] == ["KES 60", payment.mpesa_receipt, "Wanjiru"]
 
 
+async def test_paid_message_carries_a_menu_button_on_whatsapp(shop: Shop) -> None:
+    """ "Paid!" is not a dead end: it comes as a message with a Menu button that works."""
+    await confirm_an_order(shop)
+    await deliver(shop, shop.graph.contact(WANJIRU, "+254712345678", origin="contact_request"))
+    await sees(shop, WANJIRU, "Paid! KES 60")
+    paid = shop.graph.last_interactive(WANJIRU)
+    assert paid is not None
+    assert paid["body"]["text"].startswith("Paid! KES 60")
+    assert choices(paid) == [("button", "menu:new", "Menu")]
+    await taps(shop, WANJIRU, "Menu")
+    await sees(shop, WANJIRU, "Pick a category:")
+
+
 async def test_failed_payment_then_try_again_on_whatsapp(shop: Shop) -> None:
     await confirm_an_order(shop)
     await writes(shop, WANJIRU, "0712 000 011")  # cancelled the first time

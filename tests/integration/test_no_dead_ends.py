@@ -13,7 +13,8 @@ from bot.rendering import CustomerFacts, render_customer
 from payments.settlement import MessageKind
 from payments.simulator import rules
 from tests.conftest import RunningDuka
-from tests.integration.test_conversation import Customer, open_shop
+from tests.helpers import order_status, wait_for_payment_status
+from tests.integration.test_conversation import Customer, count_orders, open_shop
 
 MENU = (Button("Menu", "menu"),)
 
@@ -32,24 +33,25 @@ def buttons(reply: Reply) -> list[tuple[str, str]]:
 
 
 def test_paid_message_offers_the_menu() -> None:
-    """ "Paid!" is not the end of the chat: it carries a Menu button, in both languages."""
+    """ "Paid!" is not the end of the chat: it carries a Menu button, in both languages,
+    which sends the menu below the receipt rather than over it."""
     facts = CustomerFacts("sw", "1 × Unga 2kg = KES 210", 7, "paid", "payment:1", None)
     payload = {"order_reference": "DK-7KX3M9", "paid_amount": 210, "receipt": "QKX1A2B3C4"}
     reply = render_customer(MessageKind.PAYMENT_PAID, payload, facts)
     assert reply.text.startswith("Umelipa! KES 210 kwa agizo DK-7KX3M9.")
-    assert reply.buttons == ((Button("Menyu", "menu"),),)
+    assert reply.buttons == ((Button("Menyu", "menu:new"),),)
     english = render_customer(
         MessageKind.PAYMENT_PAID, payload, CustomerFacts("en", "", 7, "paid", "", None)
     )
-    assert english.buttons == (MENU,)
+    assert english.buttons == ((Button("Menu", "menu:new"),),)
 
 
-async def test_cancelled_order_message_offers_the_menu(duka: RunningDuka) -> None:
+async def test_cancelled_order_message_offers_the_cart_and_menu(duka: RunningDuka) -> None:
     customer = Customer(duka, "2001")
     order = await customer.confirms_an_order()
     [answer] = await customer.presses(f"cancel:{order.id}")
-    assert answer.text == f"Order {order.reference} is cancelled."
-    assert answer.buttons == (MENU,)
+    assert answer.text == f"Order {order.reference} is cancelled; its items are back in your cart."
+    assert buttons(answer) == [("Cart (3)", "cart"), ("Menu", "menu")]
 
 
 async def test_not_understood_offers_the_menu_for_text_and_contacts(duka: RunningDuka) -> None:
@@ -83,14 +85,14 @@ async def test_try_again_on_a_cancelled_order_says_so_and_offers_the_cart(
 ) -> None:
     customer = Customer(duka, "2001")
     order = await customer.confirms_an_order()
-    await customer.presses(f"cancel:{order.id}")
+    await customer.presses(f"cancel:{order.id}")  # its 3 items go back in the cart
     await customer.adds("unga", 1)
     [again] = await customer.presses(f"retry:{order.id}")
     assert again.text == (
         f"Order {order.reference} is cancelled, so it cannot be paid. Tap Cart to see your "
         "cart, or Menu to shop."
     )
-    assert buttons(again) == [("Cart (1)", "cart"), ("Menu", "menu")]
+    assert buttons(again) == [("Cart (4)", "cart"), ("Menu", "menu")]
     assert duka.simulator.push_requests == []
 
 
@@ -145,3 +147,132 @@ async def test_minus_at_one_offers_to_remove_or_leave_out(duka: RunningDuka) -> 
     assert buttons(offer) == [("Remove", "rm:unga"), ("Keep", "prod:unga")]
     [cart] = await customer.presses("rm:unga")
     assert cart.text == "Your cart is empty. Tap Menu to pick products."
+
+
+# --- /orders --------------------------------------------------------------------------------
+
+
+async def test_orders_offers_pay_and_cancel_for_every_unpaid_order_and_ends_with_menu(
+    duka: RunningDuka,
+) -> None:
+    """Six unpaid orders and a newer cancelled one: all six get Pay and Cancel (not only
+    the last five), the cancelled one is listed without them, and Menu comes last."""
+    customer = Customer(duka, "2001")
+    unpaid = [await customer.confirms_an_order("unga:1") for _ in range(6)]
+    cancelled = await customer.confirms_an_order("sukari:1")
+    await customer.presses(f"cancel:{cancelled.id}")
+
+    [listing] = await customer.says("/orders")
+    lines = listing.text.splitlines()
+    assert lines[0] == "Your recent orders:"
+    assert lines[1] == f"• {cancelled.reference} — KES 160 — cancelled"
+    assert lines[2:] == [
+        f"• {o.reference} — KES 210 — waiting for payment" for o in reversed(unpaid)
+    ]
+    assert buttons(listing) == [
+        *(
+            pair
+            for o in reversed(unpaid)
+            for pair in [
+                (f"Pay {o.reference}", f"pay:{o.id}"),
+                (f"Cancel {o.reference}", f"cancel:{o.id}"),
+            ]
+        ),
+        ("Menu", "menu"),
+    ]
+
+
+async def test_orders_with_none_yet_offers_the_menu(duka: RunningDuka) -> None:
+    assert await Customer(duka, "2001").says("/orders") == [
+        Reply("You have no orders yet.", (MENU,))
+    ]
+
+
+async def test_pay_from_orders_resumes_an_old_order_at_its_phone_question(
+    duka: RunningDuka,
+) -> None:
+    """Pay on an older unpaid order asks for its number, and the prompt pays that order."""
+    customer = Customer(duka, "2001")
+    old = await customer.confirms_an_order("unga:1")
+    await customer.confirms_an_order("sukuma:2")
+    [question] = await customer.presses(f"pay:{old.id}")
+    assert question.text.startswith("Which M-Pesa number should pay KES 210?")
+    [pushed] = await customer.pays_from("0712345678")
+    assert pushed.text.startswith("Check your phone: M-Pesa will ask for your PIN to pay KES 210")
+    [push] = duka.simulator.push_requests
+    assert push["AccountReference"] == old.reference
+
+
+# --- cancelling gives the items back ----------------------------------------------------------
+
+
+async def test_cancel_order_after_a_failed_payment_puts_the_items_back_in_the_cart(
+    duka: RunningDuka,
+) -> None:
+    customer = Customer(duka, "2001")
+    order = await customer.confirms_an_order("sukuma:2", "unga:1")
+    await customer.pays_from("0712 000 011")  # the simulator cancels this push
+    await wait_for_payment_status(duka.engine, order.id, "failed")
+    [answer] = await customer.presses(f"cancel:{order.id}")
+    assert answer.text == f"Order {order.reference} is cancelled; its items are back in your cart."
+    assert buttons(answer) == [("Cart (3)", "cart"), ("Menu", "menu")]
+    assert await order_status(duka.engine, order.id) == "cancelled"
+    [cart] = await customer.presses("cart")
+    assert cart.text.endswith("Total: KES 270")
+
+
+async def test_cancel_command_after_the_order_was_created_says_it_is_cancelled(
+    duka: RunningDuka,
+) -> None:
+    customer = Customer(duka, "2001")
+    order = await customer.confirms_an_order("sukuma:2", "unga:1")
+    [stopped] = await customer.says("/cancel")
+    assert stopped.text == f"Order {order.reference} is cancelled; its items are back in your cart."
+    assert buttons(stopped) == [("Cart (3)", "cart"), ("Menu", "menu")]
+    assert await order_status(duka.engine, order.id) == "cancelled"
+
+
+async def test_cancel_command_while_the_order_is_being_paid_says_it_is_kept(
+    duka: RunningDuka,
+) -> None:
+    """Back at the phone question of an order whose PIN prompt is open: /cancel keeps it."""
+    customer = Customer(duka, "2001")
+    order = await customer.confirms_an_order()
+    duka.simulator.force_next_outcome(rules.NEVER_RESOLVES)
+    await customer.pays_from("0712345678")
+    await customer.presses(f"pay:{order.id}")
+    [stopped] = await customer.says("/cancel")
+    assert stopped.text == (
+        f"Stopped. Order {order.reference} is waiting for payment, so it is not cancelled. "
+        "See /orders."
+    )
+    assert stopped.buttons == (MENU,)
+    assert await order_status(duka.engine, order.id) == "awaiting_payment"
+
+
+# --- a second tap on Confirm order ------------------------------------------------------------
+
+
+async def test_second_confirm_shows_the_orders_phone_question_not_an_empty_cart(
+    duka: RunningDuka,
+) -> None:
+    customer = Customer(duka, "2001")
+    await customer.confirms_an_order("sukuma:2", "unga:1")
+    [again] = await customer.presses("confirm")
+    assert again.text.startswith("Which M-Pesa number should pay KES 270?")
+    assert await count_orders(duka) == 1
+
+
+async def test_confirm_after_the_prompt_went_out_says_it_waits_for_the_pin(
+    duka: RunningDuka,
+) -> None:
+    customer = Customer(duka, "2001")
+    order = await customer.confirms_an_order()
+    duka.simulator.force_next_outcome(rules.NEVER_RESOLVES)
+    await customer.pays_from("0712345678")
+    [again] = await customer.presses("confirm")
+    assert again.text == (
+        f"A payment for order {order.reference} is already waiting for your PIN. Check your phone."
+    )
+    assert again.buttons == (MENU,)
+    assert await count_orders(duka) == 1

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from bot.catalog import CatalogError, ProductSpec, parse_products
 from bot.chat import screens
 from bot.chat.model import Button, ChatState, Reply
 from bot.texts import kes, masked_phone, say
+from storage.orders import OrderRecord
 
 SUKUMA = ProductSpec("sukuma", "Sukuma wiki", 100, "Vegetables", "A fresh bunch")
 SPINACH = ProductSpec("spinach", "Spinach", 40, "Vegetables")
@@ -181,6 +184,36 @@ def test_failed_payment_buttons_offer_retry_other_number_and_cancel() -> None:
         ("Use another number", "other:42"),
         ("Cancel order", "cancel:42"),
     ]
+
+
+def _order(order_id: int, reference: str, status: str) -> OrderRecord:
+    return OrderRecord(order_id, reference, 1, status, 270, datetime(2026, 1, 1, tzinfo=UTC), None)
+
+
+def test_orders_screen_gives_each_unpaid_order_pay_and_cancel_and_ends_with_menu() -> None:
+    listed = [
+        _order(9, "DK-9AAAAA", "paid"),
+        _order(8, "DK-8BBBBB", "awaiting_payment"),
+        _order(7, "DK-7CCCCC", "cancelled"),
+        _order(6, "DK-6DDDDD", "awaiting_payment"),
+    ]
+    reply = screens.orders("sw", listed)
+    assert reply.text.splitlines() == [
+        say("sw", "orders", lines="").rstrip("\n"),
+        "• DK-9AAAAA — KES 270 — limelipwa",
+        "• DK-8BBBBB — KES 270 — linasubiri malipo",
+        "• DK-7CCCCC — KES 270 — limeghairiwa",
+        "• DK-6DDDDD — KES 270 — linasubiri malipo",
+    ]
+    assert [[(b.label, b.data) for b in row] for row in reply.buttons] == [
+        [("Lipa DK-8BBBBB", "pay:8"), ("Ghairi DK-8BBBBB", "cancel:8")],
+        [("Lipa DK-6DDDDD", "pay:6"), ("Ghairi DK-6DDDDD", "cancel:6")],
+        [("Menyu", "menu")],
+    ]
+
+
+def test_orders_screen_without_orders_offers_the_menu() -> None:
+    assert screens.orders("en", []) == Reply("You have no orders yet.", screens.menu_buttons("en"))
 
 
 # --- Telegram's 64-byte callback_data -----------------------------------------------------
