@@ -49,10 +49,6 @@ def _held_claims(conn: Connection, payment_id: int) -> list[tuple[int, str, int 
     return [(row.id, row.raw, row.attempt_id) for row in conn.execute(query)]
 
 
-def has_held_claims(conn: Connection, payment_id: int) -> bool:
-    return bool(_held_claims(conn, payment_id))
-
-
 def confirm_held(
     conn: Connection, payment_id: int, now: datetime
 ) -> tuple[int, Settlement | None] | None:
