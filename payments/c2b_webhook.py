@@ -94,13 +94,13 @@ def c2b_routes(
         read = await read_limited(request, read_seconds=read_seconds)
         body, oversized, broken = read
         raw = storable_text(body)
-        source = _source(request, sources)
+        source = sources.sender(request)
         if read.timed_out and not oversized:
             return await _refuse(intake, raw, not_received_within(read_seconds), 408, source)
         if broken is not None and not oversized:
             reason = f"the body could not be read ({broken})"
             return await _refuse(intake, raw, reason, 400, source)
-        if not _admitted(sources, source, "confirmation"):
+        if not sources.admits(source, "C2B confirmation"):
             return await _refuse(intake, raw, f"source {source} is not listed", 403, source)
         if oversized:
             reason = f"body is larger than {MAX_CALLBACK_BYTES} bytes"
@@ -146,7 +146,7 @@ def c2b_routes(
         if read.timed_out and not oversized:
             why = not_received_within(read_seconds)
             return web.json_response(_rejection(OTHER_ERROR, why), status=408)
-        if not _admitted(sources, _source(request, sources), "validation"):
+        if not sources.admits(sources.sender(request), "C2B validation"):
             return web.json_response(_rejection(OTHER_ERROR, "source not listed"), status=403)
         try:
             if oversized or broken:
@@ -170,20 +170,6 @@ def c2b_routes(
 
 def _rejection(code: str, why: str) -> dict[str, str]:
     return {"ResultCode": code, "ResultDesc": f"Rejected: {why}"[:100]}
-
-
-def _source(request: web.Request, sources: CallbackSources) -> str | None:
-    return sources.source_of(request.remote, request.headers.get("X-Forwarded-For"))
-
-
-def _admitted(sources: CallbackSources, source: str | None, what: str) -> bool:
-    """False only in ``enforce`` for an unlisted source; ``log`` lets it in, and says so."""
-    if sources.mode is IpMode.OFF or sources.listed(source):
-        return True
-    if sources.mode is IpMode.ENFORCE:
-        return False
-    log.warning("a C2B %s came from %s, not a listed address", what, source)
-    return True
 
 
 async def _refuse(

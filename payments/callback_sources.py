@@ -11,8 +11,15 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import logging
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+log = logging.getLogger(__name__)
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -67,6 +74,20 @@ class CallbackSources:
             if not self._trusted(hop):
                 return hop if _address(hop) is not None else None
         return peer  # every hop is ours
+
+    def sender(self, request: web.Request) -> str | None:
+        """``source_of`` for an aiohttp request."""
+        return self.source_of(request.remote, request.headers.get("X-Forwarded-For"))
+
+    def admits(self, source: str | None, what: str) -> bool:
+        """False only in ``enforce`` for an unlisted source; ``log`` lets it in, and says
+        so (``what``: "callback", "C2B confirmation"...)."""
+        if self.mode is IpMode.OFF or self.listed(source):
+            return True
+        if self.mode is IpMode.ENFORCE:
+            return False
+        log.warning("a %s came from %s, not a listed address", what, source)
+        return True
 
     def listed(self, source: str | None) -> bool:
         address = _address(source) if source else None

@@ -12,11 +12,13 @@ long as it liked.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import NamedTuple
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
+log = logging.getLogger(__name__)
 MAX_CALLBACK_BYTES = 64 * 1024  # Daraja's callbacks are under 1 KiB
 # Daraja, Telegram and Meta send a whole body in well under a second.
 MAX_BODY_READ_SECONDS = 10.0
@@ -34,6 +36,20 @@ class ReadBody(NamedTuple):
     def timed_out(self) -> bool:
         """The body did not arrive whole within the deadline (answer 408)."""
         return self.broken == READ_TIMED_OUT
+
+
+def chat_webhook_refusal(read: ReadBody, platform: str) -> web.Response | None:
+    """The answer to a chat platform (Telegram, WhatsApp) whose body could not be read
+    whole, or None when it was: it redelivers what it did not see acknowledged."""
+    if read.oversized:
+        return web.json_response({"error": "body too large"}, status=413)
+    if read.timed_out:
+        log.info("refused a %s webhook body not received in time", platform)
+        return web.json_response({"error": "body not received in time"}, status=408)
+    if read.broken is not None:  # a false Content-Encoding, or a sender that hung up
+        log.info("refused a %s webhook body that cannot be read (%s)", platform, read.broken)
+        return web.json_response({"error": "body cannot be read"}, status=400)
+    return None
 
 
 def not_received_within(seconds: float) -> str:

@@ -107,7 +107,7 @@ def callback_routes(
             # kept (with where it came from) for whoever investigates.
             inbox = request.config_dict[INBOX]
             body = (await read_limited(request, read_seconds=read_seconds)).data
-            source = _source(request, sources)
+            source = sources.sender(request)
             await _store_refused(
                 inbox, storable_text(body), "wrong attempt token", source, EventStatus.FORGED
             )
@@ -127,15 +127,13 @@ async def _receive(
     read = await read_limited(request, read_seconds=read_seconds)
     body, oversized, broken = read
     raw = storable_text(body)
-    source = _source(request, sources)
+    source = sources.sender(request)
     if read.timed_out and not oversized:
         return await _reject(inbox, raw, not_received_within(read_seconds), 408, source)
     if broken is not None and not oversized:
         return await _reject(inbox, raw, f"the body could not be read ({broken})", 400, source)
-    if sources.mode is not IpMode.OFF and not sources.listed(source):
-        if sources.mode is IpMode.ENFORCE:
-            return await _reject(inbox, raw, f"source {source} is not listed", 403, source)
-        log.warning("a callback came from %s, not a listed address", source)
+    if not sources.admits(source, "callback"):
+        return await _reject(inbox, raw, f"source {source} is not listed", 403, source)
     if oversized:
         reason = f"body is larger than {MAX_CALLBACK_BYTES} bytes"
         return await _reject(inbox, raw, reason, 413, source)
@@ -168,10 +166,6 @@ async def _receive(
         log.warning("refused a callback for %s: forged", result.checkout_request_id)
         raise web.HTTPNotFound()
     return web.Response(body=ACCEPTED_BODY, content_type="application/json")
-
-
-def _source(request: web.Request, sources: CallbackSources) -> str | None:
-    return sources.source_of(request.remote, request.headers.get("X-Forwarded-For"))
 
 
 async def _store_refused(

@@ -40,7 +40,7 @@ from bot.chat.model import Inbound, Reply
 from bot.config import TelegramSettings
 from bot.merchant import MerchantDesk
 from bot.texts import say
-from payments.http_body import MAX_BODY_READ_SECONDS, read_limited
+from payments.http_body import MAX_BODY_READ_SECONDS, chat_webhook_refusal, read_limited
 
 log = logging.getLogger(__name__)
 NOT_MODIFIED = "message is not modified"
@@ -151,19 +151,10 @@ class TelegramChannel:
         if not _same_secret(given, self._settings.webhook_secret):
             return web.json_response({"error": "wrong secret token"}, status=403)
         read = await read_limited(request, MAX_UPDATE_BYTES, self._read_seconds)
-        body, oversized, broken = read
-        if oversized:
-            return web.json_response({"error": "body too large for an update"}, status=413)
-        if read.timed_out:
-            log.info("refused a Telegram webhook body not received in %g s", self._read_seconds)
-            return web.json_response({"error": "body not received in time"}, status=408)
-        if broken is not None:
-            # A false Content-Encoding, or a sender that hung up: Telegram redelivers what
-            # it did not see acknowledged.
-            log.info("refused a Telegram webhook body that cannot be read (%s)", broken)
-            return web.json_response({"error": "body cannot be read"}, status=400)
+        if (refusal := chat_webhook_refusal(read, "Telegram")) is not None:
+            return refusal
         try:
-            update = self._update_from(body)
+            update = self._update_from(read.data)
         except NOT_AN_UPDATE:
             return web.json_response({"error": "not a Telegram update"}, status=400)
         await self.application.update_queue.put(update)

@@ -49,7 +49,7 @@ from bot.chat.model import Button, Inbound, Reply
 from bot.config import WhatsAppSettings
 from bot.merchant import MerchantDesk
 from bot.texts import say
-from payments.http_body import MAX_BODY_READ_SECONDS, read_limited
+from payments.http_body import MAX_BODY_READ_SECONDS, chat_webhook_refusal, read_limited
 from storage.engine import Database
 from storage.orders import (
     claim_inbound,
@@ -109,17 +109,9 @@ class WhatsAppChannel:
 
     async def receive(self, request: web.Request) -> web.Response:
         read = await read_limited(request, MAX_WEBHOOK_BYTES, self._read_seconds)
-        body, oversized, broken = read
-        if oversized:
-            return web.json_response({"error": "body too large"}, status=413)
-        if read.timed_out:
-            log.info("refused a WhatsApp webhook body not received in %g s", self._read_seconds)
-            return web.json_response({"error": "body not received in time"}, status=408)
-        if broken is not None:
-            # A false Content-Encoding, or a sender that hung up: Meta redelivers what it
-            # did not see acknowledged.
-            log.info("refused a WhatsApp webhook body that cannot be read (%s)", broken)
-            return web.json_response({"error": "body cannot be read"}, status=400)
+        if (refusal := chat_webhook_refusal(read, "WhatsApp")) is not None:
+            return refusal
+        body = read.data
         signature = request.headers.get("X-Hub-Signature-256", "")
         if not signature:
             return web.json_response({"error": "missing X-Hub-Signature-256"}, status=401)
