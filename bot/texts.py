@@ -68,7 +68,7 @@ _EN: dict[str, str] = {
     "cart": "Your cart:\n{lines}\n\nTotal: {total}",
     "cart_line": "• {quantity} × {name} @ {price} = {line_total}",
     "summary": "Your order:\n{lines}\n\nTotal: {total}\n\nConfirm to pay with M-Pesa.",
-    "confirm_phone": "Pay from {phone}?",
+    "confirm_phone": "Pay {total} from {phone}?",
     "confirm_typed_phone": "Pay {total} from {phone}?",
     "ask_phone": (
         "Which M-Pesa number should pay {total}? Tap the button to share your number, "
@@ -280,7 +280,7 @@ _SW: dict[str, str] = {
     "cart_empty": "Kikapu chako hakina kitu. Gusa Menyu uchague bidhaa.",
     "cart": "Kikapu chako:\n{lines}\n\nJumla: {total}",
     "summary": "Agizo lako:\n{lines}\n\nJumla: {total}\n\nThibitisha agizo ili ulipe kwa M-Pesa.",
-    "confirm_phone": "Ulipe kwa namba {phone}?",
+    "confirm_phone": "Ulipe {total} kwa namba {phone}?",
     "confirm_typed_phone": "Ulipe {total} kwa namba {phone}?",
     "ask_phone": (
         "Ulipe {total} kwa namba gani ya M-Pesa? Gusa kitufe ututumie namba yako, au "

@@ -61,6 +61,16 @@ class TooManyPrompts(PaymentNotStarted):
 
 
 @dataclass(frozen=True, slots=True)
+class Attempt:
+    """A payment attempt written (``created``) and not pushed yet."""
+
+    payment_id: int
+    reference: str  # the order's
+    amount: int
+    msisdn: str
+
+
+@dataclass(frozen=True, slots=True)
 class PaymentStarted:
     payment_id: int
     status: PaymentStatus  # PENDING, or UNKNOWN when Daraja's answer was lost
@@ -108,7 +118,25 @@ class PaymentService:
         tell the customer).
         """
         number = phone if isinstance(phone, MpesaNumber) else normalize_msisdn(phone)
-        payment_id, reference, amount = await self._create_attempt(order_id, number.msisdn)
+        try:
+            attempt = await self._database.transaction(
+                self.open_attempt, order_id, number.msisdn, self._clock()
+            )
+        except IntegrityError as exc:
+            # Two concurrent "pay" taps: the partial unique index let only one through.
+            raise PaymentInProgress("A payment for this order is already in progress.") from exc
+        return await self.push(attempt)
+
+    def open_attempt(self, conn: Connection, order_id: int, msisdn: str, now: datetime) -> Attempt:
+        """Write the attempt (``created``) in the caller's transaction, before anything is
+        sent; raises ``PaymentNotStarted`` (having written nothing) when it cannot be."""
+        payment_id, reference, amount = _create_attempt(conn, order_id, msisdn, now, self._limits)
+        return Attempt(payment_id, reference, amount, msisdn)
+
+    async def push(self, attempt: Attempt) -> PaymentStarted:
+        """Send the prompt for an attempt opened (and committed) by ``open_attempt``."""
+        payment_id, reference, amount = attempt.payment_id, attempt.reference, attempt.amount
+        number = normalize_msisdn(attempt.msisdn)
         own_url = attempt_callback_url(self._client.callback_url, payment_id)
         request = StkPushRequest(number.msisdn, amount, reference, own_url)
         try:
@@ -140,15 +168,6 @@ class PaymentService:
         return PaymentStarted(
             payment_id, PaymentStatus.PENDING, number.msisdn, amount, reference, number.warning
         )
-
-    async def _create_attempt(self, order_id: int, msisdn: str) -> tuple[int, str, int]:
-        try:
-            return await self._database.transaction(
-                _create_attempt, order_id, msisdn, self._clock(), self._limits
-            )
-        except IntegrityError as exc:
-            # Two concurrent "pay" taps: the partial unique index let only one through.
-            raise PaymentInProgress("A payment for this order is already in progress.") from exc
 
     async def _record_push(
         self,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 
@@ -42,12 +44,20 @@ class Reply:
     language: str | None = None  # the language the text is written in, where it matters
 
 
-@dataclass(slots=True)
-class ChatState:
-    """A chat's place in the conversation; stored as JSON so it survives restarts."""
+class Step(StrEnum):
+    BROWSING = "browsing"
+    AWAITING_PHONE = "awaiting_phone"  # an order waits for the number to pay it from
 
-    step: str = "browsing"  # browsing | awaiting_phone
-    cart: dict[str, int] = field(default_factory=dict)  # sku -> quantity
+
+@dataclass(frozen=True, slots=True)
+class ChatState:
+    """A chat's place in the conversation; stored as JSON so it survives restarts.
+
+    Frozen: a step returns a new state (``dataclasses.replace``), never changes this one.
+    """
+
+    step: Step = Step.BROWSING
+    cart: Mapping[str, int] = field(default_factory=dict)  # sku -> quantity
     order_id: int | None = None  # the order being paid (awaiting_phone)
     picking: tuple[str, int] | None = None  # (sku, quantity) on the product screen
     typed_msisdn: str | None = None  # a typed number waiting for the customer's "yes"
@@ -55,8 +65,8 @@ class ChatState:
     def to_json(self) -> str:
         return json.dumps(
             {
-                "step": self.step,
-                "cart": self.cart,
+                "step": str(self.step),
+                "cart": dict(self.cart),
                 "order_id": self.order_id,
                 "picking": list(self.picking) if self.picking else None,
                 "typed_msisdn": self.typed_msisdn,
@@ -67,8 +77,9 @@ class ChatState:
     def from_json(cls, text: str) -> ChatState:
         data: dict[str, Any] = json.loads(text)
         picking = data.get("picking")
+        step = str(data.get("step", Step.BROWSING))
         return cls(
-            step=str(data.get("step", "browsing")),
+            step=Step(step) if step in {s.value for s in Step} else Step.BROWSING,
             cart={str(k): int(v) for k, v in dict(data.get("cart") or {}).items()},
             order_id=data.get("order_id"),
             picking=(str(picking[0]), int(picking[1])) if picking else None,

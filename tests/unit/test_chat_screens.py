@@ -8,7 +8,7 @@ import pytest
 
 from bot.catalog import CatalogError, ProductSpec, parse_products
 from bot.chat import screens
-from bot.chat.model import Button, ChatState, Reply
+from bot.chat.model import Button, ChatState, Reply, Step
 from bot.texts import kes, masked_phone, say
 from storage.orders import OrderRecord
 
@@ -38,7 +38,7 @@ def button_with(reply: Reply, data: str) -> Button:
 
 def test_chat_state_survives_a_json_round_trip() -> None:
     """Step, cart, order and the product being picked all come back as they were."""
-    state = ChatState("awaiting_phone", {"sukuma": 2, "unga": 1}, 17, ("sukuma", 3))
+    state = ChatState(Step.AWAITING_PHONE, {"sukuma": 2, "unga": 1}, 17, ("sukuma", 3))
     assert ChatState.from_json(state.to_json()) == state
 
 
@@ -51,10 +51,10 @@ def test_empty_chat_state_survives_a_json_round_trip() -> None:
     ("saved", "expected"),
     [
         ("{}", ChatState()),
-        ('{"step": "awaiting_phone", "order_id": 4}', ChatState("awaiting_phone", {}, 4, None)),
-        ('{"cart": {"unga": 2}}', ChatState("browsing", {"unga": 2}, None, None)),
+        ('{"step": "awaiting_phone", "order_id": 4}', ChatState(Step.AWAITING_PHONE, {}, 4, None)),
+        ('{"cart": {"unga": 2}}', ChatState(Step.BROWSING, {"unga": 2}, None, None)),
         ('{"cart": null, "picking": null}', ChatState()),
-        ('{"step": "browsing", "cart": {"unga": "3"}}', ChatState("browsing", {"unga": 3})),
+        ('{"step": "browsing", "cart": {"unga": "3"}}', ChatState(Step.BROWSING, {"unga": 3})),
     ],
 )
 def test_older_or_partial_state_json_gets_defaults(saved: str, expected: ChatState) -> None:
