@@ -121,6 +121,13 @@ _EN: dict[str, str] = {
         "/cancel stop what you are doing"
     ),
     "hint": "I did not understand that. Tap Menu to shop, or send /help.",
+    "search_results": "Products matching “{typed}”:",
+    "search_none": (
+        "No product matches “{typed}”. Tap Menu to see them all, or type another word."
+    ),
+    "quantity_needs_product": (
+        "Which product? Type its name with the number (like “2 sukari”), or tap Menu."
+    ),
     "only_text": "I can read text and buttons only. Tap Menu to shop, or send /help.",
     "sorry": "Sorry, something went wrong on our side. Please try again in a moment.",
     "cancelled_step": "Stopped. Your cart is kept. Tap Menu to carry on.",
@@ -337,6 +344,13 @@ _SW: dict[str, str] = {
         "/cancel acha unachofanya"
     ),
     "hint": "Sijaelewa. Gusa Menyu ununue, au tuma /help.",
+    "search_results": "Bidhaa zinazolingana na “{typed}”:",
+    "search_none": (
+        "Hakuna bidhaa inayolingana na “{typed}”. Gusa Menyu uone zote, au andika neno lingine."
+    ),
+    "quantity_needs_product": (
+        "Bidhaa gani? Andika jina lake pamoja na idadi (kama “2 sukari”), au gusa Menyu."
+    ),
     "only_text": "Ninaweza kusoma maandishi na vitufe tu. Gusa Menyu ununue, au tuma /help.",
     "sorry": "Samahani, kuna hitilafu upande wetu. Tafadhali jaribu tena baada ya muda mfupi.",
     "cancelled_step": "Sawa, tumeacha hapo. Kikapu chako bado kipo. Gusa Menyu uendelee.",

@@ -9,6 +9,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from bot.catalog import ProductSpec
+from bot.chat.buttons import (
+    AddToCart,
+    Category,
+    ChangeCart,
+    Checkout,
+    ConfirmOrder,
+    DropProduct,
+    EmptyCart,
+    Menu,
+    OnOrder,
+    SetQuantity,
+    ShowCart,
+    ShowProduct,
+    encode,
+)
 from bot.chat.model import Button, Reply
 from bot.texts import kes, say, status_text
 from payments.states import OrderStatus
@@ -28,21 +43,21 @@ def cart_count(cart: Mapping[str, int]) -> int:
 def _cart_button(lang: str, cart: Mapping[str, int]) -> Button:
     count = cart_count(cart)
     label = say(lang, "btn_cart") + (f" ({count})" if count else "")
-    return Button(label, "cart")
+    return Button(label, encode(ShowCart()))
 
 
 def menu_buttons(lang: str) -> tuple[tuple[Button, ...], ...]:
     """The least next step any message offers: back to the Menu."""
-    return ((Button(say(lang, "btn_menu"), "menu"),),)
+    return ((Button(say(lang, "btn_menu"), encode(Menu())),),)
 
 
 def menu_below_buttons(lang: str) -> tuple[tuple[Button, ...], ...]:
     """Menu under a message worth keeping (a receipt): the menu comes as a new message."""
-    return ((Button(say(lang, "btn_menu"), "menu:new"),),)
+    return ((Button(say(lang, "btn_menu"), encode(Menu(new=True))),),)
 
 
 def cart_and_menu_buttons(lang: str, cart: Mapping[str, int]) -> tuple[tuple[Button, ...], ...]:
-    return ((_cart_button(lang, cart), Button(say(lang, "btn_menu"), "menu")),)
+    return ((_cart_button(lang, cart), Button(say(lang, "btn_menu"), encode(Menu()))),)
 
 
 def category_label(lang: str, products: Sequence[ProductSpec], name: str) -> str:
@@ -60,7 +75,10 @@ def menu(
     categories = list(dict.fromkeys(p.category for p in products))
     if len(categories) == 1:
         return category(lang, products, categories[0], cart, edit=edit)
-    rows = [(Button(category_label(lang, products, name), f"cat:{name}"),) for name in categories]
+    rows = [
+        (Button(category_label(lang, products, name), encode(Category(name))),)
+        for name in categories
+    ]
     rows.append((_cart_button(lang, cart),))
     return Reply(say(lang, "choose_category"), tuple(rows), edit=edit)
 
@@ -74,11 +92,11 @@ def category(
     edit: bool = True,
 ) -> Reply:
     rows: list[tuple[Button, ...]] = [
-        (Button(f"{p.name_in(lang)} — {kes(p.price)}", f"prod:{p.sku}"),)
+        (Button(f"{p.name_in(lang)} — {kes(p.price)}", encode(ShowProduct(p.sku))),)
         for p in products
         if p.category == name
     ]
-    rows.append((_cart_button(lang, cart), Button(say(lang, "btn_menu"), "menu")))
+    rows.append((_cart_button(lang, cart), Button(say(lang, "btn_menu"), encode(Menu()))))
     label = category_label(lang, products, name)
     title = say(lang, "category_products", category=label) if name else say(lang, "btn_menu")
     return Reply(title, tuple(rows), edit=edit)
@@ -96,12 +114,12 @@ def product(lang: str, spec: ProductSpec, quantity: int, cart: Mapping[str, int]
     if quantity >= MAX_QUANTITY:
         text += "\n" + say(lang, "quantity_cap", count=MAX_QUANTITY, name=spec.name_in(lang))
     # "−" at 1 cannot go lower: it offers to leave the product out (or remove it) instead.
-    less = f"qty:{spec.sku}:{quantity - 1}" if quantity > 1 else f"drop:{spec.sku}"
+    less = SetQuantity(spec.sku, quantity - 1) if quantity > 1 else DropProduct(spec.sku)
     more = min(MAX_QUANTITY, quantity + 1)
     rows = (
-        (Button("−", less), Button("+", f"qty:{spec.sku}:{more}")),
-        (Button(say(lang, "btn_add"), f"add:{spec.sku}:{quantity}"),),
-        (_cart_button(lang, cart), Button(say(lang, "btn_back"), f"cat:{spec.category}")),
+        (Button("−", encode(less)), Button("+", encode(SetQuantity(spec.sku, more)))),
+        (Button(say(lang, "btn_add"), encode(AddToCart(spec.sku, quantity))),),
+        (_cart_button(lang, cart), Button(say(lang, "btn_back"), encode(Category(spec.category)))),
     )
     return Reply(text, rows, edit=True)
 
@@ -132,15 +150,20 @@ def cart(
     rows: list[tuple[Button, ...]] = [
         (
             # Each label names its product: WhatsApp shows these as one flat list.
-            Button(f"− {catalog[sku].name_in(lang)}"[:24], f"dec:{sku}"),
-            Button(f"+ {catalog[sku].name_in(lang)}"[:24], f"inc:{sku}"),
-            Button(f"✕ {catalog[sku].name_in(lang)}"[:24], f"rm:{sku}"),
+            Button(f"− {catalog[sku].name_in(lang)}"[:24], encode(ChangeCart("dec", sku))),
+            Button(f"+ {catalog[sku].name_in(lang)}"[:24], encode(ChangeCart("inc", sku))),
+            Button(f"✕ {catalog[sku].name_in(lang)}"[:24], encode(ChangeCart("rm", sku))),
         )
         for sku in cart
         if sku in catalog
     ]
-    rows.append((Button(say(lang, "btn_checkout"), "checkout"),))
-    rows.append((Button(say(lang, "btn_menu"), "menu"), Button(say(lang, "btn_empty"), "empty")))
+    rows.append((Button(say(lang, "btn_checkout"), encode(Checkout())),))
+    rows.append(
+        (
+            Button(say(lang, "btn_menu"), encode(Menu())),
+            Button(say(lang, "btn_empty"), encode(EmptyCart())),
+        )
+    )
     return Reply(text, tuple(rows), edit=edit)
 
 
@@ -149,8 +172,8 @@ def summary(lang: str, cart: Mapping[str, int], catalog: Mapping[str, ProductSpe
         lang, "summary", lines=cart_lines(lang, cart, catalog), total=kes(cart_total(cart, catalog))
     )
     rows = (
-        (Button(say(lang, "btn_confirm"), "confirm"),),
-        (Button(say(lang, "btn_edit_cart"), "cart"),),
+        (Button(say(lang, "btn_confirm"), encode(ConfirmOrder())),),
+        (Button(say(lang, "btn_edit_cart"), encode(ShowCart())),),
     )
     return Reply(text, rows, edit=True)
 
@@ -172,8 +195,11 @@ def orders(lang: str, listed: Sequence[OrderRecord]) -> Reply:
     )
     rows = [
         (
-            Button(say(lang, "btn_pay_order", reference=o.reference), f"pay:{o.id}"),
-            Button(say(lang, "btn_cancel_this_order", reference=o.reference), f"cancel:{o.id}"),
+            Button(say(lang, "btn_pay_order", reference=o.reference), encode(OnOrder("pay", o.id))),
+            Button(
+                say(lang, "btn_cancel_this_order", reference=o.reference),
+                encode(OnOrder("cancel", o.id)),
+            ),
         )
         for o in listed
         if o.status == OrderStatus.AWAITING_PAYMENT
@@ -185,22 +211,46 @@ def failed_payment_buttons(
     lang: str, order_id: int, *, paybill: bool = False
 ) -> tuple[tuple[Button, ...], ...]:
     rows = [
-        (Button(say(lang, "btn_try_again"), f"retry:{order_id}"),),
-        (Button(say(lang, "btn_other_number"), f"other:{order_id}"),),
+        (Button(say(lang, "btn_try_again"), encode(OnOrder("retry", order_id))),),
+        (Button(say(lang, "btn_other_number"), encode(OnOrder("other", order_id))),),
     ]
     if paybill:
         # For what a new prompt cannot fix: no STK on the SIM, a phone that never answers.
-        rows.append((Button(say(lang, "btn_paybill"), f"paybill:{order_id}"),))
-    rows.append((Button(say(lang, "btn_cancel_order"), f"cancel:{order_id}"),))
+        rows.append((Button(say(lang, "btn_paybill"), encode(OnOrder("paybill", order_id))),))
+    rows.append((Button(say(lang, "btn_cancel_order"), encode(OnOrder("cancel", order_id))),))
     return tuple(rows)
 
 
 def unconfirmed_payment_buttons(lang: str, order_id: int) -> tuple[tuple[Button, ...], ...]:
     """After an attempt nobody could confirm: paying again is possible, but named as such."""
     return (
-        (Button(say(lang, "btn_pay_again"), f"retry:{order_id}"),),
-        (Button(say(lang, "btn_cancel_order"), f"cancel:{order_id}"),),
+        (Button(say(lang, "btn_pay_again"), encode(OnOrder("retry", order_id))),),
+        (Button(say(lang, "btn_cancel_order"), encode(OnOrder("cancel", order_id))),),
     )
+
+
+def search_results(
+    lang: str,
+    typed: str,
+    found: Sequence[ProductSpec],
+    cart: Mapping[str, int],
+    quantity: int | None = None,
+) -> Reply:
+    """The products typed words found, as buttons (with the typed quantity, if any)."""
+    bottom = (_cart_button(lang, cart), Button(say(lang, "btn_menu"), encode(Menu())))
+    if not found:
+        return Reply(say(lang, "search_none", typed=typed), (bottom,))
+    count = max(1, min(MAX_QUANTITY, quantity)) if quantity else None
+    rows = [
+        (
+            Button(
+                f"{p.name_in(lang)} — {kes(p.price)}",
+                encode(SetQuantity(p.sku, count) if count else ShowProduct(p.sku)),
+            ),
+        )
+        for p in found
+    ]
+    return Reply(say(lang, "search_results", typed=typed), (*rows, bottom))
 
 
 def drop_offer(lang: str, spec: ProductSpec, cart: Mapping[str, int]) -> Reply:
@@ -209,15 +259,15 @@ def drop_offer(lang: str, spec: ProductSpec, cart: Mapping[str, int]) -> Reply:
     if spec.sku in cart:
         rows = (
             (
-                Button(say(lang, "btn_remove"), f"rm:{spec.sku}"),
-                Button(say(lang, "btn_keep"), f"prod:{spec.sku}"),
+                Button(say(lang, "btn_remove"), encode(ChangeCart("rm", spec.sku))),
+                Button(say(lang, "btn_keep"), encode(ShowProduct(spec.sku))),
             ),
         )
         return Reply(say(lang, "remove_offer", name=name), rows, edit=True)
     rows = (
         (
-            Button(say(lang, "btn_leave_out"), f"cat:{spec.category}"),
-            Button(say(lang, "btn_add"), f"add:{spec.sku}:1"),
+            Button(say(lang, "btn_leave_out"), encode(Category(spec.category))),
+            Button(say(lang, "btn_add"), encode(AddToCart(spec.sku, 1))),
         ),
     )
     return Reply(say(lang, "leave_out_offer", name=name), rows, edit=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from bot.catalog import ProductSpec
 from bot.chat import checkout, screens
 from bot.chat.buttons import (
     Action,
@@ -29,16 +30,19 @@ from bot.chat.buttons import (
     SetQuantity,
     ShowCart,
     ShowProduct,
+    encode,
 )
 from bot.chat.effects import CancelOrder, Outcome, SetLanguage
 from bot.chat.events import ChatEvent, Command, Pressed, SharedContact, Typed, Unsupported
 from bot.chat.facts import Facts
 from bot.chat.model import Button, ChatState, Reply, Step
+from bot.chat.typed import TypedOrder, TypedQuantity, TypedSearch, read_typed
 from bot.texts import kes, say, status_text
 
 GREETINGS = frozenset(
     {"hi", "hello", "hey", "start", "menu", "habari", "jambo", "mambo", "sasa", "menyu", "niaje"}
 )
+SEARCH_WORDS = 3  # more words than this, matching nothing, is a sentence, not a search
 
 
 def step(state: ChatState, event: ChatEvent, facts: Facts) -> Outcome:
@@ -58,7 +62,7 @@ def step(state: ChatState, event: ChatEvent, facts: Facts) -> Outcome:
                 return _command(state, "/start", facts)  # WhatsApp customers just say hello
             if state.step is Step.AWAITING_PHONE and text:
                 return checkout.typed_number(state, text, facts)
-            return Outcome(state, (Reply(say(facts.lang, "hint"), _menu_row(facts)),))
+            return _typed(state, text, facts)
 
 
 def _menu_row(facts: Facts) -> tuple[tuple[Button, ...], ...]:
@@ -89,7 +93,12 @@ def _command(state: ChatState, command: str, facts: Facts) -> Outcome:
     if command == "/cancel":
         return _cancel_step(state, facts)
     if command == "/language":
-        rows = ((Button("English", "lang:en"), Button("Kiswahili", "lang:sw")),)
+        rows = (
+            (
+                Button("English", encode(ChooseLanguage("en"))),
+                Button("Kiswahili", encode(ChooseLanguage("sw"))),
+            ),
+        )
         return Outcome(state, (Reply(say(lang, "choose_language"), rows),))
     return Outcome(state, (Reply(say(lang, "hint"), _menu_row(facts)),))
 
@@ -168,6 +177,11 @@ def _product(
     if state.picking != (spec.sku, quantity):
         # A second tap on the same "Add" (or a stale screen): already added once.
         return Outcome(state, (screens.cart(lang, state.cart, facts.catalog),))
+    return _add(state, spec, quantity, facts)
+
+
+def _add(state: ChatState, spec: ProductSpec, quantity: int, facts: Facts) -> Outcome:
+    lang = facts.lang
     before = state.cart.get(spec.sku, 0)
     cart = {**state.cart, spec.sku: min(screens.MAX_QUANTITY, before + quantity)}
     state = replace(state, cart=cart, picking=None)
@@ -185,10 +199,37 @@ def _product(
     else:
         text = say(lang, "added_capped", quantity=added, **values)
     rows = (
-        (Button(say(lang, "btn_checkout"), "checkout"),),
-        (Button(say(lang, "btn_cart"), "cart"), Button(say(lang, "btn_menu"), "menu")),
+        (Button(say(lang, "btn_checkout"), encode(Checkout())),),
+        (
+            Button(say(lang, "btn_cart"), encode(ShowCart())),
+            Button(say(lang, "btn_menu"), encode(Menu())),
+        ),
     )
     return Outcome(state, (Reply(text, rows, edit=True),))
+
+
+def _typed(state: ChatState, text: str, facts: Facts) -> Outcome:
+    """Text while shopping: a quantity for the product on screen ("3"), an order ("2
+    maziwa"), or words to find products by ("sukari")."""
+    lang = facts.lang
+    match read_typed(text, facts.products):
+        case TypedQuantity(quantity=quantity) if state.picking is not None:
+            return _product(state, SetQuantity(state.picking[0], quantity), facts)
+        case TypedQuantity():
+            return Outcome(state, (Reply(say(lang, "quantity_needs_product"), _menu_row(facts)),))
+        case TypedOrder(sku=sku, quantity=quantity):
+            quantity = max(1, min(screens.MAX_QUANTITY, quantity))
+            return _add(state, facts.catalog[sku], quantity, facts)
+        case TypedSearch(skus=()) if len(text.split()) > SEARCH_WORDS:
+            # A sentence, not a search: "no product matches" would answer the wrong thing.
+            return Outcome(state, (Reply(say(lang, "hint"), _menu_row(facts)),))
+        case TypedSearch(skus=skus, quantity=quantity):
+            found = [facts.catalog[sku] for sku in skus]
+            return Outcome(
+                state, (screens.search_results(lang, text, found, state.cart, quantity),)
+            )
+        case None:
+            return Outcome(state, (Reply(say(lang, "hint"), _menu_row(facts)),))
 
 
 def _cart(state: ChatState, action: ShowCart | ChangeCart | EmptyCart, facts: Facts) -> Outcome:

@@ -169,6 +169,45 @@ async def test_paid_message_carries_a_menu_button(shop: Shop) -> None:
     assert any(t.startswith("Paid! KES 270") for t in fake.texts_to(CUSTOMER))
 
 
+async def test_typed_words_find_products_and_typed_quantities_add_them(shop: Shop) -> None:
+    """Typing works as well as tapping: a word searches, "3" sets the quantity on the
+    product screen, and "2 unga" adds two from anywhere."""
+    fake = shop.telegram
+    await says(fake, CUSTOMER, "sukuma")
+    await sees(fake, CUSTOMER, "Products matching “sukuma”:")
+    await press(fake, CUSTOMER, "Sukuma wiki — KES 30")
+    await says(fake, CUSTOMER, "3")
+    await sees(fake, CUSTOMER, "Quantity: 3 (KES 90)")
+    await press(fake, CUSTOMER, "Add to cart")
+    await sees(fake, CUSTOMER, "Added 3 × Sukuma wiki. Your cart: KES 90.")
+    await says(fake, CUSTOMER, "2 unga")
+    await sees(fake, CUSTOMER, "Added 2 × Unga 2kg. Your cart: KES 510.")
+    await says(fake, CUSTOMER, "mango")
+    await sees(fake, CUSTOMER, "No product matches “mango”.")
+    assert ("Menu", "menu") in buttons(fake, CUSTOMER)[:2]
+
+
+async def test_saved_number_prompt_states_the_amount_and_pays(shop: Shop) -> None:
+    """The second order offers the number paid from before, with the amount and the
+    same "Yes, pay" as a typed number."""
+    fake = shop.telegram
+    await fill_cart_and_confirm(fake)
+    await types_number(fake, CUSTOMER, "0712345678")
+    await sees(fake, CUSTOMER, "Paid! KES 270")
+    await fill_cart_and_confirm_again(fake)
+    await sees(fake, CUSTOMER, "Pay KES 270 from 07XX XXX 678?")
+    await press(fake, CUSTOMER, "Yes, pay")
+    await sees(fake, CUSTOMER, "Paid! KES 270", times=2)
+
+
+async def fill_cart_and_confirm_again(fake: FakeTelegram, chat: int = CUSTOMER) -> None:
+    await says(fake, chat, "2 sukuma")
+    await says(fake, chat, "unga 1")
+    await sees(fake, chat, "Added 1 × Unga 2kg. Your cart: KES 270.")
+    await press(fake, chat, "Checkout")
+    await press(fake, chat, "Confirm order")
+
+
 async def test_failed_payment_then_try_again(shop: Shop) -> None:
     fake = shop.telegram
     await fill_cart_and_confirm(fake)

@@ -184,6 +184,45 @@ async def test_failed_payment_then_try_again_on_whatsapp(shop: Shop) -> None:
     assert [p.status for p in await payment_rows(shop.duka.engine, 1)] == ["failed", "paid"]
 
 
+async def test_typed_words_find_products_and_typed_quantities_add_them_on_whatsapp(
+    shop: Shop,
+) -> None:
+    """Typing works as well as tapping: a word searches, "3" sets the quantity on the
+    product screen, and "2 sukuma" adds two from anywhere."""
+    await writes(shop, WANJIRU, "sukuma")
+    await sees(shop, WANJIRU, "Products matching “sukuma”:")
+    await taps(shop, WANJIRU, "Sukuma wiki")
+    await writes(shop, WANJIRU, "3")
+    await sees(shop, WANJIRU, "Quantity: 3 (KES 90)")
+    await taps(shop, WANJIRU, "Add to cart")
+    await sees(shop, WANJIRU, "Added 3 × Sukuma wiki. Your cart: KES 90.")
+    await writes(shop, WANJIRU, "2 sukuma")
+    await sees(shop, WANJIRU, "Added 2 × Sukuma wiki. Your cart: KES 150.")
+    await writes(shop, WANJIRU, "mango")
+    await sees(shop, WANJIRU, "No product matches “mango”.")
+    last = shop.graph.last_interactive(WANJIRU)
+    assert last is not None
+    assert ("button", "menu", "Menu") in choices(last)
+
+
+async def test_saved_number_prompt_states_the_amount_and_pays_on_whatsapp(shop: Shop) -> None:
+    """The second order offers the number paid from before, with the amount and the
+    same "Yes, pay" as a typed number."""
+    await confirm_an_order(shop)
+    await deliver(shop, shop.graph.contact(WANJIRU, "+254712345678", origin="contact_request"))
+    await sees(shop, WANJIRU, "Paid! KES 60")
+    await writes(shop, WANJIRU, "2 sukuma")
+    # Meta's pair rate limit may hold the answer back a few seconds: wait for it.
+    await shop.graph.wait_for(
+        lambda g: any("Checkout" in c[2] for c in choices(g.last_interactive(WANJIRU) or {}))
+    )
+    await taps(shop, WANJIRU, "Checkout")
+    await taps(shop, WANJIRU, "Confirm order")
+    await sees(shop, WANJIRU, "Pay KES 60 from 07XX XXX 678?")
+    await taps(shop, WANJIRU, "Yes, pay")
+    await sees(shop, WANJIRU, "Paid! KES 60", times=2)
+
+
 async def test_bad_or_missing_signature_is_refused_and_nothing_happens(shop: Shop) -> None:
     graph = shop.graph
     payload = graph.text(WANJIRU, "Hi")

@@ -255,7 +255,7 @@ async def test_language_command_switches_replies_to_swahili(shop: RunningDuka) -
         "Karibu! Hapa ni Test Duka. Ungependa kununua nini leo?\n\nChagua aina ya bidhaa:"
     )
     assert channel.buttons["1001"][-1] == Button("Kikapu", "cart")
-    await send(text="nataka kitu")
+    await send(text="nataka kitu kizuri sana leo")  # a sentence, not a product search
     assert channel.messages["1001"][-1] == say("sw", "hint")
 
     [menu] = await Customer(shop, "1002").says("/start")

@@ -24,7 +24,17 @@ from payments.result_codes import FailureReason
 # Layout only (symbols and values): the same in both languages, so kept in English only.
 SAME_IN_BOTH_KEYS = frozenset({"cart_line", "order_line"})
 # Names a Kenyan reads the same in either language; longest first (a phrase before its words).
-SAME_WORDS = ("Lipa na M-Pesa", "M-Pesa", "Safaricom", "Paybill", "PIN", "SMS", "Karibu")
+# "sukari" is the product in an example of typing an order, in both languages.
+SAME_WORDS = (
+    "Lipa na M-Pesa",
+    "M-Pesa",
+    "Safaricom",
+    "Paybill",
+    "PIN",
+    "SMS",
+    "Karibu",
+    "sukari",
+)
 
 ENGLISH = templates("en")
 SWAHILI = templates("sw")
@@ -56,6 +66,7 @@ def values(language: str) -> dict[str, Any]:
         "wait": minutes(language, 8),
         "outcome": say(language, "resolved_paid"),
         "note": "Tumekurudishia pesa.",
+        "typed": "sukari",
         # The merchant's (English-only) sentences.
         "account": "DK-7KX3M9",
         "answer": "no such transaction",
