@@ -301,6 +301,13 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def refuses_the_number(error_code: str, message: str) -> bool:
+    """Daraja refused the push for its phone number (not an M-Pesa number, malformed):
+    that number should not be offered again as it is."""
+    lowered = message.lower()
+    return error_code.startswith("400.002") and ("phonenumber" in lowered or "partya" in lowered)
+
+
 def _push_error(status: int, data: dict[str, Any]) -> DarajaError:
     code = str(data.get("errorCode", ""))
     message = str(data.get("errorMessage", "")) or f"HTTP {status} without an error body"
@@ -312,7 +319,7 @@ def _push_error(status: int, data: dict[str, Any]) -> DarajaError:
     if code.startswith("401.") or code == "404.001.04":
         return DarajaConfigError(message, error_code=code, http_status=status)
     if code.startswith("400.002"):
-        if "phonenumber" in lowered or "partya" in lowered:
+        if refuses_the_number(code, message):
             return PushRefused(
                 message, error_code=code, http_status=status, reason=FailureReason.INVALID_NUMBER
             )

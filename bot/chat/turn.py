@@ -23,8 +23,9 @@ from bot.chat.facts import Facts, OrderView, Shop
 from bot.chat.model import ChatState, Inbound, Reply
 from bot.chat.steps import step
 from payments import ledger
+from payments.daraja_client import refuses_the_number
 from payments.service import Attempt, PaymentNotStarted
-from payments.states import OrderStatus
+from payments.states import OrderStatus, PaymentStatus
 from storage.orders import (
     CustomerRecord,
     OrderRecord,
@@ -141,10 +142,13 @@ def load_facts(
         isinstance(action, OnOrder) and action.verb == "cancel"
     )
     asks_for_pin = isinstance(action, ConfirmOrder | ChoosePhone)
+    saved = customer.msisdn
+    if saved and (asks_for_pin or isinstance(action, OnOrder)) and _refused(conn, customer, saved):
+        saved = None  # M-Pesa refused it last time: ask for a number instead of offering it
     return Facts(
         shop=shop,
         lang=customer.language,
-        saved_msisdn=customer.msisdn,
+        saved_msisdn=saved,
         catalog=catalog,
         orders=_own_orders(conn, customer.id, wanted, with_items=cancelling),
         waiting_for_pin=_waiting_for_pin(conn, customer.id) if asks_for_pin else None,
@@ -176,6 +180,23 @@ def _own_orders(
         )
         for row in rows
     }
+
+
+def _refused(conn: Connection, customer: CustomerRecord, msisdn: str) -> bool:
+    """Whether the customer's last payment from ``msisdn`` failed for the number itself
+    (a wrong PIN or too little money are no reason to stop offering it)."""
+    last = conn.execute(
+        select(payments.c.status, payments.c.result_code, payments.c.result_desc)
+        .join(orders, orders.c.id == payments.c.order_id)
+        .where(orders.c.customer_id == customer.id, payments.c.msisdn == msisdn)
+        .order_by(payments.c.id.desc())
+        .limit(1)
+    ).first()
+    return (
+        last is not None
+        and last.status == PaymentStatus.FAILED
+        and refuses_the_number(last.result_code or "", last.result_desc or "")
+    )
 
 
 def _waiting_for_pin(conn: Connection, customer_id: int) -> str | None:

@@ -10,8 +10,10 @@ import pytest
 
 from bot.chat.model import Button, Reply
 from bot.rendering import CustomerFacts, render_customer
+from bot.texts import reason_text, say
+from payments.result_codes import FailureReason
 from payments.settlement import MessageKind
-from payments.simulator import rules
+from payments.simulator import errors, rules
 from tests.conftest import RunningDuka
 from tests.helpers import order_status, wait_for_payment_status
 from tests.integration.test_conversation import Customer, count_orders, open_shop
@@ -276,3 +278,38 @@ async def test_confirm_after_the_prompt_went_out_says_it_waits_for_the_pin(
     )
     assert again.buttons == (MENU,)
     assert await count_orders(duka) == 1
+
+
+# --- the saved number ------------------------------------------------------------------------
+
+
+async def test_saved_number_prompt_states_the_amount_with_the_typed_numbers_buttons(
+    duka: RunningDuka,
+) -> None:
+    """A wrong PIN is no reason to stop offering the number: it comes back, with the
+    amount, as "Pay KES 210 from 07XX XXX 003?" and the same buttons as a typed one."""
+    customer = Customer(duka, "2001")
+    order = await customer.confirms_an_order()
+    await customer.pays_from("0712345003")  # the simulator answers: wrong PIN
+    await wait_for_payment_status(duka.engine, order.id, "failed")
+    await customer.adds("unga", 1)
+    [question] = await customer.presses("confirm")
+    assert question.text == "Pay KES 210 from 07XX XXX 003?"
+    assert buttons(question) == [("Yes, pay", "phone:yes"), ("Use another number", "phone:other")]
+
+
+async def test_a_number_mpesa_refused_is_not_offered_again(duka: RunningDuka) -> None:
+    """M-Pesa refused the push for the number itself: the next order asks for a number."""
+    customer = Customer(duka, "2001")
+    await customer.confirms_an_order()
+    refused = errors.bad_request("PhoneNumber")
+    duka.simulator.force_next_outcome(
+        rules.Outcome(refused.error_code, refused.error_message, sync_error=refused)
+    )
+    [answer] = await customer.pays_from("0712345678")
+    reason = reason_text("en", FailureReason.INVALID_NUMBER)
+    assert answer.text == say("en", "payment_refused", reason=reason)
+    await customer.adds("unga", 1)
+    [question] = await customer.presses("confirm")
+    assert question.text.startswith("Which M-Pesa number should pay KES 210?")
+    assert question.ask_contact == "Share my number"
