@@ -34,12 +34,6 @@ def minutes(language: str, count: int) -> str:
     return f"{count} minute" if count == 1 else f"{count} minutes"
 
 
-def masked_phone(msisdn: str) -> str:
-    """``254712345678`` -> ``07XX XXX 678``: enough to recognise one's own number."""
-    national = "0" + msisdn[3:]
-    return f"{national[:2]}XX XXX {national[-3:]}"
-
-
 _EN: dict[str, str] = {
     "welcome": "Karibu to {shop}! What would you like today?",
     "choose_category": "Pick a category:",

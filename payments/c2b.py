@@ -22,7 +22,7 @@ from sqlalchemy import Connection, select
 
 from payments import arrived, ledger
 from payments.credentials import parse_daraja_timestamp
-from payments.phone import mask_msisdn
+from payments.phone import mask_masked, mask_msisdn
 from payments.results import (
     MalformedCallback,
     ResultSource,
@@ -183,14 +183,17 @@ def _store(
 
 
 def _shown_phone(msisdn: str) -> str:
-    """What the merchant may see of the payer's number: v2 masks it (``2547 ***** 126``),
+    """What the merchant may see of the payer's number: v2 masks it (``2547 ***** 126``,
+    shown in our style ``07XX XXX 126``),
     v1 sends a SHA-256 hash (easy to reverse over Kenyan numbers, useless to read), and a
     full number, should one come, is masked like every other."""
     if re.fullmatch(r"254\d{9}", msisdn):
         return mask_msisdn(msisdn)
     if re.fullmatch(r"[0-9a-fA-F]{64}", msisdn):
         return "hidden by M-Pesa"
-    return msisdn if "*" in msisdn else "***"
+    if "*" in msisdn:
+        return mask_masked(msisdn) or msisdn
+    return "***"
 
 
 def _text(document: dict[str, Any], key: str, limit: int, *, required: bool = True) -> str:

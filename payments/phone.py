@@ -97,8 +97,16 @@ def display_msisdn(msisdn: str) -> str:
 
 
 def mask_msisdn(msisdn: str | None) -> str:
-    """For logs and merchant messages: ``254712345678`` -> ``0712 *** 678``."""
+    """``254712345678`` -> ``07XX XXX 678``: enough to recognise one's own number. The one
+    style for customers, merchants and logs alike."""
     if not msisdn or len(msisdn) < 6:
         return "***"
     national = "0" + msisdn[3:] if msisdn.startswith("254") else msisdn
-    return f"{national[:4]} *** {national[-3:]}"
+    return f"{national[:2]}XX XXX {national[-3:]}"
+
+
+def mask_masked(shown: str) -> str | None:
+    """M-Pesa's own mask (``2547 ***** 126``, C2B v2) in our style (``07XX XXX 126``);
+    None if ``shown`` is not in M-Pesa's form."""
+    found = re.fullmatch(r"254(\d)\d*\s*\*+\s*(\d{3})", shown.strip())
+    return f"0{found[1]}XX XXX {found[2]}" if found else None

@@ -21,7 +21,8 @@ from tests.conftest import TEST_TOML, RunningDuka, make_config, start_duka
 # Hex only: no chance of spelling a word Safaricom bans in callback URLs.
 C2B_SECRET = "c2b0" + "9f8e7d6c5b4a3928" * 2  # 36 characters
 SHORT_CODE = "174379"  # the simulator's (and Safaricom sandbox's) paybill
-MASKED_PHONE = "2547 ***** 126"
+MASKED_PHONE = "2547 ***** 126"  # as M-Pesa sends it
+SHOWN_PHONE = "07XX XXX 126"  # as Duka shows it
 SUCCESS = {"ResultCode": 0, "ResultDesc": "Success"}
 ACCEPTED = {"ResultCode": "0", "ResultDesc": "Accepted"}
 

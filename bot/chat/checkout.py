@@ -16,9 +16,15 @@ from bot.chat.effects import CancelOrder, CreateOrder, Outcome, StartPayment
 from bot.chat.events import SharedContact
 from bot.chat.facts import Facts, OrderView
 from bot.chat.model import Button, ChatState, Reply, Step
-from bot.texts import kes, masked_phone, minutes, reason_text, say, status_text
+from bot.texts import kes, minutes, reason_text, say, status_text
 from payments.daraja_client import MAX_AMOUNT
-from payments.phone import InvalidPhoneNumber, MpesaNumber, display_msisdn, normalize_msisdn
+from payments.phone import (
+    InvalidPhoneNumber,
+    MpesaNumber,
+    display_msisdn,
+    mask_msisdn,
+    normalize_msisdn,
+)
 from payments.result_codes import FailureReason
 from payments.service import PaymentInProgress, PaymentNotStarted, PaymentStarted, TooManyPrompts
 from payments.states import OrderStatus, PaymentStatus
@@ -35,7 +41,7 @@ def over_limit(state: ChatState, facts: Facts) -> Reply | None:
 
 def confirm(state: ChatState, facts: Facts) -> Outcome:
     if not state.cart:
-        return Outcome(state, (_confirmed_already(state, facts),))
+        return _confirmed_already(state, facts)
     if over := over_limit(state, facts):
         return Outcome(state, (over,))
     items = tuple(
@@ -48,14 +54,15 @@ def confirm(state: ChatState, facts: Facts) -> Outcome:
     return Outcome(state, (phone_question(facts, total),), (CreateOrder(items),))
 
 
-def _confirmed_already(state: ChatState, facts: Facts) -> Reply:
+def _confirmed_already(state: ChatState, facts: Facts) -> Outcome:
     """A second tap on "Confirm order" (the cart became the order): the order's current
     step again, not "your cart is empty"."""
     if state.step is Step.AWAITING_PHONE:
         order, state = current_order(state, facts)
         if order is not None:
-            return phone_question(facts, order.total)
-    return _waiting_reply(facts) or screens.cart(facts.lang, {}, facts.catalog)
+            return Outcome(state, (phone_question(facts, order.total),))
+    reply = _waiting_reply(facts) or screens.cart(facts.lang, {}, facts.catalog)
+    return Outcome(state, (reply,))
 
 
 def _menu(state: ChatState, facts: Facts) -> Reply:
@@ -74,8 +81,18 @@ def current_order(state: ChatState, facts: Facts) -> tuple[OrderView | None, Cha
     """The order of the phone step, while it can still be paid; else the step is left."""
     order = facts.orders.get(state.order_id) if state.order_id is not None else None
     if order is None or not order.payable:
-        return None, replace(state, step=Step.BROWSING, order_id=None)
+        return None, leave_phone_step(state)
     return order, state
+
+
+def leave_phone_step(state: ChatState) -> ChatState:
+    """Back to browsing; a typed number awaiting its "yes" goes too, so that a stale
+    "Yes, pay" cannot pay another order from it."""
+    return replace(state, step=Step.BROWSING, order_id=None, typed_msisdn=None)
+
+
+def at_phone_step(state: ChatState, order: OrderView) -> ChatState:
+    return replace(state, step=Step.AWAITING_PHONE, order_id=order.id, typed_msisdn=None)
 
 
 def ask_phone(facts: Facts, total: int) -> Reply:
@@ -88,7 +105,7 @@ def phone_question(facts: Facts, total: int) -> Reply:
     if facts.saved_msisdn is None:
         return ask_phone(facts, total)
     lang = facts.lang
-    text = say(lang, "confirm_phone", total=kes(total), phone=masked_phone(facts.saved_msisdn))
+    text = say(lang, "confirm_phone", total=kes(total), phone=mask_msisdn(facts.saved_msisdn))
     return Reply(text, _yes_or_other(lang, "yes"))
 
 
@@ -149,7 +166,7 @@ def pay(
     state: ChatState, facts: Facts, order: OrderView, msisdn: str, *, warn: bool = True
 ) -> Outcome:
     """Push the prompt for ``order``: the replies come once Daraja answered (after_push)."""
-    state = replace(state, step=Step.BROWSING, order_id=None)
+    state = leave_phone_step(state)
     if order.paying:
         return Outcome(state, (not_started(facts, order, PaymentInProgress()),))
     return Outcome(state, (), (StartPayment(order.id, msisdn, warn),))
@@ -220,7 +237,7 @@ def on_order(state: ChatState, action: OnOrder, facts: Facts) -> Outcome:
         # As /cancel does: the order's items go back into the cart.
         state = items_back_in_cart(state, order, facts)
         if state.order_id == order.id:
-            state = replace(state, step=Step.BROWSING, order_id=None)
+            state = leave_phone_step(state)
         text = say(lang, "order_cancelled_to_cart", reference=order.reference)
         reply = Reply(text, screens.cart_and_menu_buttons(lang, state.cart), edit=True)
         return Outcome(state, (reply,), (CancelOrder(order.id),))
@@ -236,7 +253,7 @@ def on_order(state: ChatState, action: OnOrder, facts: Facts) -> Outcome:
     if action.verb == "paybill" and facts.shop.paybill is not None:
         # Paying by hand: the order's reference is the account number; the C2B
         # confirmation pays the order like a callback would, and the result comes here.
-        state = replace(state, step=Step.BROWSING, order_id=None)
+        state = leave_phone_step(state)
         text = say(
             lang,
             "paybill",
@@ -246,7 +263,7 @@ def on_order(state: ChatState, action: OnOrder, facts: Facts) -> Outcome:
         )
         cancel = encode(OnOrder("cancel", order.id))
         return Outcome(state, (Reply(text, ((Button(say(lang, "btn_cancel_order"), cancel),),)),))
-    state = replace(state, step=Step.AWAITING_PHONE, order_id=order.id)
+    state = at_phone_step(state, order)
     if action.verb == "pay":  # from /orders: resume the order at its phone question
         return Outcome(state, (phone_question(facts, order.total),))
     if action.verb == "retry" and facts.saved_msisdn:

@@ -110,7 +110,7 @@ def _cancel_step(state: ChatState, facts: Facts) -> Outcome:
     order = None
     if state.step is Step.AWAITING_PHONE and state.order_id is not None:
         order = facts.orders.get(state.order_id)
-    state = replace(state, step=Step.BROWSING, order_id=None, picking=None)
+    state = replace(checkout.leave_phone_step(state), picking=None)
     if order is None:
         return Outcome(state, (Reply(say(lang, "cancelled_step"), _menu_row(facts)),))
     if order.cancellable:

@@ -16,7 +16,7 @@ from bot.channels.terminal import MERCHANT_CHAT, TerminalChannel
 from bot.chat.model import Button, Inbound, Reply
 from storage.orders import OrderRecord, customer_by_chat, recent_orders
 from tests.c2b_support import (
-    MASKED_PHONE,
+    SHOWN_PHONE,
     PaybillDuka,
     c2b_url,
     confirmation_body,
@@ -223,7 +223,7 @@ async def test_merchant_is_told_of_paybill_money_for_no_order_and_can_attach_it(
     body = confirmation_body("RKL51ZDR4F", typo.lower(), "210.00")
     response = await post_json(shop.paybill.confirmation_url, body)
     assert response.status_code == 200
-    alert = f"KES 210 received from {MASKED_PHONE}, receipt RKL51ZDR4F, not matched"
+    alert = f"KES 210 received from {SHOWN_PHONE}, receipt RKL51ZDR4F, not matched"
     await wait_until(lambda: shop.merchant_saw(alert), what="the merchant's unmatched alert")
     [text] = [t for t in shop.terminal.messages[MERCHANT_CHAT] if t.startswith(alert)]
     assert f"Paybill account {typo.lower()} is no order" in text

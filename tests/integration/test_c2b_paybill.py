@@ -30,7 +30,7 @@ from storage.orders import OrderRecord
 from tests.c2b_support import (
     ACCEPTED,
     C2B_SECRET,
-    MASKED_PHONE,
+    SHOWN_PHONE,
     SUCCESS,
     PaybillDuka,
     c2b_url,
@@ -246,7 +246,7 @@ async def test_unknown_account_confirmation_becomes_unmatched_money(
         350,
         "350.00",
     )
-    assert (unmatched.account, unmatched.masked_phone) == ("dk yyyyyy", MASKED_PHONE)
+    assert (unmatched.account, unmatched.masked_phone) == ("dk yyyyyy", SHOWN_PHONE)
     assert unmatched.msisdn is None
     assert unmatched.order_id is None
     assert json.loads(unmatched.raw) == body

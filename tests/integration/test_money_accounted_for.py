@@ -101,7 +101,7 @@ async def test_a_paid_callback_that_several_lost_pushes_fit_is_unmatched_money_a
 
     [money] = await unmatched_rows(duka)
     assert (money.receipt, money.amount, money.status) == ("QKX0000001", 350, "open")
-    assert (money.reason, money.masked_phone) == ("several_attempts_fit", "0712 *** 678")
+    assert (money.reason, money.masked_phone) == ("several_attempts_fit", "07XX XXX 678")
     [event] = await event_rows(duka.engine, "callback")
     assert event.status == "unmatched"
     assert kinds(await outbox_rows(duka.engine)) == ["unmatched_payment"]  # merchant, at once

@@ -9,7 +9,8 @@ import pytest
 from bot.catalog import CatalogError, ProductSpec, parse_products
 from bot.chat import screens
 from bot.chat.model import Button, ChatState, Reply, Step
-from bot.texts import kes, masked_phone, say
+from bot.texts import kes, say
+from payments.phone import mask_msisdn
 from storage.orders import OrderRecord
 
 SUKUMA = ProductSpec("sukuma", "Sukuma wiki", 100, "Vegetables", "A fresh bunch")
@@ -307,4 +308,4 @@ def test_money_is_shown_as_kes_with_thousands_separator() -> None:
 
 def test_masked_phone_shows_only_the_last_three_digits() -> None:
     """Enough of the number to recognise it, not enough to read it out."""
-    assert masked_phone("254712345678") == "07XX XXX 678"
+    assert mask_msisdn("254712345678") == "07XX XXX 678"

@@ -60,7 +60,7 @@ def test_success_pays_the_payment_and_the_order_and_tells_both() -> None:
     assert (s.after.mpesa_receipt, s.after.paid_amount) == ("NLJ7RT61SV", 1250)
     assert kinds(s.messages) == [("customer", "payment_paid"), ("merchant", "order_paid")]
     assert s.messages[0].payload["receipt"] == "NLJ7RT61SV"
-    assert s.messages[1].payload["masked_phone"] == "0712 *** 678"
+    assert s.messages[1].payload["masked_phone"] == "07XX XXX 678"
 
 
 def test_failure_fails_the_payment_but_leaves_the_order_payable() -> None:

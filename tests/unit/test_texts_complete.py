@@ -12,13 +12,13 @@ import pytest
 from bot.texts import (
     MERCHANT_PREFIXES,
     kes,
-    masked_phone,
     minutes,
     reason_text,
     say,
     status_text,
     templates,
 )
+from payments.phone import mask_msisdn
 from payments.result_codes import FailureReason
 
 # Layout only (symbols and values): the same in both languages, so kept in English only.
@@ -56,7 +56,7 @@ def values(language: str) -> dict[str, Any]:
         "amount": kes(1_250),
         "limit": kes(250_000),
         "lines": "2 × Sukuma wiki = KES 60",
-        "phone": masked_phone("254712345678"),
+        "phone": mask_msisdn("254712345678"),
         "network": "Airtel",
         "reference": "DK-7KX3M9",
         "receipt": "QKX1A2B3C4",
