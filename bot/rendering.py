@@ -55,7 +55,7 @@ def _failed(p: Payload, f: CustomerFacts) -> Reply:
     buttons = screens.failed_payment_buttons(f.lang, f.order_id, paybill=f.paybill is not None)
     return Reply(
         text,
-        buttons if payable else (),
+        buttons if payable else screens.menu_below_buttons(f.lang),
         tag=f.tag,
         template=(MessageKind.PAYMENT_FAILED, (reference, reason)),
     )
@@ -64,7 +64,12 @@ def _failed(p: Payload, f: CustomerFacts) -> Reply:
 def _under_review(p: Payload, f: CustomerFacts) -> Reply:
     reference, amount = p["order_reference"], kes(p["paid_amount"])
     text = say(f.lang, "under_review", amount=amount, reference=reference)
-    return Reply(text, tag=f.tag, template=(MessageKind.PAYMENT_UNDER_REVIEW, (reference, amount)))
+    return Reply(
+        text,
+        screens.menu_below_buttons(f.lang),
+        tag=f.tag,
+        template=(MessageKind.PAYMENT_UNDER_REVIEW, (reference, amount)),
+    )
 
 
 def _unconfirmed(p: Payload, f: CustomerFacts) -> Reply:
@@ -74,7 +79,7 @@ def _unconfirmed(p: Payload, f: CustomerFacts) -> Reply:
     buttons = screens.unconfirmed_payment_buttons(f.lang, f.order_id)
     return Reply(
         text,
-        buttons if payable else (),
+        buttons if payable else screens.menu_below_buttons(f.lang),
         tag=f.tag,
         template=(MessageKind.PAYMENT_UNCONFIRMED, (reference, amount)),
     )
@@ -83,7 +88,12 @@ def _unconfirmed(p: Payload, f: CustomerFacts) -> Reply:
 def _checking(p: Payload, f: CustomerFacts) -> Reply:
     reference, amount = p["order_reference"], kes(p["amount"])
     text = say(f.lang, "checking", amount=amount, reference=reference)
-    return Reply(text, tag=f.tag, template=(MessageKind.PAYMENT_CHECKING, (reference, amount)))
+    return Reply(
+        text,
+        screens.menu_below_buttons(f.lang),
+        tag=f.tag,
+        template=(MessageKind.PAYMENT_CHECKING, (reference, amount)),
+    )
 
 
 def _resolved(p: Payload, f: CustomerFacts) -> Reply:
@@ -93,7 +103,11 @@ def _resolved(p: Payload, f: CustomerFacts) -> Reply:
     text = say(f.lang, "resolved", reference=reference, outcome=outcome)
     if note:
         text = f"{text}\n{say(f.lang, 'resolved_note', note=note)}"
-    return Reply(text, template=(MessageKind.ORDER_RESOLVED, (reference, outcome)))
+    return Reply(
+        text,
+        screens.menu_below_buttons(f.lang),
+        template=(MessageKind.ORDER_RESOLVED, (reference, outcome)),
+    )
 
 
 def render_customer(kind: MessageKind, payload: Payload, facts: CustomerFacts) -> Reply:

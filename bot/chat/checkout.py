@@ -250,6 +250,9 @@ def on_order(state: ChatState, action: OnOrder, facts: Facts) -> Outcome:
             lang, "order_line", reference=order.reference, total=kes(order.total), status=status
         )
         return Outcome(state, (Reply(line, screens.menu_buttons(lang)),))
+    if order.paying:
+        # Its M-Pesa prompt is open: say so now, rather than ask for a number to push to.
+        return Outcome(state, (not_started(facts, order, PaymentInProgress()),))
     if action.verb == "paybill" and facts.shop.paybill is not None:
         # Paying by hand: the order's reference is the account number; the C2B
         # confirmation pays the order like a callback would, and the result comes here.

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.chat.model import Button, Reply
-from bot.rendering import CustomerFacts, render_customer
+from bot.rendering import CUSTOMER_RENDERERS, CustomerFacts, render_customer
 from bot.texts import reason_text, say
 from payments.result_codes import FailureReason
 from payments.settlement import MessageKind
@@ -46,6 +46,26 @@ def test_paid_message_offers_the_menu() -> None:
         MessageKind.PAYMENT_PAID, payload, CustomerFacts("en", "", 7, "paid", "", None)
     )
     assert english.buttons == ((Button("Menu", "menu:new"),),)
+
+
+CUSTOMER_PAYLOAD = {
+    "order_reference": "DK-7KX3M9",
+    "paid_amount": 210,
+    "amount": 210,
+    "receipt": "QKX1A2B3C4",
+    "reason": "cancelled",
+    "action": "paid",
+    "note": "",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CUSTOMER_RENDERERS))
+@pytest.mark.parametrize("order_status", ["awaiting_payment", "paid", "cancelled"])
+def test_every_customer_message_offers_a_next_step(kind: MessageKind, order_status: str) -> None:
+    """Whatever the message and whatever became of the order, at least one button."""
+    facts = CustomerFacts("en", "1 × Unga 2kg = KES 210", 7, order_status, "payment:1", None)
+    reply = render_customer(kind, CUSTOMER_PAYLOAD, facts)
+    assert reply.buttons, f"{kind} for an order {order_status} has no button"
 
 
 async def test_cancelled_order_message_offers_the_cart_and_menu(duka: RunningDuka) -> None:
@@ -234,22 +254,24 @@ async def test_cancel_command_after_the_order_was_created_says_it_is_cancelled(
     assert await order_status(duka.engine, order.id) == "cancelled"
 
 
-async def test_cancel_command_while_the_order_is_being_paid_says_it_is_kept(
+async def test_pay_from_orders_while_its_prompt_is_open_says_so_at_once(
     duka: RunningDuka,
 ) -> None:
-    """Back at the phone question of an order whose PIN prompt is open: /cancel keeps it."""
+    """Pay on an order whose PIN prompt is open: "waiting for your PIN" straight away, no
+    phone question, no second push; /cancel then has no order to drop and keeps it."""
     customer = Customer(duka, "2001")
     order = await customer.confirms_an_order()
     duka.simulator.force_next_outcome(rules.NEVER_RESOLVES)
     await customer.pays_from("0712345678")
-    await customer.presses(f"pay:{order.id}")
-    [stopped] = await customer.says("/cancel")
-    assert stopped.text == (
-        f"Stopped. Order {order.reference} is waiting for payment, so it is not cancelled. "
-        "See /orders."
+    [waiting] = await customer.presses(f"pay:{order.id}")
+    assert waiting.text == (
+        f"A payment for order {order.reference} is already waiting for your PIN. Check your phone."
     )
-    assert stopped.buttons == (MENU,)
+    assert waiting.buttons == (MENU,)
+    [stopped] = await customer.says("/cancel")
+    assert stopped.text == "Stopped. Your cart is kept. Tap Menu to carry on."
     assert await order_status(duka.engine, order.id) == "awaiting_payment"
+    assert len(duka.simulator.push_requests) == 1
 
 
 # --- a second tap on Confirm order ------------------------------------------------------------
