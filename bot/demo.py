@@ -49,6 +49,7 @@ from bot.config import load_config
 from bot.http_logging import RedactTokens
 from payments.daraja_client import DarajaClient
 from payments.errors import DarajaError
+from payments.outbox import OutboxStatus
 from payments.phone import InvalidPhoneNumber, normalize_msisdn
 from payments.simulator import rules_summary
 from storage.engine import Database
@@ -369,7 +370,7 @@ def _outcome(conn: Connection) -> tuple[int, int, bool]:
         ).all()
     )
     undelivered = conn.execute(
-        select(outbox.c.id).where(outbox.c.status.in_(["pending", "failed"]))
+        select(outbox.c.id).where(outbox.c.status.in_([OutboxStatus.PENDING, OutboxStatus.FAILED]))
     ).all()
     return paid, receipts, not undelivered
 

@@ -32,7 +32,8 @@ from bot.rendering import (
     render_customer,
 )
 from bot.texts import item_lines
-from payments.settlement import MessageKind
+from payments.outbox import OutboxStatus
+from payments.settlement import Audience, MessageKind
 from storage.engine import Database
 from storage.orders import (
     CustomerRecord,
@@ -59,8 +60,8 @@ GIVE_UP_AFTER_ATTEMPTS = 60  # about four hours of failures at the longest back-
 @dataclass(frozen=True, slots=True)
 class _Due:
     id: int
-    kind: str
-    audience: str
+    kind: MessageKind
+    audience: Audience
     customer_id: int | None
     order_id: int | None
     recipient: str | None
@@ -148,7 +149,7 @@ class OutboxDispatcher:
                 # One bad row (a bug, odd data) must not hold up every message behind it.
                 log.exception("outbox %d cannot be delivered; setting it aside", row.id)
                 await self._db.transaction(
-                    _finish, row.id, "failed", f"{type(exc).__name__}: {exc}", self._clock()
+                    _fail, row.id, f"{type(exc).__name__}: {exc}", self._clock()
                 )
         return sent
 
@@ -159,17 +160,15 @@ class OutboxDispatcher:
             await self._db.transaction(_retry, row, 1.0, "waiting for the prompt", self._clock())
             return False
         if delivery is None:
-            await self._db.transaction(_finish, row.id, "failed", "no recipient", self._clock())
+            await self._db.transaction(_fail, row.id, "no recipient", self._clock())
             return False
         if delivery.blocked_customer is not None:
-            await self._db.transaction(
-                _finish, row.id, "failed", "the customer blocked the bot", self._clock()
-            )
+            await self._db.transaction(_fail, row.id, "the customer blocked the bot", self._clock())
             return False
         channel = self._channels.get(delivery.channel)
         if channel is None:
             await self._db.transaction(
-                _finish, row.id, "failed", f"channel {delivery.channel} is off", self._clock()
+                _fail, row.id, f"channel {delivery.channel} is off", self._clock()
             )
             return False
         try:
@@ -189,7 +188,7 @@ class OutboxDispatcher:
                 row.audience,
                 exc,
             )
-            await self._db.transaction(_finish, row.id, "failed", str(exc), self._clock())
+            await self._db.transaction(_fail, row.id, str(exc), self._clock())
             return False
         except RetryLater as exc:
             await self._db.transaction(_retry, row, exc.after_seconds, str(exc), self._clock())
@@ -219,9 +218,9 @@ class OutboxDispatcher:
 def _fan_out_to_merchants(conn: Connection, recipients: Sequence[str], now: datetime) -> None:
     rows = conn.execute(
         select(outbox)
-        .where(outbox.c.audience == "merchant")
+        .where(outbox.c.audience == Audience.MERCHANT)
         .where(outbox.c.recipient.is_(None))
-        .where(outbox.c.status == "pending")
+        .where(outbox.c.status == OutboxStatus.PENDING)
     ).all()
     if rows and not recipients:
         log.warning("no merchant chat is configured; %d merchant messages not sent", len(rows))
@@ -235,7 +234,7 @@ def _fan_out_to_merchants(conn: Connection, recipients: Sequence[str], now: date
                 "order_id": row.order_id,
                 "payload": row.payload,
                 "recipient": recipient,
-                "status": "pending",
+                "status": OutboxStatus.PENDING,
                 "attempts": 0,
                 "next_attempt_at": now,
                 "created_at": now,
@@ -244,23 +243,25 @@ def _fan_out_to_merchants(conn: Connection, recipients: Sequence[str], now: date
         ]
         if copies:
             conn.execute(insert(outbox), copies)
-        conn.execute(update(outbox).where(outbox.c.id == row.id).values(status="expanded"))
+        conn.execute(
+            update(outbox).where(outbox.c.id == row.id).values(status=OutboxStatus.EXPANDED)
+        )
 
 
 def _due(conn: Connection, now: datetime, limit: int) -> list[_Due]:
     rows = conn.execute(
         select(outbox)
-        .where(outbox.c.status == "pending")
+        .where(outbox.c.status == OutboxStatus.PENDING)
         .where(outbox.c.next_attempt_at <= now)
-        .where((outbox.c.audience == "customer") | outbox.c.recipient.is_not(None))
+        .where((outbox.c.audience == Audience.CUSTOMER) | outbox.c.recipient.is_not(None))
         .order_by(outbox.c.id)
         .limit(limit)
     )
     return [
         _Due(
             r.id,
-            r.kind,
-            r.audience,
+            MessageKind(r.kind),
+            Audience(r.audience),
             r.customer_id,
             r.order_id,
             r.recipient,
@@ -278,14 +279,14 @@ _NOT_YET = _Delivery("", "", Reply(""), None)  # render again in a moment
 def _render(
     conn: Connection, row: _Due, now: datetime, paybill: str | None = None
 ) -> _Delivery | None:
-    kind = MessageKind(row.kind)
+    kind = row.kind
     customer = customer_by_id(conn, row.customer_id) if row.customer_id else None
     order = get_order(conn, row.order_id) if row.order_id else None
     if kind not in ORDERLESS_KINDS and (order is None or customer is None):
         return None
     lines = item_lines(get_order_items(conn, order.id)) if order is not None else ""
     payload = row.payload
-    if row.audience == "merchant":
+    if row.audience is Audience.MERCHANT:
         if row.recipient is None:
             return None
         channel, _, chat_id = row.recipient.partition(":")
@@ -329,7 +330,9 @@ def _sent(
     conn.execute(
         update(outbox)
         .where(outbox.c.id == outbox_id)
-        .values(status="sent", sent_at=now, attempts=outbox.c.attempts + 1, last_error=None)
+        .values(
+            status=OutboxStatus.SENT, sent_at=now, attempts=outbox.c.attempts + 1, last_error=None
+        )
     )
     if delivery.reply.tag:
         remember_message(
@@ -339,7 +342,7 @@ def _sent(
 
 def _retry(conn: Connection, row: _Due, after_seconds: float, error: str, now: datetime) -> None:
     if row.attempts + 1 >= GIVE_UP_AFTER_ATTEMPTS:
-        _finish(conn, row.id, "failed", f"gave up: {error}", now)
+        _fail(conn, row.id, f"gave up: {error}", now)
         return
     conn.execute(
         update(outbox)
@@ -353,14 +356,15 @@ def _retry(conn: Connection, row: _Due, after_seconds: float, error: str, now: d
 
 
 def _gone(conn: Connection, row: _Due, error: str, now: datetime) -> None:
-    if row.audience == "customer" and row.customer_id is not None:
+    if row.audience is Audience.CUSTOMER and row.customer_id is not None:
         update_customer(conn, row.customer_id, blocked_at=now)
-    _finish(conn, row.id, "failed", error, now)
+    _fail(conn, row.id, error, now)
 
 
-def _finish(conn: Connection, outbox_id: int, status: str, error: str, now: datetime) -> None:
+def _fail(conn: Connection, outbox_id: int, error: str, now: datetime) -> None:
+    """Refused for good, or given up on: kept with the error, never sent again."""
     conn.execute(
         update(outbox)
         .where(outbox.c.id == outbox_id)
-        .values(status=status, last_error=error[:500], attempts=outbox.c.attempts + 1)
+        .values(status=OutboxStatus.FAILED, last_error=error[:500], attempts=outbox.c.attempts + 1)
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import Connection, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -16,6 +17,15 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from payments.settlement import OutboxMessage
 from storage.schema import outbox
+
+
+class OutboxStatus(StrEnum):
+    PENDING = "pending"  # to be sent (at next_attempt_at)
+    EXPANDED = "expanded"  # a merchant message copied once per merchant chat
+    SENT = "sent"
+    FAILED = "failed"  # refused for good, or given up on
+    WITHDRAWN = "withdrawn"  # taken back before it was sent
+
 
 _INSERT_OUTBOX = {
     dialect: insert_for(outbox).on_conflict_do_nothing(index_elements=["dedupe_key"])
@@ -35,7 +45,7 @@ def insert_outbox(conn: Connection, messages: Sequence[OutboxMessage], now: date
             "customer_id": m.customer_id,
             "order_id": m.order_id,
             "payload": json.dumps(m.payload),
-            "status": "pending",
+            "status": OutboxStatus.PENDING,
             "attempts": 0,
             "next_attempt_at": now + m.delay,
             "created_at": now,
@@ -50,7 +60,7 @@ def withdraw(conn: Connection, dedupe_key: str) -> bool:
     statement = (
         update(outbox)
         .where(outbox.c.dedupe_key == dedupe_key)
-        .where(outbox.c.status == "pending")
-        .values(status="withdrawn")
+        .where(outbox.c.status == OutboxStatus.PENDING)
+        .values(status=OutboxStatus.WITHDRAWN)
     )
     return conn.execute(statement).rowcount > 0
