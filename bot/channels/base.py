@@ -1,10 +1,17 @@
-"""What every channel offers the dispatcher and the conversation, and how it fails."""
+"""What every channel offers the dispatcher and the conversation, how it fails, and the
+handling of one customer event that every chat channel shares."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from bot.chat.model import Reply
+from bot.chat.model import Inbound, Reply
+from bot.texts import say
+
+log = logging.getLogger(__name__)
 
 
 class DeliveryError(Exception):
@@ -33,3 +40,63 @@ class Channel(Protocol):
     async def send(self, chat_id: str, reply: Reply, *, replace: str | None = None) -> str:
         """Send ``reply`` (editing message ``replace`` where possible); the message's id."""
         ...
+
+
+# The conversation and the merchant desk as the channels see them. Protocols, not the
+# classes: bot.chat.engine imports this module, so importing it here would be a cycle.
+
+
+class Conversing(Protocol):
+    """bot.chat.engine.Conversation: one event in, its replies out through ``channel``."""
+
+    async def reply_through(
+        self, channel: Channel, event: Inbound, pressed_message: str | None = None
+    ) -> None: ...
+
+
+class MerchantCommands(Protocol):
+    """bot.merchant.MerchantDesk: ``who`` is ``<channel>:<id>``, as configured."""
+
+    def is_merchant(self, who: str) -> bool: ...
+
+    async def handle(self, who: str, text: str) -> Reply | None: ...
+
+
+async def handle_inbound(
+    channel: Channel,
+    event: Inbound,
+    conversation: Conversing,
+    *,
+    merchant: MerchantCommands | None = None,
+    who: str | None = None,
+    pressed_message: str | None = None,
+    on_merchant: Callable[[], Awaitable[object]] | None = None,
+    before_conversation: Callable[[], Awaitable[bool]] | None = None,
+) -> None:
+    """Answer one customer event through ``channel``, never raising.
+
+    A merchant's command (text from ``who``) is answered by the desk; anything else by the
+    conversation, a reply marked ``edit`` replacing ``pressed_message``. A channel's own
+    steps: ``on_merchant`` runs when the sender is a merchant, before their text is read;
+    ``before_conversation`` runs before the conversation is asked, and returning True
+    means the channel answered the event itself.
+    """
+    try:
+        if event.text and merchant is not None and who is not None and merchant.is_merchant(who):
+            if on_merchant is not None:
+                await on_merchant()
+            reply = await merchant.handle(who, event.text)
+            if reply is not None:
+                await channel.send(event.chat_id, reply)
+                return
+            # Not a command: a merchant may shop like anyone else.
+        if before_conversation is not None and await before_conversation():
+            return
+        await conversation.reply_through(channel, event, pressed_message)
+    except Exception:
+        # Never silence: the customer hears that something broke, the log has the why.
+        log.exception("%s: a customer's event could not be handled", channel.name)
+        # In both languages: the customer's choice may be what could not be read.
+        sorry = f"{say('en', 'sorry')}\n{say('sw', 'sorry')}"
+        with contextlib.suppress(Exception):  # e.g. the chat is unreachable: logged above
+            await channel.send(event.chat_id, Reply(sorry))

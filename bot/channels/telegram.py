@@ -34,12 +34,17 @@ from telegram.error import (
 )
 from telegram.ext import AIORateLimiter, Application, ContextTypes, TypeHandler
 
-from bot.channels.base import DeliveryError, RecipientGone, RetryLater, Undeliverable
+from bot.channels.base import (
+    DeliveryError,
+    RecipientGone,
+    RetryLater,
+    Undeliverable,
+    handle_inbound,
+)
 from bot.chat.engine import Conversation
 from bot.chat.model import Inbound, Reply
 from bot.config import TelegramSettings
 from bot.merchant import MerchantDesk
-from bot.texts import say
 from payments.http_body import MAX_BODY_READ_SECONDS, chat_webhook_refusal, read_limited
 
 log = logging.getLogger(__name__)
@@ -200,25 +205,21 @@ class TelegramChannel:
                 contact_is_own=contact.user_id == user.id,
             )
         elif update.message is not None and update.message.text is not None:
-            text = _storable(update.message.text)
-            merchant_reply = await self._merchant.handle(f"{self.name}:{chat_id}", text)
-            if merchant_reply is not None:
-                await self.send(chat_id, merchant_reply)
-                return
-            event = Inbound(self.name, chat_id, name, text=text)
+            event = Inbound(self.name, chat_id, name, text=_storable(update.message.text))
         elif update.message is not None:
             # Stickers, photos, voice notes: we only read text and buttons, and say so.
             event = Inbound(self.name, chat_id, name, unsupported=True)
         else:
             return
-        try:
-            await self._conversation.reply_through(self, event, pressed)
-        except Exception:
-            # Never silence: the customer hears that something broke, the log has the why.
-            log.exception("conversation failed for a Telegram update")
-            # In both languages: the customer's choice may be what could not be read.
-            sorry = f"{say('en', 'sorry')}\n{say('sw', 'sorry')}"
-            await self.application.bot.send_message(int(chat_id), sorry)
+        # Merchants are known by their chat: ``telegram:<chat id>``.
+        await handle_inbound(
+            self,
+            event,
+            self._conversation,
+            merchant=self._merchant,
+            who=f"{self.name}:{chat_id}",
+            pressed_message=pressed,
+        )
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("error handling a Telegram update", exc_info=context.error)

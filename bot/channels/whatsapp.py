@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 import httpx
 from aiohttp import web
 
-from bot.channels.base import DeliveryError, RetryLater, Undeliverable
+from bot.channels.base import DeliveryError, RetryLater, Undeliverable, handle_inbound
 from bot.channels.whatsapp_api import (
     MAX_BODY,
     MAX_BUTTON_TITLE,
@@ -48,7 +48,6 @@ from bot.chat.engine import Conversation
 from bot.chat.model import Button, Inbound, Reply
 from bot.config import WhatsAppSettings
 from bot.merchant import MerchantDesk
-from bot.texts import say
 from payments.http_body import MAX_BODY_READ_SECONDS, chat_webhook_refusal, read_limited
 from storage.engine import Database
 from storage.orders import (
@@ -153,52 +152,47 @@ class WhatsAppChannel:
             task.cancel()
 
     async def _handle(self, message: WaMessage) -> None:
-        try:
-            if message.button and message.button.startswith(f"{MORE}:"):
-                await self._next_page(message.chat_id, message.button)
-                return
-            if await self._merchant_command(message):
-                return
-            if message.wa_id and message.chat_id != message.wa_id:
-                # Known by phone before Meta sent a business-scoped id: same customer.
-                await self._db.transaction(rekey_chat, self.name, message.wa_id, message.chat_id)
-            event = Inbound(
-                self.name,
-                message.chat_id,
-                message.name,
-                text=message.text,
-                button=message.button,
-                contact_phone=message.contact_phone,
-                contact_is_own=message.contact_is_own,
-                unsupported=message.kind == "unsupported",
-            )
-            await self._conversation.reply_through(self, event)
-        except Exception:
-            # Never silence: the customer hears that something broke, the log has the why.
-            log.exception("WhatsApp message %s could not be handled", message.id)
-            sorry = f"{say('en', 'sorry')}\n{say('sw', 'sorry')}"
-            with contextlib.suppress(Exception):
-                await self._client.send(message.chat_id, text_message(sorry))
+        event = Inbound(
+            self.name,
+            message.chat_id,
+            message.name,
+            text=message.text,
+            button=message.button,
+            contact_phone=message.contact_phone,
+            contact_is_own=message.contact_is_own,
+            unsupported=message.kind == "unsupported",
+        )
+        await handle_inbound(
+            self,
+            event,
+            self._conversation,
+            merchant=self._merchant,
+            # Merchants are known by their phone number, not by the chat's id.
+            who=f"{self.name}:{message.wa_id}" if message.wa_id else None,
+            on_merchant=lambda: self._merchant_wrote(message),
+            before_conversation=lambda: self._answered_here(message),
+        )
         # Handled, or answered with an apology: either way, not to be handled again.
         with contextlib.suppress(Exception):
             await self._db.transaction(inbound_handled, self.name, message.id, self._clock())
 
-    async def _merchant_command(self, message: WaMessage) -> bool:
-        """Answer a merchant's command (merchants are known by their phone number)."""
-        if self._merchant is None or not message.wa_id or not message.text:
-            return False
-        who = f"{self.name}:{message.wa_id}"
-        if not self._merchant.is_merchant(who):
-            return False
-        # A merchant writing opens WhatsApp's window: their alerts can go out as plain text.
-        await self._db.transaction(
-            record_inbound, self.name, message.wa_id, message.name, self._clock()
-        )
-        reply = await self._merchant.handle(who, message.text)
-        if reply is None:
-            return False
-        await self.send(message.chat_id, reply)
-        return True
+    async def _merchant_wrote(self, message: WaMessage) -> None:
+        """A merchant writing opens WhatsApp's window: their alerts can go out as plain text."""
+        if message.wa_id:  # always: it is what made them a merchant
+            await self._db.transaction(
+                record_inbound, self.name, message.wa_id, message.name, self._clock()
+            )
+
+    async def _answered_here(self, message: WaMessage) -> bool:
+        """The channel's own part before the conversation's; True when it answered."""
+        if message.button and message.button.startswith(f"{MORE}:"):
+            # Our own "More" row: a list's next page (a button, so never a merchant's command).
+            await self._next_page(message.chat_id, message.button)
+            return True
+        if message.wa_id and message.chat_id != message.wa_id:
+            # Known by phone before Meta sent a business-scoped id: same customer.
+            await self._db.transaction(rekey_chat, self.name, message.wa_id, message.chat_id)
+        return False
 
     # --- messages out ----------------------------------------------------------------------
 

@@ -105,7 +105,11 @@ async def writes(shop: Shop, user: WaUser, text: str) -> None:
 
 
 async def taps(shop: Shop, user: WaUser, title: str) -> None:
-    """Tap the button or list row whose title contains ``title`` on the latest message."""
+    """Tap the button or list row whose title contains ``title`` on the latest message
+    (waiting for it: the answer to the previous tap may still be on its way)."""
+    await shop.graph.wait_for(
+        lambda g: any(title in c[2] for c in choices(g.last_interactive(user) or {}))
+    )
     last = shop.graph.last_interactive(user)
     assert last is not None, "no interactive message on screen"
     options = choices(last)
@@ -212,10 +216,6 @@ async def test_saved_number_prompt_states_the_amount_and_pays_on_whatsapp(shop: 
     await deliver(shop, shop.graph.contact(WANJIRU, "+254712345678", origin="contact_request"))
     await sees(shop, WANJIRU, "Paid! KES 60")
     await writes(shop, WANJIRU, "2 sukuma")
-    # Meta's pair rate limit may hold the answer back a few seconds: wait for it.
-    await shop.graph.wait_for(
-        lambda g: any("Checkout" in c[2] for c in choices(g.last_interactive(WANJIRU) or {}))
-    )
     await taps(shop, WANJIRU, "Checkout")
     await taps(shop, WANJIRU, "Confirm order")
     await sees(shop, WANJIRU, "Pay KES 60 from 07XX XXX 678?")
