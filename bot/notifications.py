@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 from collections import Counter
@@ -22,7 +21,14 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from bot.channels.base import Channel, DeliveryError, RecipientGone, RetryLater, Undeliverable
+from bot.channels.base import (
+    Channel,
+    DeliveryError,
+    Notice,
+    RecipientGone,
+    RetryLater,
+    Undeliverable,
+)
 from bot.chat.model import Reply
 from bot.rendering import (
     MERCHANT_RENDERERS,
@@ -36,7 +42,6 @@ from payments.outbox import OutboxStatus
 from payments.settlement import Audience, MessageKind
 from storage.engine import Database
 from storage.orders import (
-    CustomerRecord,
     customer_by_chat,
     customer_by_id,
     get_order,
@@ -52,8 +57,6 @@ MAX_BACKOFF = timedelta(minutes=5)
 STOP_GRACE_SECONDS = 10.0
 PROMPT_GRACE = timedelta(seconds=10)  # how long a result waits for its prompt's message id
 UNPROMPTED = frozenset({"c2b", "match"})  # payments made by hand: no prompt to wait for
-# WhatsApp's customer-service window, less a margin for the message to get there.
-SERVICE_WINDOW = timedelta(hours=24) - timedelta(minutes=10)
 GIVE_UP_AFTER_ATTEMPTS = 60  # about four hours of failures at the longest back-off
 
 
@@ -76,7 +79,7 @@ class _Delivery:
 
     channel: str
     chat_id: str
-    reply: Reply
+    notice: Notice
     replace: str | None  # the message to edit in place ("check your phone"), if any
     blocked_customer: int | None = None
 
@@ -172,8 +175,8 @@ class OutboxDispatcher:
             )
             return False
         try:
-            message_id = await channel.send(
-                delivery.chat_id, delivery.reply, replace=delivery.replace
+            message_id = await channel.notify(
+                delivery.chat_id, delivery.notice, replace=delivery.replace
             )
         except RecipientGone as exc:
             log.warning("outbox %d: recipient gone (%s); not retrying", row.id, exc)
@@ -273,7 +276,8 @@ def _due(conn: Connection, now: datetime, limit: int) -> list[_Due]:
     ]
 
 
-_NOT_YET = _Delivery("", "", Reply(""), None)  # render again in a moment
+_NOTHING = Notice(Reply(""), "", (), "en", None)
+_NOT_YET = _Delivery("", "", _NOTHING, None)  # render again in a moment
 
 
 def _render(
@@ -291,19 +295,18 @@ def _render(
             return None
         channel, _, chat_id = row.recipient.partition(":")
         name = (customer.name if customer is not None else "") or "-"
-        reply = MERCHANT_RENDERERS[kind](payload, MerchantFacts(lines, name))
-        # Merchants rarely write to the shop's number: unless one did within the last day,
-        # WhatsApp's window is closed and only a template gets through.
+        rendered = MERCHANT_RENDERERS[kind](payload, MerchantFacts(lines, name))
+        # Merchants rarely write to the shop's number: when one last did matters to a
+        # channel with a window (WhatsApp), as it does for customers.
         merchant_chat = customer_by_chat(conn, channel, chat_id)
-        window_open = merchant_chat is not None and _inside_window(merchant_chat, now)
-        return _Delivery(
-            channel, chat_id, dataclasses.replace(reply, prefer_template=not window_open), None
-        )
+        wrote = merchant_chat.last_inbound_at if merchant_chat is not None else None
+        notice = Notice(rendered.reply, kind, rendered.parameters, "en", wrote)
+        return _Delivery(channel, chat_id, notice, None)
     if customer is None or order is None:
         return None
     if customer.blocked:
         return _Delivery(
-            customer.channel, customer.chat_id, Reply(""), None, blocked_customer=customer.id
+            customer.channel, customer.chat_id, _NOTHING, None, blocked_customer=customer.id
         )
     tag = f"payment:{payload.get('payment_id')}"
     replace = remembered_message(conn, customer.channel, customer.chat_id, tag)
@@ -311,17 +314,11 @@ def _render(
     if replace is None and now - row.created_at < PROMPT_GRACE and prompted:
         return _NOT_YET
     facts = CustomerFacts(customer.language, lines, order.id, order.status, tag, paybill)
-    reply = render_customer(kind, payload, facts)
-    if not _inside_window(customer, now):
-        # WhatsApp would accept a free-form message and fail it later (131047) outside the
-        # customer-service window; send the approved template straight away instead.
-        reply = dataclasses.replace(reply, prefer_template=True)
-    return _Delivery(customer.channel, customer.chat_id, reply, replace)
-
-
-def _inside_window(customer: CustomerRecord, now: datetime) -> bool:
-    last = customer.last_inbound_at
-    return last is not None and now - last <= SERVICE_WINDOW
+    rendered = render_customer(kind, payload, facts)
+    notice = Notice(
+        rendered.reply, kind, rendered.parameters, customer.language, customer.last_inbound_at
+    )
+    return _Delivery(customer.channel, customer.chat_id, notice, replace)
 
 
 def _sent(
@@ -334,10 +331,8 @@ def _sent(
             status=OutboxStatus.SENT, sent_at=now, attempts=outbox.c.attempts + 1, last_error=None
         )
     )
-    if delivery.reply.tag:
-        remember_message(
-            conn, delivery.channel, delivery.chat_id, delivery.reply.tag, message_id, now
-        )
+    if tag := delivery.notice.reply.tag:
+        remember_message(conn, delivery.channel, delivery.chat_id, tag, message_id, now)
 
 
 def _retry(conn: Connection, row: _Due, after_seconds: float, error: str, now: datetime) -> None:

@@ -8,7 +8,7 @@ outside WhatsApp's 24-hour window (template parameters are single lines).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from bot.chat import screens
@@ -18,6 +18,15 @@ from payments.phone import mask_msisdn
 from payments.settlement import MessageKind
 
 Payload = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """An outbox message's words, and the same facts as a platform template's parameters
+    (single lines), for a channel that cannot always send free-form text."""
+
+    reply: Reply
+    parameters: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,90 +41,102 @@ class CustomerFacts:
     paybill: str | None  # the Paybill number when the Paybill fallback is on
 
 
-def _paid(p: Payload, f: CustomerFacts) -> Reply:
+def _paid(p: Payload, f: CustomerFacts) -> Rendered:
     reference = p["order_reference"]
     receipt = p.get("receipt") or say(f.lang, "paid_receipt_pending")
     amount = kes(p["paid_amount"])
     text = say(f.lang, "paid", amount=amount, reference=reference, receipt=receipt, lines=f.lines)
-    return Reply(
-        text,
-        # The receipt stays in the chat: Menu sends the menu below it.
-        screens.menu_below_buttons(f.lang),
-        tag=f.tag,
-        template=(MessageKind.PAYMENT_PAID, (reference, amount, receipt)),
+    return Rendered(
+        Reply(
+            text,
+            # The receipt stays in the chat: Menu sends the menu below it.
+            screens.menu_below_buttons(f.lang),
+            tag=f.tag,
+        ),
+        (reference, amount, receipt),
     )
 
 
-def _failed(p: Payload, f: CustomerFacts) -> Reply:
+def _failed(p: Payload, f: CustomerFacts) -> Rendered:
     reference = p["order_reference"]
     reason = reason_text(f.lang, str(p.get("reason", "")))
     text = say(f.lang, "failed", reference=reference, reason=reason)
     # Buttons only while the order can still be paid (not after another attempt paid it).
     payable = f.order_status == "awaiting_payment"
     buttons = screens.failed_payment_buttons(f.lang, f.order_id, paybill=f.paybill is not None)
-    return Reply(
-        text,
-        buttons if payable else screens.menu_below_buttons(f.lang),
-        tag=f.tag,
-        template=(MessageKind.PAYMENT_FAILED, (reference, reason)),
+    return Rendered(
+        Reply(
+            text,
+            buttons if payable else screens.menu_below_buttons(f.lang),
+            tag=f.tag,
+        ),
+        (reference, reason),
     )
 
 
-def _under_review(p: Payload, f: CustomerFacts) -> Reply:
+def _under_review(p: Payload, f: CustomerFacts) -> Rendered:
     reference, amount = p["order_reference"], kes(p["paid_amount"])
     text = say(f.lang, "under_review", amount=amount, reference=reference)
-    return Reply(
-        text,
-        screens.menu_below_buttons(f.lang),
-        tag=f.tag,
-        template=(MessageKind.PAYMENT_UNDER_REVIEW, (reference, amount)),
+    return Rendered(
+        Reply(
+            text,
+            screens.menu_below_buttons(f.lang),
+            tag=f.tag,
+        ),
+        (reference, amount),
     )
 
 
-def _unconfirmed(p: Payload, f: CustomerFacts) -> Reply:
+def _unconfirmed(p: Payload, f: CustomerFacts) -> Rendered:
     reference, amount = p["order_reference"], kes(p["amount"])
     text = say(f.lang, "unconfirmed", amount=amount, reference=reference)
     payable = f.order_status == "awaiting_payment"
     buttons = screens.unconfirmed_payment_buttons(f.lang, f.order_id)
-    return Reply(
-        text,
-        buttons if payable else screens.menu_below_buttons(f.lang),
-        tag=f.tag,
-        template=(MessageKind.PAYMENT_UNCONFIRMED, (reference, amount)),
+    return Rendered(
+        Reply(
+            text,
+            buttons if payable else screens.menu_below_buttons(f.lang),
+            tag=f.tag,
+        ),
+        (reference, amount),
     )
 
 
-def _checking(p: Payload, f: CustomerFacts) -> Reply:
+def _checking(p: Payload, f: CustomerFacts) -> Rendered:
     reference, amount = p["order_reference"], kes(p["amount"])
     text = say(f.lang, "checking", amount=amount, reference=reference)
-    return Reply(
-        text,
-        screens.menu_below_buttons(f.lang),
-        tag=f.tag,
-        template=(MessageKind.PAYMENT_CHECKING, (reference, amount)),
+    return Rendered(
+        Reply(
+            text,
+            screens.menu_below_buttons(f.lang),
+            tag=f.tag,
+        ),
+        (reference, amount),
     )
 
 
-def _resolved(p: Payload, f: CustomerFacts) -> Reply:
+def _resolved(p: Payload, f: CustomerFacts) -> Rendered:
     reference = p["order_reference"]
     outcome = say(f.lang, f"resolved_{p['action']}", amount=kes(p.get("paid_amount") or 0))
     note = str(p.get("note") or "")
     text = say(f.lang, "resolved", reference=reference, outcome=outcome)
     if note:
         text = f"{text}\n{say(f.lang, 'resolved_note', note=note)}"
-    return Reply(
-        text,
-        screens.menu_below_buttons(f.lang),
-        template=(MessageKind.ORDER_RESOLVED, (reference, outcome)),
+    return Rendered(
+        Reply(
+            text,
+            screens.menu_below_buttons(f.lang),
+        ),
+        (reference, outcome),
     )
 
 
-def render_customer(kind: MessageKind, payload: Payload, facts: CustomerFacts) -> Reply:
-    """The customer's message, marked with its language (a template goes out in it too)."""
-    return replace(CUSTOMER_RENDERERS[kind](payload, facts), language=facts.lang)
+def render_customer(kind: MessageKind, payload: Payload, facts: CustomerFacts) -> Rendered:
+    """The customer's message, in their language (its template parameters too)."""
+    return CUSTOMER_RENDERERS[kind](payload, facts)
 
 
-CUSTOMER_RENDERERS: dict[MessageKind, Callable[[Payload, CustomerFacts], Reply]] = {
+CUSTOMER_RENDERERS: dict[MessageKind, Callable[[Payload, CustomerFacts], Rendered]] = {
     MessageKind.PAYMENT_PAID: _paid,
     MessageKind.PAYMENT_FAILED: _failed,
     MessageKind.PAYMENT_UNDER_REVIEW: _under_review,
@@ -131,7 +152,7 @@ class MerchantFacts:
     customer: str  # the customer's name ("-" when unknown)
 
 
-def _order_paid(p: Payload, f: MerchantFacts) -> Reply:
+def _order_paid(p: Payload, f: MerchantFacts) -> Rendered:
     reference, amount = p["order_reference"], kes(p["paid_amount"])
     receipt = p.get("receipt") or "pending"
     phone = p.get("masked_phone") or mask_msisdn(None)
@@ -145,11 +166,10 @@ def _order_paid(p: Payload, f: MerchantFacts) -> Reply:
         customer=f.customer,
         phone=phone,
     )
-    template = (MessageKind.ORDER_PAID, (reference, amount, receipt, f.customer))
-    return Reply(text, template=template)
+    return Rendered(Reply(text), (reference, amount, receipt, f.customer))
 
 
-def _needs_review(p: Payload, f: MerchantFacts) -> Reply:
+def _needs_review(p: Payload, f: MerchantFacts) -> Rendered:
     reference, amount = p["order_reference"], kes(p["paid_amount"])
     receipt = p.get("receipt") or "pending"
     why = say("en", f"why_{p.get('why', 'amount_mismatch')}")
@@ -164,21 +184,19 @@ def _needs_review(p: Payload, f: MerchantFacts) -> Reply:
         customer=f.customer,
         phone=p.get("masked_phone") or mask_msisdn(None),
     )
-    return Reply(
-        text, template=(MessageKind.PAYMENT_NEEDS_REVIEW, (reference, why, amount, receipt))
-    )
+    return Rendered(Reply(text), (reference, why, amount, receipt))
 
 
-def _check(p: Payload, f: MerchantFacts) -> Reply:
+def _check(p: Payload, f: MerchantFacts) -> Rendered:
     reference, amount = p["order_reference"], kes(p["amount"])
     phone = p.get("masked_phone") or mask_msisdn(None)
     text = say(
         "en", "m_check", reference=reference, amount=amount, phone=phone, customer=f.customer
     )
-    return Reply(text, template=(MessageKind.PAYMENT_CHECK, (reference, amount, phone)))
+    return Rendered(Reply(text), (reference, amount, phone))
 
 
-def _not_confirmed(p: Payload, f: MerchantFacts) -> Reply:
+def _not_confirmed(p: Payload, f: MerchantFacts) -> Rendered:
     reference, amount = p["order_reference"], kes(p["amount"])
     phone, answer = p.get("masked_phone") or mask_msisdn(None), str(p.get("answer", ""))
     text = say(
@@ -190,19 +208,18 @@ def _not_confirmed(p: Payload, f: MerchantFacts) -> Reply:
         customer=f.customer,
         answer=answer,
     )
-    template = (MessageKind.PAYMENT_NOT_CONFIRMED, (reference, amount, phone, answer))
-    return Reply(text, template=template)
+    return Rendered(Reply(text), (reference, amount, phone, answer))
 
 
-def _unmatched(p: Payload, f: MerchantFacts) -> Reply:
+def _unmatched(p: Payload, f: MerchantFacts) -> Rendered:
     amount, phone, receipt = kes(p["paid_amount"]), p["masked_phone"], p["receipt"]
     account = str(p.get("account") or "")
     why = say("en", f"unmatched_{p.get('reason', 'no_attempt')}", account=account)
     text = say("en", "m_unmatched", amount=amount, phone=phone, receipt=receipt, why=why)
-    return Reply(text, template=(MessageKind.UNMATCHED_PAYMENT, (amount, phone, receipt)))
+    return Rendered(Reply(text), (amount, phone, receipt))
 
 
-MERCHANT_RENDERERS: dict[MessageKind, Callable[[Payload, MerchantFacts], Reply]] = {
+MERCHANT_RENDERERS: dict[MessageKind, Callable[[Payload, MerchantFacts], Rendered]] = {
     MessageKind.ORDER_PAID: _order_paid,
     MessageKind.PAYMENT_NEEDS_REVIEW: _needs_review,
     MessageKind.PAYMENT_CHECK: _check,

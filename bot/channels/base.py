@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from bot.chat.model import Inbound, Reply
@@ -34,11 +36,28 @@ class RecipientGone(Undeliverable):
     """The customer blocked the bot: do not retry, and remember it."""
 
 
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """An outbox message for one chat, as the dispatcher hands it over: the words, and
+    what a channel that cannot always send free-form text needs to send it another way
+    (WhatsApp: an approved template outside the 24-hour window)."""
+
+    reply: Reply
+    kind: str  # the message kind (a MessageKind): it names the template
+    parameters: tuple[str, ...]  # the same facts as single-line template parameters
+    language: str  # the language the words are in
+    last_inbound_at: datetime | None  # when the recipient last wrote to the shop
+
+
 class Channel(Protocol):
     name: str
 
     async def send(self, chat_id: str, reply: Reply, *, replace: str | None = None) -> str:
         """Send ``reply`` (editing message ``replace`` where possible); the message's id."""
+        ...
+
+    async def notify(self, chat_id: str, notice: Notice, *, replace: str | None = None) -> str:
+        """Deliver an outbox message: as ``send`` does, or as the platform allows."""
         ...
 
 

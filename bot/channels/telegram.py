@@ -36,6 +36,7 @@ from telegram.ext import AIORateLimiter, Application, ContextTypes, TypeHandler
 
 from bot.channels.base import (
     DeliveryError,
+    Notice,
     RecipientGone,
     RetryLater,
     Undeliverable,
@@ -225,6 +226,10 @@ class TelegramChannel:
         log.error("error handling a Telegram update", exc_info=context.error)
 
     # --- messages out --------------------------------------------------------------------
+
+    async def notify(self, chat_id: str, notice: Notice, *, replace: str | None = None) -> str:
+        """Outbox messages go out like any reply: no window limits what we may send."""
+        return await self.send(chat_id, notice.reply, replace=replace)
 
     async def send(self, chat_id: str, reply: Reply, *, replace: str | None = None) -> str:
         """Send (or edit in place) and return the message id; raises the base.* errors."""

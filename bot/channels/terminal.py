@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
+from bot.channels.base import Notice
 from bot.chat.model import Button, Reply
 
 if TYPE_CHECKING:
@@ -29,6 +30,10 @@ class TerminalChannel:
         self._ids = itertools.count(1)
         self.buttons: dict[str, list[Button]] = {}  # chat -> buttons of its latest message
         self.messages: dict[str, list[str]] = {}  # chat -> every text shown, in order
+
+    async def notify(self, chat_id: str, notice: Notice, *, replace: str | None = None) -> str:
+        """Outbox messages go out like any reply: no window limits what we may send."""
+        return await self.send(chat_id, notice.reply, replace=replace)
 
     async def send(self, chat_id: str, reply: Reply, *, replace: str | None = None) -> str:
         lines = [f"[shop → {chat_id}] {reply.text}"]

@@ -22,7 +22,13 @@ from datetime import datetime, timedelta
 import httpx
 from aiohttp import web
 
-from bot.channels.base import DeliveryError, RetryLater, Undeliverable, handle_inbound
+from bot.channels.base import (
+    DeliveryError,
+    Notice,
+    RetryLater,
+    Undeliverable,
+    handle_inbound,
+)
 from bot.channels.whatsapp_api import (
     MAX_BODY,
     MAX_BUTTON_TITLE,
@@ -63,6 +69,8 @@ EXPIRED_TOKEN = 190
 MAX_WEBHOOK_BYTES = 4 * 1024 * 1024  # Meta's webhooks reach about 3 MB
 NO_TRANSLATION = 132001  # "Template name does not exist in the translation"
 RESUME_WINDOW = timedelta(hours=1)  # older unhandled messages are stale: not acted on
+# The customer-service window, less a margin for the message to get there.
+SERVICE_WINDOW = timedelta(hours=24) - timedelta(minutes=10)
 MORE = "wa:more"  # our own list row: the next page of a long list
 LIST_BUTTON = "Choose · Chagua"  # both languages: the channel does not know the customer's
 PAIR_RATE_PAUSE = 6.0  # Meta allows about one message per six seconds to one user
@@ -199,8 +207,27 @@ class WhatsAppChannel:
     async def send(self, chat_id: str, reply: Reply, *, replace: str | None = None) -> str:
         """Send ``reply`` (WhatsApp cannot edit: ``replace`` is ignored); the wamid."""
         try:
-            if reply.prefer_template and reply.template is not None:
-                return await self._send_template(chat_id, reply.template, reply.language)
+            return await self._send_free_form(chat_id, reply)
+        except GraphError as exc:
+            raise _delivery_error(exc) from exc
+
+    async def notify(self, chat_id: str, notice: Notice, *, replace: str | None = None) -> str:
+        """An outbox message: free-form inside the customer-service window, else (or when
+        Meta says the window closed) the kind's approved template."""
+        last = notice.last_inbound_at
+        if last is None or self._clock() - last > SERVICE_WINDOW:
+            # Meta would accept a free-form message and fail it later (131047): the
+            # template goes straight away.
+            return await self._send_template(chat_id, notice)
+        try:
+            return await self._send_free_form(chat_id, notice.reply)
+        except GraphError as exc:
+            if exc.code == OUTSIDE_WINDOW:
+                return await self._send_template(chat_id, notice)
+            raise _delivery_error(exc) from exc
+
+    async def _send_free_form(self, chat_id: str, reply: Reply) -> str:
+        try:
             message_id = ""
             for message in self._render(chat_id, reply):
                 message_id = await self._send_paced(chat_id, message)
@@ -208,10 +235,6 @@ class WhatsAppChannel:
         except WhatsAppLimitError as exc:
             log.error("WhatsApp message for %s breaks a limit: %s", chat_id[-4:], exc)
             raise Undeliverable(str(exc)) from exc
-        except GraphError as exc:
-            if exc.code == OUTSIDE_WINDOW and reply.template is not None:
-                return await self._send_template(chat_id, reply.template, reply.language)
-            raise _delivery_error(exc) from exc
 
     async def _send_paced(self, chat_id: str, message: dict[str, object]) -> str:
         """Send, waiting out Meta's rate limits a few times (a lost reply is worse than a
@@ -227,14 +250,12 @@ class WhatsAppChannel:
                 raise DeliveryError(f"WhatsApp unreachable ({type(exc).__name__})") from exc
         raise AssertionError("unreachable")
 
-    async def _send_template(
-        self, chat_id: str, template: tuple[str, tuple[str, ...]], language: str | None
-    ) -> str:
-        kind, parameters = template
+    async def _send_template(self, chat_id: str, notice: Notice) -> str:
+        kind, parameters = notice.kind, notice.parameters
         name = self._settings.template_for(kind)
         if name is None:
             raise Undeliverable(f"outside the 24-hour window and no template for {kind}")
-        code = self._settings.template_language_for(language)
+        code = self._settings.template_language_for(notice.language)
         try:
             return await self._send_paced(chat_id, template_message(name, code, list(parameters)))
         except GraphError as exc:

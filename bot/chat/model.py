@@ -38,10 +38,6 @@ class Reply:
     edit: bool = False  # replace the message whose button was pressed, where possible
     tag: str | None = None  # remember this message, to edit it later (e.g. payment:<id>)
     close_keyboard: bool = False  # take away a "share my number" keyboard, where there is one
-    # Outside WhatsApp's 24-hour window only templates go out: (message kind, parameters).
-    template: tuple[str, tuple[str, ...]] | None = None
-    prefer_template: bool = False  # the window is known to be closed: skip the free-form try
-    language: str | None = None  # the language the text is written in, where it matters
 
 
 class Step(StrEnum):

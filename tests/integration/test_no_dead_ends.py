@@ -39,12 +39,12 @@ def test_paid_message_offers_the_menu() -> None:
     which sends the menu below the receipt rather than over it."""
     facts = CustomerFacts("sw", "1 × Unga 2kg = KES 210", 7, "paid", "payment:1", None)
     payload = {"order_reference": "DK-7KX3M9", "paid_amount": 210, "receipt": "QKX1A2B3C4"}
-    reply = render_customer(MessageKind.PAYMENT_PAID, payload, facts)
+    reply = render_customer(MessageKind.PAYMENT_PAID, payload, facts).reply
     assert reply.text.startswith("Umelipa! KES 210 kwa agizo DK-7KX3M9.")
     assert reply.buttons == ((Button("Menyu", "menu:new"),),)
     english = render_customer(
         MessageKind.PAYMENT_PAID, payload, CustomerFacts("en", "", 7, "paid", "", None)
-    )
+    ).reply
     assert english.buttons == ((Button("Menu", "menu:new"),),)
 
 
@@ -64,7 +64,7 @@ CUSTOMER_PAYLOAD = {
 def test_every_customer_message_offers_a_next_step(kind: MessageKind, order_status: str) -> None:
     """Whatever the message and whatever became of the order, at least one button."""
     facts = CustomerFacts("en", "1 × Unga 2kg = KES 210", 7, order_status, "payment:1", None)
-    reply = render_customer(kind, CUSTOMER_PAYLOAD, facts)
+    reply = render_customer(kind, CUSTOMER_PAYLOAD, facts).reply
     assert reply.buttons, f"{kind} for an order {order_status} has no button"
 
 

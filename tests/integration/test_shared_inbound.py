@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.channels.base import Channel, DeliveryError, handle_inbound
+from bot.channels.base import Channel, DeliveryError, Notice, handle_inbound
 from bot.chat.model import Inbound, Reply
 from bot.texts import say
 
@@ -25,6 +25,9 @@ class RecordingChannel:
             raise DeliveryError("network down")
         self.sent.append((chat_id, reply.text))
         return str(len(self.sent))
+
+    async def notify(self, chat_id: str, notice: Notice, *, replace: str | None = None) -> str:
+        return await self.send(chat_id, notice.reply, replace=replace)
 
 
 class RecordingConversation:
