@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.chat import screens
-from bot.chat.model import Reply
+from bot.chat.model import Button, Reply
 from bot.texts import kes, reason_text, say
 from payments.phone import mask_msisdn
 from payments.settlement import MessageKind
@@ -41,19 +41,21 @@ class CustomerFacts:
     paybill: str | None  # the Paybill number when the Paybill fallback is on
 
 
+def _about_the_payment(
+    f: CustomerFacts, text: str, buttons: tuple[tuple[Button, ...], ...], *parameters: str
+) -> Rendered:
+    """A message about one payment: it replaces that payment's "check your phone" (by tag)."""
+    return Rendered(Reply(text, buttons, tag=f.tag), parameters)
+
+
 def _paid(p: Payload, f: CustomerFacts) -> Rendered:
     reference = p["order_reference"]
     receipt = p.get("receipt") or say(f.lang, "paid_receipt_pending")
     amount = kes(p["paid_amount"])
     text = say(f.lang, "paid", amount=amount, reference=reference, receipt=receipt, lines=f.lines)
-    return Rendered(
-        Reply(
-            text,
-            # The receipt stays in the chat: Menu sends the menu below it.
-            screens.menu_below_buttons(f.lang),
-            tag=f.tag,
-        ),
-        (reference, amount, receipt),
+    # The receipt stays in the chat: Menu sends the menu below it.
+    return _about_the_payment(
+        f, text, screens.menu_below_buttons(f.lang), reference, amount, receipt
     )
 
 
@@ -64,27 +66,15 @@ def _failed(p: Payload, f: CustomerFacts) -> Rendered:
     # Buttons only while the order can still be paid (not after another attempt paid it).
     payable = f.order_status == "awaiting_payment"
     buttons = screens.failed_payment_buttons(f.lang, f.order_id, paybill=f.paybill is not None)
-    return Rendered(
-        Reply(
-            text,
-            buttons if payable else screens.menu_below_buttons(f.lang),
-            tag=f.tag,
-        ),
-        (reference, reason),
+    return _about_the_payment(
+        f, text, buttons if payable else screens.menu_below_buttons(f.lang), reference, reason
     )
 
 
 def _under_review(p: Payload, f: CustomerFacts) -> Rendered:
     reference, amount = p["order_reference"], kes(p["paid_amount"])
     text = say(f.lang, "under_review", amount=amount, reference=reference)
-    return Rendered(
-        Reply(
-            text,
-            screens.menu_below_buttons(f.lang),
-            tag=f.tag,
-        ),
-        (reference, amount),
-    )
+    return _about_the_payment(f, text, screens.menu_below_buttons(f.lang), reference, amount)
 
 
 def _unconfirmed(p: Payload, f: CustomerFacts) -> Rendered:
@@ -92,27 +82,15 @@ def _unconfirmed(p: Payload, f: CustomerFacts) -> Rendered:
     text = say(f.lang, "unconfirmed", amount=amount, reference=reference)
     payable = f.order_status == "awaiting_payment"
     buttons = screens.unconfirmed_payment_buttons(f.lang, f.order_id)
-    return Rendered(
-        Reply(
-            text,
-            buttons if payable else screens.menu_below_buttons(f.lang),
-            tag=f.tag,
-        ),
-        (reference, amount),
+    return _about_the_payment(
+        f, text, buttons if payable else screens.menu_below_buttons(f.lang), reference, amount
     )
 
 
 def _checking(p: Payload, f: CustomerFacts) -> Rendered:
     reference, amount = p["order_reference"], kes(p["amount"])
     text = say(f.lang, "checking", amount=amount, reference=reference)
-    return Rendered(
-        Reply(
-            text,
-            screens.menu_below_buttons(f.lang),
-            tag=f.tag,
-        ),
-        (reference, amount),
-    )
+    return _about_the_payment(f, text, screens.menu_below_buttons(f.lang), reference, amount)
 
 
 def _resolved(p: Payload, f: CustomerFacts) -> Rendered:
