@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -272,6 +272,7 @@ def _chat(
             flood=FloodGate(config.chat_events_per_10_seconds, window_seconds=10),
             catalog=config.catalog,
             shop_name_sw=config.shop_name_sw,
+            hold_stock_for=timedelta(seconds=config.reconcile.expire_after_seconds),
         )
         app[CONVERSATION] = conversation
         channels: dict[str, Channel] = {}

@@ -8,6 +8,11 @@ A product may also carry ``name_sw``, ``description_sw`` and ``category_sw``: wh
 customer who chose Kiswahili sees. The products table keeps the English texts only;
 the Swahili ones stay with the configured catalog, in memory, and ``with_translations``
 puts them back on the products read from the database.
+
+A product may carry ``stock``, its starting count (left out: not counted), and
+``low_stock``. The count is set once, when the product is first loaded or first counted;
+from then on sales and the merchant's ``/stock`` change it, and a restart keeps it
+(``storage/stock.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -39,7 +44,10 @@ KEYS = (
     "name_sw",
     "category_sw",
     "description_sw",
+    "stock",
+    "low_stock",
 )
+MAX_STOCK = 1_000_000
 
 
 class CatalogError(ValueError):
@@ -63,6 +71,13 @@ class ProductSpec:
     name_sw: str = ""
     category_sw: str = ""
     description_sw: str = ""
+    # What is left (None: not counted); in the configuration, the starting count.
+    stock: int | None = None
+    low_stock: int | None = None  # tell the merchant when stock falls to this
+
+    @property
+    def sold_out(self) -> bool:
+        return self.stock is not None and self.stock <= 0
 
     def name_in(self, language: str) -> str:
         return (self.name_sw if language == "sw" else "") or self.name
@@ -167,7 +182,22 @@ def _product(entry: object, where: str) -> ProductSpec:
         name_sw=name_sw,
         category_sw=category_sw,
         description_sw=_text(entry, "description_sw", where),
+        stock=_count(entry, "stock", where),
+        low_stock=_count(entry, "low_stock", where),
     )
+
+
+def _count(entry: Mapping[str, Any], key: str, where: str) -> int | None:
+    value = entry.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_STOCK:
+        raise CatalogError(
+            where,
+            f"{key} of {entry.get('sku')!r} is {value!r}, not a whole number",
+            f"use a whole number from 0 to {MAX_STOCK:,}, or leave {key} out",
+        )
+    return value
 
 
 def _text(entry: Mapping[str, Any], key: str, where: str) -> str:
@@ -190,6 +220,10 @@ def sync_catalog(conn: Connection, specs: Sequence[ProductSpec]) -> None:
                 "category": statement.excluded.category,
                 "description": statement.excluded.description,
                 "active": True,
+                # The configured stock is a starting count: once counted, the count is
+                # the shop's (sales, /stock), and a restart must not reset it.
+                "stock": func.coalesce(products.c.stock, statement.excluded.stock),
+                "low_stock": statement.excluded.low_stock,
             },
         )
         conn.execute(
@@ -202,6 +236,8 @@ def sync_catalog(conn: Connection, specs: Sequence[ProductSpec]) -> None:
                     "category": s.category,
                     "description": s.description,
                     "active": True,
+                    "stock": s.stock,
+                    "low_stock": s.low_stock,
                 }
                 for s in specs
             ],
@@ -218,11 +254,24 @@ def active_products(conn: Connection) -> list[ProductSpec]:
             products.c.price,
             products.c.category,
             products.c.description,
+            products.c.stock,
+            products.c.low_stock,
         )
         .where(products.c.active.is_(True))
         .order_by(products.c.id)
     )
-    return [ProductSpec(r.sku, r.name, r.price, r.category, r.description) for r in rows]
+    return [
+        ProductSpec(
+            r.sku,
+            r.name,
+            r.price,
+            r.category,
+            r.description,
+            stock=r.stock,
+            low_stock=r.low_stock,
+        )
+        for r in rows
+    ]
 
 
 def with_translations(

@@ -1,5 +1,6 @@
-"""The merchant's commands, on every channel: /today, /pending, /order REF, and the way
-out of review: /review, /unmatched, /match RECEIPT REF, /resolve REF|RECEIPT DECISION [note].
+"""The merchant's commands, on every channel: /today, /pending, /order REF, the way out of
+review: /review, /unmatched, /match RECEIPT REF, /resolve REF|RECEIPT DECISION [note], and
+/stock [SKU N|off].
 
 Only the chats listed in the configuration (``telegram:<chat id>``, ``whatsapp:<number>``,
 ``terminal:merchant``) get answers; anyone else is treated as a customer.
@@ -12,15 +13,17 @@ from datetime import datetime, time, timedelta
 
 from sqlalchemy import Connection, func, select
 
+from bot.catalog import MAX_STOCK
 from bot.chat.model import Reply
 from bot.texts import item_lines, kes, say, status_text
 from payments import review
 from payments.credentials import NAIROBI
 from payments.phone import mask_msisdn
+from storage import stock
 from storage.engine import Database
 from storage.orders import customer_by_id, get_order_items, order_by_reference
 from storage.references import normalize_reference
-from storage.schema import orders, payments
+from storage.schema import orders, payments, products
 
 MAX_REVIEW_LINES = 25  # of about 100 characters: well inside one message on every channel
 
@@ -64,6 +67,8 @@ class MerchantDesk:
             return await self._decide(_match, who, words[1:])
         if command == "/resolve":
             return await self._decide(_resolve, who, words[1:])
+        if command == "/stock":
+            return Reply(await self._db.transaction(_stock, words[1:]))
         return None
 
     async def _decide(self, decide: _Decision, who: str, args: list[str]) -> Reply:
@@ -153,6 +158,54 @@ def _review(conn: Connection, now: datetime, only_money: bool) -> str:
         hidden = len(lines) - MAX_REVIEW_LINES
         lines = [*lines[:MAX_REVIEW_LINES], say("en", "m_review_more", count=hidden)]
     return say("en", "m_review_list", lines="\n".join(lines))
+
+
+def _stock(conn: Connection, args: list[str]) -> str:
+    """/stock: what is left of every counted product; /stock SKU N|off: set it."""
+    if not args:
+        lines = [
+            say(
+                "en",
+                "m_stock_line",
+                sku=line.sku,
+                name=line.name,
+                stock=line.stock,
+                note=_stock_note(line),
+            )
+            for line in stock.stock_lines(conn)
+        ]
+        return say("en", "m_stock", lines="\n".join(lines)) if lines else say("en", "m_stock_none")
+    if len(args) != 2:
+        return say("en", "m_stock_usage")
+    sku, value = args
+    count = None if value.lower() == "off" else _whole(value)
+    if count is None and value.lower() != "off":
+        return say("en", "m_stock_usage")
+    name = conn.execute(select(products.c.name).where(products.c.sku == sku)).scalar_one_or_none()
+    if name is None or not stock.set_stock(conn, sku, count):
+        return say("en", "m_stock_unknown", sku=sku)
+    if count is None:
+        return say("en", "m_stock_off", sku=sku, name=name)
+    return say("en", "m_stock_set", sku=sku, name=name, stock=count)
+
+
+def _stock_note(line: stock.StockLine) -> str:
+    if line.stock < 0:
+        return say("en", "m_stock_short")
+    note = (
+        say("en", "m_stock_low", low=line.low_stock)
+        if line.low_stock is not None and line.stock <= line.low_stock
+        else ""
+    )
+    return note + ("" if line.active else say("en", "m_stock_hidden"))
+
+
+def _whole(text: str) -> int | None:
+    """A count the merchant typed: ASCII digits, at most a million."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 7:
+        return None
+    value = int(text)
+    return value if value <= MAX_STOCK else None
 
 
 def _today(conn: Connection, now: datetime) -> str:

@@ -53,6 +53,19 @@ _EN: dict[str, str] = {
         "Your cart: {total}."
     ),
     "remove_offer": "Remove {name} from your cart?",
+    "sold_out_tag": "sold out",
+    "sold_out": "Sorry, {name} is sold out.",
+    "stock_left": "Only {left} × {name} left.",
+    "added_all_left": "Added {quantity} × {name}: that is all we have. Your cart: {total}.",
+    "nothing_added_stock": (
+        "Nothing added: your cart already has all {count} × {name} we have. Your cart: {total}."
+    ),
+    "ran_out": "Sorry, {name} ran out while you shopped: {left} left.",
+    "cart_updated": "Your cart is updated: check it and confirm again.",
+    "order_ran_out": (
+        "Sorry, {name} in order {reference} has run out, so the order cannot be paid now. "
+        "Cancel it to get the rest back in your cart."
+    ),
     "leave_out_offer": "1 is the fewest you can add. Leave {name} out?",
     "retry_cancelled": (
         "Order {reference} is cancelled, so it cannot be paid. Tap Cart to see your cart, "
@@ -205,6 +218,19 @@ _EN: dict[str, str] = {
         "{receipt}, customer {customer} ({phone})."
     ),
     "m_today": "Paid today (Nairobi time): {count} orders, {total}.",
+    "m_stock": "Stock, fewest first:\n{lines}",
+    "m_stock_line": "• {sku} {name}: {stock}{note}",
+    "m_stock_low": " (low: at or under {low})",
+    "m_stock_short": " (short: paid for, not in stock)",
+    "m_stock_hidden": " (hidden)",
+    "m_stock_none": "No product is counted. Count one with /stock SKU N.",
+    "m_stock_set": "{name} ({sku}): {stock} left.",
+    "m_stock_off": "{name} ({sku}) is no longer counted.",
+    "m_stock_usage": (
+        "Send /stock for the list, /stock SKU N to set what is left (e.g. /stock unga 20), "
+        "or /stock SKU off to stop counting it."
+    ),
+    "m_stock_unknown": "No product has the sku {sku}. /stock lists the counted ones.",
     "m_pending": "Waiting for payment:\n{lines}",
     "m_pending_none": "No orders are waiting for payment.",
     "m_order": "Order {reference} — {status} — {total}\n{lines}\nCustomer: {customer}\n"
@@ -273,6 +299,22 @@ _SW: dict[str, str] = {
         "agizo moja. Jumla ya kikapu: {total}."
     ),
     "remove_offer": "Uondoe {name} kwenye kikapu?",
+    "sold_out_tag": "imekwisha",
+    "sold_out": "Samahani, {name} imekwisha.",
+    "stock_left": "Zimebaki {left} × {name} tu.",
+    "added_all_left": (
+        "Umeweka {quantity} × {name} kikapuni: ndizo zote tulizo nazo. Jumla ya kikapu: {total}."
+    ),
+    "nothing_added_stock": (
+        "Hakuna kilichoongezwa: kikapu chako tayari kina {count} × {name}, zote tulizo nazo. "
+        "Jumla ya kikapu: {total}."
+    ),
+    "ran_out": "Samahani, {name} imepungua ulipokuwa ukinunua: zimebaki {left}.",
+    "cart_updated": "Tumesasisha kikapu chako: kiangalie kisha uthibitishe tena.",
+    "order_ran_out": (
+        "Samahani, {name} ya agizo {reference} imekwisha, kwa hiyo agizo haliwezi kulipwa "
+        "sasa. Ghairi agizo urudishe bidhaa nyingine kikapuni."
+    ),
     "leave_out_offer": "Huwezi kuweka chini ya moja. Uache {name}?",
     "retry_cancelled": (
         "Agizo {reference} limeghairiwa, kwa hiyo haliwezi kulipwa. Gusa Kikapu uone kikapu "

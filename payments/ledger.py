@@ -47,6 +47,7 @@ from payments.states import (
     check_payment_transition,
 )
 from payments.unmatched import UnmatchedReason, record_unmatched
+from storage import stock
 from storage.schema import (
     OPEN_PAYMENT_STATUSES,
     orders,
@@ -547,6 +548,9 @@ def set_order_statuses(
         )
     if rows:
         conn.execute(_UPDATE_ORDERS, rows)
+        # The order's stock goes with it: sold when paid, given back when cancelled.
+        stock.sell(conn, [oid for oid, _, new in changes if new is OrderStatus.PAID])
+        stock.release(conn, [oid for oid, _, new in changes if new is OrderStatus.CANCELLED])
 
 
 def adopt_orphans(

@@ -34,6 +34,7 @@ from payments.errors import QueryFailed
 from payments.settings import ReconcileSettings
 from payments.settlement import EventStatus
 from payments.states import PaymentStatus
+from storage import stock
 from storage.engine import Database
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class SweepReport:
     queried: int = 0
     settled: int = 0
     expired: int = 0
+    stock_released: int = 0  # holds of abandoned orders given back
 
 
 class Reconciler:
@@ -90,7 +92,12 @@ class Reconciler:
     async def sweep(self) -> SweepReport:
         """One pass; each phase on its own, so a failing one does not stop the others."""
         report = SweepReport()
-        for phase in (self._adopt_orphans, self._query_due, self._expire_unqueryable):
+        for phase in (
+            self._adopt_orphans,
+            self._query_due,
+            self._expire_unqueryable,
+            self._release_abandoned_stock,
+        ):
             try:
                 await phase(report)
             except Exception:
@@ -98,6 +105,12 @@ class Reconciler:
         if self._on_applied is not None and (report.adopted or report.settled or report.expired):
             self._on_applied()  # the messages these changes queued go out now, not at a poll
         return report
+
+    async def _release_abandoned_stock(self, report: SweepReport) -> None:
+        """Orders confirmed and never paid give their stock back once their hold ends."""
+        report.stock_released = await self._database.transaction(
+            stock.release_expired, self._clock()
+        )
 
     async def _adopt_orphans(self, report: SweepReport) -> None:
         now = self._clock()

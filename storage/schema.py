@@ -104,6 +104,8 @@ products = Table(
     Column("category", String(64), nullable=False, server_default=""),
     Column("description", Text, nullable=False, server_default=""),
     Column("active", Boolean, nullable=False, server_default=text("true")),
+    Column("stock", Integer),  # what is left; NULL: not counted (unlimited)
+    Column("low_stock", Integer),  # tell the merchant when stock falls to this
 )
 
 orders = Table(
@@ -130,6 +132,19 @@ order_items = Table(
     Column("name", String(128), nullable=False),
     Column("unit_price", Integer, nullable=False),
     Column("quantity", Integer, nullable=False),
+)
+
+# Stock taken for an order: held until it is paid (sold) or given back (released).
+stock_holds = Table(
+    "stock_holds",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("order_id", ForeignKey("orders.id"), nullable=False, index=True),
+    Column("sku", String(64), nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Index("ix_stock_holds_status_expires_at", "status", "expires_at"),
 )
 
 # Payment statuses in which an attempt is still open; at most one per order (see the index).

@@ -44,6 +44,8 @@ def confirm(state: ChatState, facts: Facts) -> Outcome:
         return _confirmed_already(state, facts)
     if over := over_limit(state, facts):
         return Outcome(state, (over,))
+    if ran_out := _ran_out(state, facts):
+        return ran_out
     items = tuple(
         NewOrderItem(sku, facts.catalog[sku].name, facts.catalog[sku].price, quantity)
         for sku, quantity in state.cart.items()
@@ -52,6 +54,24 @@ def confirm(state: ChatState, facts: Facts) -> Outcome:
     # The cart becomes the order; CreateOrder puts the new order's id in the state.
     state = replace(state, cart={}, step=Step.AWAITING_PHONE, order_id=None, typed_msisdn=None)
     return Outcome(state, (phone_question(facts, total),), (CreateOrder(items),))
+
+
+def _ran_out(state: ChatState, facts: Facts) -> Outcome | None:
+    """Products that sold out, or ran low, while the customer shopped: the cart keeps
+    what is left of them, and the customer looks again before confirming."""
+    lang = facts.lang
+    cart, lines = dict(state.cart), []
+    for sku, quantity in state.cart.items():
+        most = screens.most_in_cart(facts.catalog[sku])
+        if quantity > most:
+            lines.append(say(lang, "ran_out", name=facts.catalog[sku].name_in(lang), left=most))
+            cart[sku] = most
+    if not lines:
+        return None
+    state = replace(state, cart={sku: q for sku, q in cart.items() if q > 0})
+    shown = screens.cart(lang, state.cart, facts.catalog, edit=False)
+    text = "\n".join([*lines, say(lang, "cart_updated"), "", shown.text])
+    return Outcome(state, (replace(shown, text=text),))
 
 
 def _confirmed_already(state: ChatState, facts: Facts) -> Outcome:
@@ -195,6 +215,20 @@ def not_started(facts: Facts, order: OrderView | None, exc: PaymentNotStarted) -
     status = status_text(lang, order.status) if order else ""
     text = say(lang, "order_not_payable", reference=reference, status=status)
     return Reply(text, screens.menu_buttons(lang))
+
+
+def ran_out_for_order(facts: Facts, order: OrderView | None, sku: str) -> Reply:
+    """The order's stock was given back (it waited too long) and is gone now: no prompt.
+    Cancelling puts the rest back in the cart."""
+    lang = facts.lang
+    spec = facts.catalog.get(sku)
+    name = spec.name_in(lang) if spec else sku
+    reference = order.reference if order else ""
+    text = say(lang, "order_ran_out", name=name, reference=reference)
+    rows: list[tuple[Button, ...]] = []
+    if order is not None:
+        rows.append((Button(say(lang, "btn_cancel_order"), encode(OnOrder("cancel", order.id))),))
+    return Reply(text, (*rows, *screens.menu_buttons(lang)))
 
 
 def after_push(

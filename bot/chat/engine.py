@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 
@@ -33,9 +33,10 @@ from storage.engine import Database
 from storage.orders import remember_message
 
 log = logging.getLogger(__name__)
-# Deciding an event again when its facts changed under it (a race with a callback, or
-# with another process): a few times, then the error stands.
-TRIES = 3
+# Deciding an event again when its facts changed under it (a callback paid the order,
+# another customer took the last item): each retry reads what the winner wrote, so a few
+# suffice; then the error stands.
+TRIES = 5
 
 # Before the chat's language is read (that costs the database a flood would tax): both.
 _TOO_FAST = Reply(f"{say('en', 'too_fast')}\n{say('sw', 'too_fast')}")
@@ -53,6 +54,7 @@ class Conversation:
         flood: FloodGate | None = None,
         catalog: Sequence[ProductSpec] = (),
         shop_name_sw: str = "",
+        hold_stock_for: timedelta = timedelta(minutes=3),
     ) -> None:
         self._flood = flood or FloodGate()
         self._db = database
@@ -61,6 +63,9 @@ class Conversation:
         # The configured products: the database keeps no Swahili names, these do.
         self._configured = tuple(catalog)
         self._clock = clock
+        # A confirmed order keeps its stock this long (renewed at each prompt): a payment
+        # attempt's life, so an abandoned order gives it back.
+        self._hold_for = hold_stock_for
         # chat -> (its lock, how many events hold or await it); dropped at zero, so the
         # table stays as small as the set of chats being served right now.
         self._turns: dict[tuple[str, str], tuple[asyncio.Lock, list[int]]] = {}
@@ -134,6 +139,7 @@ class Conversation:
                     self._shop,
                     self._configured,
                     self._payments.open_attempt,
+                    self._hold_for,
                 )
             except (StaleFacts, IntegrityError) as exc:
                 # IntegrityError: two processes opened the same attempt or created the

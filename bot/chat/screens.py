@@ -32,6 +32,18 @@ from storage.orders import OrderRecord
 MAX_QUANTITY = 50
 
 
+def most_in_cart(spec: ProductSpec) -> int:
+    """The most of ``spec`` one cart may hold: the per-order cap, or what is left."""
+    if spec.stock is None:
+        return MAX_QUANTITY
+    return max(0, min(MAX_QUANTITY, spec.stock))
+
+
+def product_label(lang: str, spec: ProductSpec) -> str:
+    label = f"{spec.name_in(lang)} — {kes(spec.price)}"
+    return f"{label} ({say(lang, 'sold_out_tag')})" if spec.sold_out else label
+
+
 def cart_total(cart: Mapping[str, int], catalog: Mapping[str, ProductSpec]) -> int:
     return sum(catalog[sku].price * qty for sku, qty in cart.items() if sku in catalog)
 
@@ -92,7 +104,7 @@ def category(
     edit: bool = True,
 ) -> Reply:
     rows: list[tuple[Button, ...]] = [
-        (Button(f"{p.name_in(lang)} — {kes(p.price)}", encode(ShowProduct(p.sku))),)
+        (Button(product_label(lang, p), encode(ShowProduct(p.sku))),)
         for p in products
         if p.category == name
     ]
@@ -103,6 +115,10 @@ def category(
 
 
 def product(lang: str, spec: ProductSpec, quantity: int, cart: Mapping[str, int]) -> Reply:
+    back = Button(say(lang, "btn_back"), encode(Category(spec.category)))
+    if spec.sold_out:
+        text = f"{say(lang, 'sold_out', name=spec.name_in(lang))}\n{spec.description_in(lang)}"
+        return Reply(text.strip(), ((_cart_button(lang, cart), back),), edit=True)
     text = say(
         lang,
         "product",
@@ -111,15 +127,19 @@ def product(lang: str, spec: ProductSpec, quantity: int, cart: Mapping[str, int]
         description=spec.description_in(lang),
     )
     text += "\n" + say(lang, "quantity", quantity=quantity, total=kes(quantity * spec.price))
-    if quantity >= MAX_QUANTITY:
-        text += "\n" + say(lang, "quantity_cap", count=MAX_QUANTITY, name=spec.name_in(lang))
+    most = most_in_cart(spec)
+    if quantity >= most:
+        if most < MAX_QUANTITY:
+            text += "\n" + say(lang, "stock_left", left=most, name=spec.name_in(lang))
+        else:
+            text += "\n" + say(lang, "quantity_cap", count=MAX_QUANTITY, name=spec.name_in(lang))
     # "−" at 1 cannot go lower: it offers to leave the product out (or remove it) instead.
     less = SetQuantity(spec.sku, quantity - 1) if quantity > 1 else DropProduct(spec.sku)
-    more = min(MAX_QUANTITY, quantity + 1)
+    more = min(most, quantity + 1)
     rows = (
         (Button("−", encode(less)), Button("+", encode(SetQuantity(spec.sku, more)))),
         (Button(say(lang, "btn_add"), encode(AddToCart(spec.sku, quantity))),),
-        (_cart_button(lang, cart), Button(say(lang, "btn_back"), encode(Category(spec.category)))),
+        (_cart_button(lang, cart), back),
     )
     return Reply(text, rows, edit=True)
 
@@ -244,7 +264,7 @@ def search_results(
     rows = [
         (
             Button(
-                f"{p.name_in(lang)} — {kes(p.price)}",
+                product_label(lang, p),
                 encode(SetQuantity(p.sku, count) if count else ShowProduct(p.sku)),
             ),
         )

@@ -170,7 +170,7 @@ def _product(
     if isinstance(action, DropProduct):
         return Outcome(state, (screens.drop_offer(lang, spec, state.cart),))
     wanted = 1 if isinstance(action, ShowProduct) else action.quantity
-    quantity = max(1, min(screens.MAX_QUANTITY, wanted))
+    quantity = max(1, min(screens.most_in_cart(spec), wanted))
     if not isinstance(action, AddToCart):
         state = replace(state, picking=(spec.sku, quantity))
         return Outcome(state, (screens.product(lang, spec, quantity, state.cart),))
@@ -183,21 +183,27 @@ def _product(
 def _add(state: ChatState, spec: ProductSpec, quantity: int, facts: Facts) -> Outcome:
     lang = facts.lang
     before = state.cart.get(spec.sku, 0)
-    cart = {**state.cart, spec.sku: min(screens.MAX_QUANTITY, before + quantity)}
-    state = replace(state, cart=cart, picking=None)
+    most = screens.most_in_cart(spec)
+    state = replace(state, picking=None)
+    if most == 0:
+        text = say(lang, "sold_out", name=spec.name_in(lang))
+        return Outcome(state, (Reply(text, screens.cart_and_menu_buttons(lang, state.cart)),))
+    cart = {**state.cart, spec.sku: min(most, before + quantity)}
+    state = replace(state, cart=cart)
     values = {
         "name": spec.name_in(lang),
         "total": kes(screens.cart_total(cart, facts.catalog)),
-        "count": screens.MAX_QUANTITY,
+        "count": most,
     }
     added = cart[spec.sku] - before
-    # What "Add to cart" did: never a count that was not added (the cap stops it).
+    by_stock = most < screens.MAX_QUANTITY  # what is left stops it, not the per-order cap
+    # What "Add to cart" did: never a count that was not added (a cap stops it).
     if added == quantity:
         text = say(lang, "added", quantity=added, **values)
     elif added == 0:
-        text = say(lang, "nothing_added", **values)
+        text = say(lang, "nothing_added_stock" if by_stock else "nothing_added", **values)
     else:
-        text = say(lang, "added_capped", quantity=added, **values)
+        text = say(lang, "added_all_left" if by_stock else "added_capped", quantity=added, **values)
     rows = (
         (Button(say(lang, "btn_checkout"), encode(Checkout())),),
         (
@@ -240,8 +246,9 @@ def _cart(state: ChatState, action: ShowCart | ChangeCart | EmptyCart, facts: Fa
     elif isinstance(action, ChangeCart) and action.sku in cart:
         sku = action.sku
         if action.change == "inc":
-            capped = cart[sku] >= screens.MAX_QUANTITY
-            cart[sku] = min(screens.MAX_QUANTITY, cart[sku] + 1)
+            most = screens.most_in_cart(facts.catalog[sku])
+            capped = cart[sku] >= most
+            cart[sku] = max(1, min(most, cart[sku] + 1))
         elif action.change == "dec":
             cart[sku] -= 1
         if action.change == "rm" or cart[sku] < 1:
@@ -249,7 +256,11 @@ def _cart(state: ChatState, action: ShowCart | ChangeCart | EmptyCart, facts: Fa
     state = replace(state, cart=cart)
     reply = screens.cart(facts.lang, cart, facts.catalog)
     if capped and isinstance(action, ChangeCart):
-        name = facts.catalog[action.sku].name_in(facts.lang)
-        cap = say(facts.lang, "quantity_cap", count=screens.MAX_QUANTITY, name=name)
+        spec = facts.catalog[action.sku]
+        most, name = screens.most_in_cart(spec), spec.name_in(facts.lang)
+        if most < screens.MAX_QUANTITY:
+            cap = say(facts.lang, "stock_left", left=most, name=name)
+        else:
+            cap = say(facts.lang, "quantity_cap", count=screens.MAX_QUANTITY, name=name)
         reply = replace(reply, text=f"{cap}\n\n{reply.text}")
     return Outcome(state, (reply,))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, exists, select
 
@@ -26,6 +26,7 @@ from payments import ledger
 from payments.daraja_client import refuses_the_number
 from payments.service import Attempt, PaymentNotStarted
 from payments.states import OrderStatus, PaymentStatus
+from storage import stock
 from storage.orders import (
     CustomerRecord,
     OrderRecord,
@@ -71,6 +72,7 @@ def take_turn(
     shop: Shop,
     configured: Sequence[ProductSpec],
     open_attempt: OpenAttempt,
+    hold_for: timedelta,
 ) -> Turn:
     channel, chat_id = inbound.channel, inbound.chat_id
     customer = get_or_create_customer(conn, channel, chat_id, inbound.user_name, now)
@@ -82,7 +84,9 @@ def take_turn(
     outcome = step(before, event, facts)
     state, replies, push = outcome.state, list(outcome.replies), None
     for effect in outcome.effects:
-        state, reply, push_now = _carry_out(conn, effect, customer, state, facts, open_attempt, now)
+        state, reply, push_now = _carry_out(
+            conn, effect, customer, state, facts, open_attempt, now + hold_for, now
+        )
         replies.extend(reply)
         push = push_now or push
     if state != before or saved is None:
@@ -97,11 +101,17 @@ def _carry_out(
     state: ChatState,
     facts: Facts,
     open_attempt: OpenAttempt,
+    hold_until: datetime,
     now: datetime,
 ) -> tuple[ChatState, tuple[Reply, ...], PushLater | None]:
     match effect:
         case CreateOrder(items=items):
             order = create_order(conn, customer.id, list(items), now)
+            try:
+                stock.hold(conn, order.id, ((i.sku, i.quantity) for i in items), hold_until)
+            except stock.OutOfStock as exc:
+                # Another customer took it after our facts were read: decide again.
+                raise StaleFacts(str(exc)) from exc
             return replace(state, order_id=order.id), (), None
         case CancelOrder(order_id=order_id):
             if not ledger.cancel_order(conn, order_id, now):
@@ -113,10 +123,16 @@ def _carry_out(
         case StartPayment(order_id=order_id, msisdn=msisdn, warn_network=warn):
             if msisdn != customer.msisdn:  # the number to offer next time
                 update_customer(conn, customer.id, msisdn=msisdn)
+            shown = facts.orders.get(order_id)
+            try:
+                # The order's stock is kept for as long as its prompt may be answered.
+                stock.renew(conn, order_id, hold_until)
+            except stock.OutOfStock as exc:
+                return state, (checkout.ran_out_for_order(facts, shown, exc.sku),), None
             try:
                 attempt = open_attempt(conn, order_id, msisdn, now)
             except PaymentNotStarted as exc:
-                return state, (checkout.not_started(facts, facts.orders.get(order_id), exc),), None
+                return state, (checkout.not_started(facts, shown, exc),), None
             return state, (), PushLater(attempt, order_id, warn, facts)
 
 

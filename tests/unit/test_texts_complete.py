@@ -67,6 +67,10 @@ def values(language: str) -> dict[str, Any]:
         "outcome": say(language, "resolved_paid"),
         "note": "Tumekurudishia pesa.",
         "typed": "sukari",
+        "left": 3,
+        "sku": "unga",
+        "stock": 12,
+        "low": 5,
         # The merchant's (English-only) sentences.
         "account": "DK-7KX3M9",
         "answer": "no such transaction",
