@@ -168,6 +168,7 @@ DEFAULT_TEMPLATES = (
     ("unmatched_payment", "duka_unmatched_payment"),
     ("payment_checking", "duka_payment_checking"),
     ("payment_not_confirmed", "duka_payment_not_confirmed"),
+    ("low_stock", "duka_low_stock"),
 )
 
 

@@ -197,16 +197,23 @@ def _unmatched(p: Payload, f: MerchantFacts) -> Rendered:
     return Rendered(Reply(text), (amount, phone, receipt))
 
 
+def _low_stock(p: Payload, f: MerchantFacts) -> Rendered:
+    name, left, low = str(p["name"]), str(p["left"]), str(p["low"])
+    text = say("en", "m_low_stock", name=name, sku=p["sku"], left=left, low=low)
+    return Rendered(Reply(text), (name, left))
+
+
 MERCHANT_RENDERERS: dict[MessageKind, Callable[[Payload, MerchantFacts], Rendered]] = {
     MessageKind.ORDER_PAID: _order_paid,
     MessageKind.PAYMENT_NEEDS_REVIEW: _needs_review,
     MessageKind.PAYMENT_CHECK: _check,
     MessageKind.PAYMENT_NOT_CONFIRMED: _not_confirmed,
     MessageKind.UNMATCHED_PAYMENT: _unmatched,
+    MessageKind.LOW_STOCK: _low_stock,
 }
 
 # Kinds that need the order (and its customer) to be rendered.
-ORDERLESS_KINDS = frozenset({MessageKind.UNMATCHED_PAYMENT})
+ORDERLESS_KINDS = frozenset({MessageKind.UNMATCHED_PAYMENT, MessageKind.LOW_STOCK})
 
 if set(CUSTOMER_RENDERERS) | set(MERCHANT_RENDERERS) != set(MessageKind):
     raise RuntimeError("every MessageKind needs a renderer")

@@ -231,6 +231,10 @@ _EN: dict[str, str] = {
         "or /stock SKU off to stop counting it."
     ),
     "m_stock_unknown": "No product has the sku {sku}. /stock lists the counted ones.",
+    "m_low_stock": (
+        "Low stock: {name} ({sku}) is down to {left} (your mark: {low}). "
+        "Send /stock {sku} N when you restock."
+    ),
     "m_pending": "Waiting for payment:\n{lines}",
     "m_pending_none": "No orders are waiting for payment.",
     "m_order": "Order {reference} — {status} — {total}\n{lines}\nCustomer: {customer}\n"

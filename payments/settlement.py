@@ -49,6 +49,9 @@ class MessageKind(StrEnum):
     PAYMENT_CHECKING = "payment_checking"
     # merchant: a callback claimed payment that Daraja's own answer does not confirm
     PAYMENT_NOT_CONFIRMED = "payment_not_confirmed"
+    # merchant: a product fell to its low-stock count (not about a payment: the outbox
+    # carries every message the shop sends)
+    LOW_STOCK = "low_stock"
 
     @property
     def audience(self) -> Audience:
@@ -67,6 +70,7 @@ _MERCHANT_KINDS = frozenset(
         MessageKind.PAYMENT_CHECK,
         MessageKind.UNMATCHED_PAYMENT,
         MessageKind.PAYMENT_NOT_CONFIRMED,
+        MessageKind.LOW_STOCK,
     }
 )
 # A held callback is usually confirmed within seconds; only a slower check is worth a word.

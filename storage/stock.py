@@ -42,6 +42,16 @@ class OutOfStock(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Crossing:
+    """A product whose count fell to its low-stock mark (or under) just now."""
+
+    sku: str
+    name: str
+    left: int
+    low: int
+
+
+@dataclass(frozen=True, slots=True)
 class StockLine:
     sku: str
     name: str
@@ -52,13 +62,14 @@ class StockLine:
 
 def hold(
     conn: Connection, order_id: int, items: Iterable[tuple[str, int]], until: datetime
-) -> None:
+) -> list[Crossing]:
     """Take each counted product's quantity off stock for ``order_id``; raises
-    ``OutOfStock`` for the first that lacks it (the caller's transaction must roll back)."""
+    ``OutOfStock`` for the first that lacks it (the caller's transaction must roll back).
+    The products that fell to their low-stock mark."""
     wanted: dict[str, int] = {}
     for sku, quantity in items:
         wanted[sku] = wanted.get(sku, 0) + quantity
-    _take(conn, wanted, allow_negative=False)
+    crossings = _take(conn, wanted, allow_negative=False)
     counted = _counted(conn, wanted)
     if counted:
         conn.execute(
@@ -74,19 +85,21 @@ def hold(
                 for sku in sorted(counted)
             ],
         )
+    return crossings
 
 
-def renew(conn: Connection, order_id: int, until: datetime) -> None:
+def renew(conn: Connection, order_id: int, until: datetime) -> list[Crossing]:
     """Before a prompt is pushed: keep the order's holds until ``until``, taking again
     what expired meanwhile (``OutOfStock`` if it is gone)."""
     released = _holds(conn, [order_id], HoldStatus.RELEASED)
-    _take(conn, _quantities(released), allow_negative=False)
+    crossings = _take(conn, _quantities(released), allow_negative=False)
     conn.execute(
         update(stock_holds)
         .where(stock_holds.c.order_id == order_id)
         .where(stock_holds.c.status.in_([HoldStatus.HELD, HoldStatus.RELEASED]))
         .values(status=HoldStatus.HELD, expires_at=until)
     )
+    return crossings
 
 
 def sell(conn: Connection, order_ids: Collection[int]) -> None:
@@ -169,12 +182,14 @@ _TAKE = (
     .where(products.c.sku == bindparam("the_sku"))
     .where(products.c.stock >= bindparam("quantity"))
     .values(stock=products.c.stock - bindparam("quantity"))
+    .returning(products.c.stock)
 )
 _TAKE_ANYWAY = (
     update(products)
     .where(products.c.sku == bindparam("the_sku"))
     .where(products.c.stock.is_not(None))
     .values(stock=products.c.stock - bindparam("quantity"))
+    .returning(products.c.stock)
 )
 _GIVE_BACK = (
     update(products)
@@ -185,24 +200,36 @@ _GIVE_BACK = (
 
 def _counted(conn: Connection, skus: Collection[str]) -> dict[str, int]:
     """What is left of each of ``skus`` that is counted."""
+    return {sku: left for sku, (left, _, _) in _counts(conn, skus).items()}
+
+
+def _counts(conn: Connection, skus: Collection[str]) -> dict[str, tuple[int, int | None, str]]:
+    """(left, low-stock mark, name) of each of ``skus`` that is counted."""
     if not skus:
         return {}
     rows = conn.execute(
-        select(products.c.sku, products.c.stock).where(
+        select(products.c.sku, products.c.stock, products.c.low_stock, products.c.name).where(
             products.c.sku.in_(sorted(skus)), products.c.stock.is_not(None)
         )
     )
-    return {row.sku: row.stock for row in rows}
+    return {row.sku: (row.stock, row.low_stock, row.name) for row in rows}
 
 
-def _take(conn: Connection, wanted: dict[str, int], *, allow_negative: bool) -> None:
-    counted = _counted(conn, wanted)
-    for sku in sorted(counted):  # one order for every transaction: no deadlocks
-        if allow_negative:
-            conn.execute(_TAKE_ANYWAY, {"the_sku": sku, "quantity": wanted[sku]})
-        elif conn.execute(_TAKE, {"the_sku": sku, "quantity": wanted[sku]}).rowcount == 0:
+def _take(conn: Connection, wanted: dict[str, int], *, allow_negative: bool) -> list[Crossing]:
+    counts = _counts(conn, wanted)
+    crossings = []
+    for sku in sorted(counts):  # one order for every transaction: no deadlocks
+        taking = _TAKE_ANYWAY if allow_negative else _TAKE
+        after = conn.execute(taking, {"the_sku": sku, "quantity": wanted[sku]}).scalar()
+        if after is None:
             left = _counted(conn, [sku]).get(sku, 0)
             raise OutOfStock(sku, max(0, left))
+        # The count this UPDATE left (RETURNING), not the one read before it: a concurrent
+        # taker may have come between, and the mark is crossed by exactly one of us.
+        _, low, name = counts[sku]
+        if low is not None and after + wanted[sku] > low >= after:
+            crossings.append(Crossing(sku, name, after, low))
+    return crossings
 
 
 def _give_back(conn: Connection, quantities: dict[str, int]) -> None:

@@ -24,7 +24,9 @@ from bot.chat.model import ChatState, Inbound, Reply
 from bot.chat.steps import step
 from payments import ledger
 from payments.daraja_client import refuses_the_number
+from payments.outbox import insert_outbox
 from payments.service import Attempt, PaymentNotStarted
+from payments.settlement import MessageKind, OutboxMessage
 from payments.states import OrderStatus, PaymentStatus
 from storage import stock
 from storage.orders import (
@@ -108,10 +110,12 @@ def _carry_out(
         case CreateOrder(items=items):
             order = create_order(conn, customer.id, list(items), now)
             try:
-                stock.hold(conn, order.id, ((i.sku, i.quantity) for i in items), hold_until)
+                taken = ((i.sku, i.quantity) for i in items)
+                crossings = stock.hold(conn, order.id, taken, hold_until)
             except stock.OutOfStock as exc:
                 # Another customer took it after our facts were read: decide again.
                 raise StaleFacts(str(exc)) from exc
+            insert_outbox(conn, [low_stock_alert(c, order.id) for c in crossings], now)
             return replace(state, order_id=order.id), (), None
         case CancelOrder(order_id=order_id):
             if not ledger.cancel_order(conn, order_id, now):
@@ -126,14 +130,32 @@ def _carry_out(
             shown = facts.orders.get(order_id)
             try:
                 # The order's stock is kept for as long as its prompt may be answered.
-                stock.renew(conn, order_id, hold_until)
+                crossings = stock.renew(conn, order_id, hold_until)
             except stock.OutOfStock as exc:
                 return state, (checkout.ran_out_for_order(facts, shown, exc.sku),), None
+            insert_outbox(conn, [low_stock_alert(c, order_id) for c in crossings], now)
             try:
                 attempt = open_attempt(conn, order_id, msisdn, now)
             except PaymentNotStarted as exc:
                 return state, (checkout.not_started(facts, shown, exc),), None
             return state, (), PushLater(attempt, order_id, warn, facts)
+
+
+def low_stock_alert(crossing: stock.Crossing, order_id: int) -> OutboxMessage:
+    """The merchant's "low stock" message, once per order that took the count down."""
+    return OutboxMessage(
+        MessageKind.LOW_STOCK,
+        payment_id=None,
+        order_id=None,
+        customer_id=None,
+        payload={
+            "sku": crossing.sku,
+            "name": crossing.name,
+            "left": crossing.left,
+            "low": crossing.low,
+        },
+        subject=f"stock:{crossing.sku}:order:{order_id}",
+    )
 
 
 # --- the facts -----------------------------------------------------------------------------

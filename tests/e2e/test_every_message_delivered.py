@@ -44,6 +44,7 @@ from sqlalchemy import Connection, select
 
 from bot.app import DATABASE, DISPATCHER
 from bot.channels.terminal import MERCHANT_CHAT, TerminalChannel
+from bot.chat.turn import low_stock_alert
 from bot.config import DEFAULT_TEMPLATES, AppConfig, WhatsAppSettings
 from bot.notifications import OutboxDispatcher
 from bot.rendering import ORDERLESS_KINDS
@@ -71,6 +72,7 @@ from storage.orders import (
     update_customer,
 )
 from storage.schema import outbox
+from storage.stock import Crossing
 from tests.conftest import (
     POSTGRES_URL,
     REQUIRE_POSTGRES,
@@ -137,6 +139,7 @@ APPROVED_TEMPLATE_VARIABLES: dict[MessageKind, tuple[str, ...]] = {
     MessageKind.UNMATCHED_PAYMENT: ("amount", "masked phone", "receipt"),
     MessageKind.PAYMENT_CHECKING: ("order reference", "amount"),
     MessageKind.PAYMENT_NOT_CONFIRMED: ("order reference", "amount", "masked phone", "answer"),
+    MessageKind.LOW_STOCK: ("product", "left"),
 }
 
 
@@ -278,6 +281,11 @@ PRODUCERS: dict[MessageKind, Callable[[Sale], OutboxMessage]] = {
     ),
     MessageKind.ORDER_RESOLVED: _resolved,
     MessageKind.UNMATCHED_PAYMENT: _unmatched,
+    # As the chat queues it when an order takes a product down to its mark; the product's
+    # name carries the marker, as a receipt would.
+    MessageKind.LOW_STOCK: lambda s: low_stock_alert(
+        Crossing("sukari", f"Sukari {s.receipt}", 2, 3), s.number
+    ),
 }
 ITEMS = (NewOrderItem("sukuma", "Sukuma wiki", 30, 2), NewOrderItem("unga", "Unga 2kg", 210, 1))
 

@@ -5,6 +5,7 @@ SQLite and PostgreSQL, through the running app and the Daraja simulator."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -21,7 +22,7 @@ from bot.merchant import MerchantDesk
 from bot.texts import say
 from payments.simulator import rules
 from storage import stock
-from storage.schema import products, stock_holds
+from storage.schema import outbox, products, stock_holds
 from tests.conftest import TEST_TOML, RunningDuka, make_config, start_duka
 from tests.helpers import order_status, wait_for_payment_status, wait_until
 from tests.integration.test_conversation import Customer
@@ -247,6 +248,29 @@ async def test_money_for_an_order_whose_hold_was_given_back_still_buys_the_goods
     listed = await desk.handle("terminal:merchant", "/stock")
     assert listed is not None
     assert "• sukari Sukari 1kg: -5 (short: paid for, not in stock)" in listed.text
+
+
+async def test_the_merchant_is_told_once_when_a_product_falls_to_its_low_mark(
+    five: RunningDuka,
+) -> None:
+    """5 Sukari, low mark 2: the order that takes it to 2 alerts; the next one does not."""
+    await Customer(five, "3001").confirms_an_order("sukari:3")
+    await Customer(five, "3002").confirms_an_order("sukari:1")
+    async with five.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(outbox.c.kind, outbox.c.audience, outbox.c.payload).where(
+                    outbox.c.kind == "low_stock"
+                )
+            )
+        ).all()
+    assert [(r.kind, r.audience) for r in rows] == [("low_stock", "merchant")]
+    assert json.loads(rows[0].payload) == {
+        "sku": "sukari",
+        "name": "Sukari 1kg",
+        "left": 2,
+        "low": 2,
+    }
 
 
 # --- the merchant's /stock --------------------------------------------------------------------
