@@ -1,6 +1,6 @@
 """The merchant's commands, on every channel: /today, /pending, /order REF, the way out of
 review: /review, /unmatched, /match RECEIPT REF, /resolve REF|RECEIPT DECISION [note], and
-/stock [SKU N|off].
+the shop's catalog: /stock [SKU N|off], /price SKU N, /hide SKU, /show SKU.
 
 Only the chats listed in the configuration (``telegram:<chat id>``, ``whatsapp:<number>``,
 ``terminal:merchant``) get answers; anyone else is treated as a customer.
@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, time, timedelta
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, select, update
 
-from bot.catalog import MAX_STOCK
+from bot.catalog import MAX_PRICE, MAX_STOCK
 from bot.chat.model import Reply
 from bot.texts import item_lines, kes, say, status_text
 from payments import review
@@ -69,6 +69,10 @@ class MerchantDesk:
             return await self._decide(_resolve, who, words[1:])
         if command == "/stock":
             return Reply(await self._db.transaction(_stock, words[1:]))
+        if command == "/price":
+            return Reply(await self._db.transaction(_price, words[1:]))
+        if command in {"/hide", "/show"}:
+            return Reply(await self._db.transaction(_on_sale, words[1:], command == "/show"))
         return None
 
     async def _decide(self, decide: _Decision, who: str, args: list[str]) -> Reply:
@@ -181,12 +185,41 @@ def _stock(conn: Connection, args: list[str]) -> str:
     count = None if value.lower() == "off" else _whole(value)
     if count is None and value.lower() != "off":
         return say("en", "m_stock_usage")
-    name = conn.execute(select(products.c.name).where(products.c.sku == sku)).scalar_one_or_none()
+    name = _product_name(conn, sku)
     if name is None or not stock.set_stock(conn, sku, count):
         return say("en", "m_stock_unknown", sku=sku)
     if count is None:
         return say("en", "m_stock_off", sku=sku, name=name)
     return say("en", "m_stock_set", sku=sku, name=name, stock=count)
+
+
+def _price(conn: Connection, args: list[str]) -> str:
+    """/price SKU N: the price of new orders; confirmed ones keep theirs (order lines)."""
+    price = _whole(args[1]) if len(args) == 2 else None
+    if price is None or not 1 <= price <= MAX_PRICE:
+        return say("en", "m_price_usage")
+    sku = args[0]
+    name = _product_name(conn, sku)
+    if name is None:
+        return say("en", "m_no_product", sku=sku)
+    conn.execute(update(products).where(products.c.sku == sku).values(price=price))
+    return say("en", "m_price_set", sku=sku, name=name, price=kes(price))
+
+
+def _on_sale(conn: Connection, args: list[str], shown: bool) -> str:
+    """/hide SKU, /show SKU: take a product off the shop, or put it back."""
+    if len(args) != 1:
+        return say("en", "m_show_usage")
+    sku = args[0]
+    name = _product_name(conn, sku)
+    if name is None:
+        return say("en", "m_no_product", sku=sku)
+    conn.execute(update(products).where(products.c.sku == sku).values(active=shown))
+    return say("en", "m_shown" if shown else "m_hidden", sku=sku, name=name)
+
+
+def _product_name(conn: Connection, sku: str) -> str | None:
+    return conn.execute(select(products.c.name).where(products.c.sku == sku)).scalar_one_or_none()
 
 
 def _stock_note(line: stock.StockLine) -> str:
@@ -201,7 +234,7 @@ def _stock_note(line: stock.StockLine) -> str:
 
 
 def _whole(text: str) -> int | None:
-    """A count the merchant typed: ASCII digits, at most a million."""
+    """A whole number the merchant typed (a count, a price): ASCII digits, at most a million."""
     if not (text.isascii() and text.isdigit()) or len(text) > 7:
         return None
     value = int(text)

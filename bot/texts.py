@@ -231,6 +231,18 @@ _EN: dict[str, str] = {
         "or /stock SKU off to stop counting it."
     ),
     "m_stock_unknown": "No product has the sku {sku}. /stock lists the counted ones.",
+    "m_price_set": (
+        "{name} ({sku}) now costs {price}. Orders already confirmed keep their price. "
+        "The catalog file sets prices again when Duka starts: change it there too."
+    ),
+    "m_price_usage": "Send /price SKU N to set a price in whole shillings, e.g. /price unga 250.",
+    "m_hidden": (
+        "{name} ({sku}) is hidden: customers no longer see it, and it leaves their carts. "
+        "/show {sku} brings it back."
+    ),
+    "m_shown": "{name} ({sku}) is on sale again.",
+    "m_show_usage": "Send /hide SKU or /show SKU, e.g. /hide sukuma.",
+    "m_no_product": "No product has the sku {sku}.",
     "m_low_stock": (
         "Low stock: {name} ({sku}) is down to {left} (your mark: {low}). "
         "Send /stock {sku} N when you restock."
