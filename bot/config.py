@@ -169,6 +169,7 @@ DEFAULT_TEMPLATES = (
     ("payment_checking", "duka_payment_checking"),
     ("payment_not_confirmed", "duka_payment_not_confirmed"),
     ("low_stock", "duka_low_stock"),
+    ("order_progress", "duka_order_progress"),
 )
 
 

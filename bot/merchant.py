@@ -1,6 +1,7 @@
 """The merchant's commands, on every channel: /today, /pending, /order REF, the way out of
 review: /review, /unmatched, /match RECEIPT REF, /resolve REF|RECEIPT DECISION [note], and
-the shop's catalog: /stock [SKU N|off], /price SKU N, /hide SKU, /show SKU.
+the shop's catalog: /stock [SKU N|off], /price SKU N, /hide SKU, /show SKU; and after
+payment /ready, /out, /delivered, /collected REF.
 
 Only the chats listed in the configuration (``telegram:<chat id>``, ``whatsapp:<number>``,
 ``terminal:merchant``) get answers; anyone else is treated as a customer.
@@ -13,6 +14,7 @@ from datetime import datetime, time, timedelta
 
 from sqlalchemy import Connection, func, select, update
 
+from bot import fulfilment
 from bot.catalog import MAX_PRICE, MAX_STOCK
 from bot.chat.model import Reply
 from bot.texts import item_lines, kes, say, status_text
@@ -67,6 +69,8 @@ class MerchantDesk:
             return await self._decide(_match, who, words[1:])
         if command == "/resolve":
             return await self._decide(_resolve, who, words[1:])
+        if command in _MOVES:
+            return await self._move_on(command, words[1:])
         if command == "/stock":
             return Reply(await self._db.transaction(_stock, words[1:]))
         if command == "/price":
@@ -74,6 +78,20 @@ class MerchantDesk:
         if command in {"/hide", "/show"}:
             return Reply(await self._db.transaction(_on_sale, words[1:], command == "/show"))
         return None
+
+    async def _move_on(self, command: str, args: list[str]) -> Reply:
+        """/ready, /out, /delivered, /collected REF: the order moves on, the customer hears."""
+        if not args:
+            return Reply(say("en", "m_move_usage"))
+        reference = normalize_reference("".join(args))
+        to = _MOVES[command]
+        try:
+            reference = await self._db.transaction(fulfilment.advance, reference, to, self._clock())
+        except fulfilment.NotMovedOn as exc:
+            return Reply(say("en", "m_not_moved", why=str(exc)))
+        if self._on_change is not None:
+            self._on_change()
+        return Reply(say("en", "m_moved", reference=reference, what=to.replace("_", " ")))
 
     async def _decide(self, decide: _Decision, who: str, args: list[str]) -> Reply:
         try:
@@ -84,6 +102,13 @@ class MerchantDesk:
             self._on_change()
         return Reply(say("en", "m_done", what=done))
 
+
+_MOVES = {
+    "/ready": fulfilment.Fulfilment.READY,
+    "/out": fulfilment.Fulfilment.ON_ITS_WAY,
+    "/delivered": fulfilment.Fulfilment.DELIVERED,
+    "/collected": fulfilment.Fulfilment.COLLECTED,
+}
 
 _Decision = Callable[[Connection, list[str], str, datetime], str]
 

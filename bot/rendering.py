@@ -13,7 +13,7 @@ from typing import Any
 
 from bot.chat import screens
 from bot.chat.model import Button, Reply
-from bot.texts import kes, reason_text, say
+from bot.texts import kes, reason_text, say, status_text
 from payments.phone import mask_msisdn
 from payments.settlement import MessageKind
 
@@ -109,6 +109,14 @@ def _resolved(p: Payload, f: CustomerFacts) -> Rendered:
     )
 
 
+def _progress(p: Payload, f: CustomerFacts) -> Rendered:
+    reference, step = p["order_reference"], str(p["fulfilment"])
+    text = say(f.lang, f"progress_{step}", reference=reference)
+    # A message worth keeping (where the order is): Menu opens the shop below it.
+    reply = Reply(text, screens.menu_below_buttons(f.lang))
+    return Rendered(reply, (reference, status_text(f.lang, step)))
+
+
 def render_customer(kind: MessageKind, payload: Payload, facts: CustomerFacts) -> Rendered:
     """The customer's message, in their language (its template parameters too)."""
     return CUSTOMER_RENDERERS[kind](payload, facts)
@@ -121,6 +129,7 @@ CUSTOMER_RENDERERS: dict[MessageKind, Callable[[Payload, CustomerFacts], Rendere
     MessageKind.PAYMENT_UNCONFIRMED: _unconfirmed,
     MessageKind.PAYMENT_CHECKING: _checking,
     MessageKind.ORDER_RESOLVED: _resolved,
+    MessageKind.ORDER_PROGRESS: _progress,
 }
 
 

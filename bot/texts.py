@@ -142,6 +142,16 @@ _EN: dict[str, str] = {
     "language_set": "Language: English.",
     "status_awaiting_payment": "waiting for payment",
     "status_paid": "paid",
+    "status_ready": "paid, ready",
+    "status_on_its_way": "paid, on its way",
+    "status_delivered": "delivered",
+    "status_collected": "collected",
+    "progress_ready": "Your order {reference} is ready.",
+    "progress_on_its_way": "Your order {reference} is on its way.",
+    "progress_delivered": (
+        "Your order {reference} has been delivered. Thank you for shopping with us!"
+    ),
+    "progress_collected": "You collected order {reference}. Thank you for shopping with us!",
     "status_needs_review": "being checked",
     "status_cancelled": "cancelled",
     "another_network": "another network",
@@ -233,7 +243,7 @@ _EN: dict[str, str] = {
     "m_stock_unknown": "No product has the sku {sku}. /stock lists the counted ones.",
     "m_price_set": (
         "{name} ({sku}) now costs {price}. Orders already confirmed keep their price. "
-        "The catalog file sets prices again when Duka starts: change it there too."
+        "The catalog file sets prices again at the next start: change it there too."
     ),
     "m_price_usage": "Send /price SKU N to set a price in whole shillings, e.g. /price unga 250.",
     "m_hidden": (
@@ -243,6 +253,11 @@ _EN: dict[str, str] = {
     "m_shown": "{name} ({sku}) is on sale again.",
     "m_show_usage": "Send /hide SKU or /show SKU, e.g. /hide sukuma.",
     "m_no_product": "No product has the sku {sku}.",
+    "m_moved": "Order {reference} is now {what}. The customer is told.",
+    "m_not_moved": "Not changed: {why}.",
+    "m_move_usage": (
+        "Send /ready REF, /out REF, /delivered REF or /collected REF, e.g. /ready DK-7KX3M9."
+    ),
     "m_low_stock": (
         "Low stock: {name} ({sku}) is down to {left} (your mark: {low}). "
         "Send /stock {sku} N when you restock."
@@ -410,6 +425,14 @@ _SW: dict[str, str] = {
     "language_set": "Lugha: Kiswahili.",
     "status_awaiting_payment": "linasubiri malipo",
     "status_paid": "limelipwa",
+    "status_ready": "limelipwa, liko tayari",
+    "status_on_its_way": "limelipwa, liko njiani",
+    "status_delivered": "limefikishwa",
+    "status_collected": "limechukuliwa",
+    "progress_ready": "Agizo lako {reference} liko tayari.",
+    "progress_on_its_way": "Agizo lako {reference} liko njiani.",
+    "progress_delivered": "Agizo lako {reference} limefikishwa. Asante kwa kununua kwetu!",
+    "progress_collected": "Umechukua agizo lako {reference}. Asante kwa kununua kwetu!",
     "status_needs_review": "linakaguliwa",
     "status_cancelled": "limeghairiwa",
     "another_network": "mtandao mwingine",

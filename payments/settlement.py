@@ -49,6 +49,8 @@ class MessageKind(StrEnum):
     PAYMENT_CHECKING = "payment_checking"
     # merchant: a callback claimed payment that Daraja's own answer does not confirm
     PAYMENT_NOT_CONFIRMED = "payment_not_confirmed"
+    # customer: the merchant moved a paid order on (ready, on its way, delivered...)
+    ORDER_PROGRESS = "order_progress"
     # merchant: a product fell to its low-stock count (not about a payment: the outbox
     # carries every message the shop sends)
     LOW_STOCK = "low_stock"

@@ -48,6 +48,7 @@ class OrderRecord:
     total: int
     created_at: datetime
     paid_at: datetime | None
+    fulfilment: str | None = None  # after payment: ready, on_its_way, delivered, collected
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +198,9 @@ def recent_orders(conn: Connection, customer_id: int, limit: int = 5) -> list[Or
 
 
 def _order(r: Row[Any]) -> OrderRecord:
-    return OrderRecord(r.id, r.reference, r.customer_id, r.status, r.total, r.created_at, r.paid_at)
+    return OrderRecord(
+        r.id, r.reference, r.customer_id, r.status, r.total, r.created_at, r.paid_at, r.fulfilment
+    )
 
 
 def get_order_items(conn: Connection, order_id: int) -> list[OrderItemRecord]:

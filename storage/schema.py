@@ -119,6 +119,8 @@ orders = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     Column("paid_at", UtcDateTime),
+    # After payment: ready, on_its_way, delivered, collected (NULL: not moved on yet).
+    Column("fulfilment", String(16)),
     Index("ix_orders_status_paid_at", "status", "paid_at"),
 )
 

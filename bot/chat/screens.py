@@ -209,7 +209,8 @@ def orders(lang: str, listed: Sequence[OrderRecord]) -> Reply:
             "order_line",
             reference=o.reference,
             total=kes(o.total),
-            status=status_text(lang, o.status),
+            # A paid order shows how far it got to the customer, once it is moving.
+            status=status_text(lang, o.fulfilment if o.fulfilment else o.status),
         )
         for o in listed
     )

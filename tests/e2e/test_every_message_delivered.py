@@ -46,6 +46,7 @@ from bot.app import DATABASE, DISPATCHER
 from bot.channels.terminal import MERCHANT_CHAT, TerminalChannel
 from bot.chat.turn import low_stock_alert
 from bot.config import DEFAULT_TEMPLATES, AppConfig, WhatsAppSettings
+from bot.fulfilment import Fulfilment, progress_message
 from bot.notifications import OutboxDispatcher
 from bot.rendering import ORDERLESS_KINDS
 from payments.outbox import insert_outbox
@@ -140,6 +141,7 @@ APPROVED_TEMPLATE_VARIABLES: dict[MessageKind, tuple[str, ...]] = {
     MessageKind.PAYMENT_CHECKING: ("order reference", "amount"),
     MessageKind.PAYMENT_NOT_CONFIRMED: ("order reference", "amount", "masked phone", "answer"),
     MessageKind.LOW_STOCK: ("product", "left"),
+    MessageKind.ORDER_PROGRESS: ("order reference", "where it is"),
 }
 
 
@@ -283,6 +285,7 @@ PRODUCERS: dict[MessageKind, Callable[[Sale], OutboxMessage]] = {
     MessageKind.UNMATCHED_PAYMENT: _unmatched,
     # As the chat queues it when an order takes a product down to its mark; the product's
     # name carries the marker, as a receipt would.
+    MessageKind.ORDER_PROGRESS: lambda s: progress_message(s.paid_order(), Fulfilment.ON_ITS_WAY),
     MessageKind.LOW_STOCK: lambda s: low_stock_alert(
         Crossing("sukari", f"Sukari {s.receipt}", 2, 3), s.number
     ),

@@ -45,6 +45,8 @@ REPLY_STARTS = (
     "Waiting for payment",
     "No orders are waiting",
     "Send /",
+    "Order ",
+    "Not changed:",
 )
 HINT = "I did not understand that"
 
