@@ -3,9 +3,7 @@ effect at once; an order already confirmed keeps its price. SQLite and PostgreSQ
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -14,18 +12,9 @@ from bot.merchant import MerchantDesk
 from bot.texts import say
 from tests.conftest import RunningDuka
 from tests.helpers import wait_for_payment_status
-from tests.integration.test_conversation import Customer, open_shop
+from tests.integration.test_conversation import Customer
 
 MERCHANT = "terminal:merchant"
-
-
-@pytest.fixture
-async def shop(database_url: str, tmp_path: Path) -> AsyncIterator[RunningDuka]:
-    duka, runner = await open_shop(database_url, tmp_path)
-    try:
-        yield duka
-    finally:
-        await runner.cleanup()
 
 
 def desk_of(duka: RunningDuka) -> MerchantDesk:

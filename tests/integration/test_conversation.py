@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 from aiohttp import web
 from sqlalchemy import Connection, func, select
 
@@ -65,16 +63,6 @@ async def open_shop(
     sock.bind(("127.0.0.1", 0))
     config = make_config(database_url, sock.getsockname()[1], tmp_path, toml=TEST_TOML + catalog)
     return await start_duka(config, sock)
-
-
-@pytest.fixture
-async def shop(database_url: str, tmp_path: Path) -> AsyncIterator[RunningDuka]:
-    """Duka with the three-product catalog, on SQLite and on PostgreSQL."""
-    duka, runner = await open_shop(database_url, tmp_path)
-    try:
-        yield duka
-    finally:
-        await runner.cleanup()
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -21,25 +19,8 @@ from storage.orders import OrderRecord
 from storage.schema import outbox
 from tests.conftest import RunningDuka
 from tests.helpers import wait_for_payment_status
-from tests.integration.test_conversation import Customer, open_shop
-
-MERCHANT = "terminal:merchant"
-
-
-@pytest.fixture
-async def shop(database_url: str, tmp_path: Path) -> AsyncIterator[RunningDuka]:
-    duka, runner = await open_shop(database_url, tmp_path)
-    try:
-        yield duka
-    finally:
-        await runner.cleanup()
-
-
-async def merchant(duka: RunningDuka, text: str) -> str:
-    desk = MerchantDesk(duka.app[DATABASE], {MERCHANT}, lambda: datetime.now(UTC))
-    reply = await desk.handle(MERCHANT, text)
-    assert reply is not None, text
-    return reply.text
+from tests.integration.test_catalog_edits import MERCHANT, merchant
+from tests.integration.test_conversation import Customer
 
 
 async def paid_order(duka: RunningDuka, customer: Customer) -> OrderRecord:

@@ -3,9 +3,6 @@ quantity cap is stated (issue 11), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
 from bot.chat.model import Button, Reply
@@ -16,18 +13,15 @@ from payments.settlement import MessageKind
 from payments.simulator import errors, rules
 from tests.conftest import RunningDuka
 from tests.helpers import order_status, wait_for_payment_status
-from tests.integration.test_conversation import Customer, count_orders, open_shop
+from tests.integration.test_conversation import Customer, count_orders
 
 MENU = (Button("Menu", "menu"),)
 
 
 @pytest.fixture
-async def duka(database_url: str, tmp_path: Path) -> AsyncIterator[RunningDuka]:
-    running, runner = await open_shop(database_url, tmp_path)
-    try:
-        yield running
-    finally:
-        await runner.cleanup()
+def duka(shop: RunningDuka) -> RunningDuka:
+    """The three-product shop (tests/integration/conftest.py), on SQLite and PostgreSQL."""
+    return shop
 
 
 def buttons(reply: Reply) -> list[tuple[str, str]]:
@@ -56,6 +50,7 @@ CUSTOMER_PAYLOAD = {
     "reason": "cancelled",
     "action": "paid",
     "note": "",
+    "fulfilment": "ready",
 }
 
 
