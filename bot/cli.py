@@ -7,15 +7,18 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 from aiohttp import web
 
+from bot import reports
 from bot.app import access_logger_for, build_app
 from bot.config import MIN_CALLBACK_SECRET_LENGTH, ConfigError, load_config
 from bot.http_logging import configure_logging
+from payments.credentials import NAIROBI
 from payments.daraja_client import ALREADY_REGISTERED, DarajaClient
 from payments.errors import C2BAlreadyRegistered, DarajaError
 from storage.engine import Database, migrate
@@ -54,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
         "rekey",
         help="re-seal stored phone numbers with DUKA_DATA_KEY (the old key in DUKA_DATA_KEY_OLD)",
     )
+    export = commands.add_parser(
+        "export",
+        help="write the orders paid in a period as CSV (Nairobi days, both ends included)",
+    )
+    export.add_argument("--from", dest="first", metavar="YYYY-MM-DD", help="default: today")
+    export.add_argument("--to", dest="last", metavar="YYYY-MM-DD", help="default: --from")
+    export.add_argument("--out", type=Path, required=True, metavar="FILE")
     simulator = commands.add_parser("simulator", help="run the Daraja simulator on its own")
     simulator.add_argument("--host", default="127.0.0.1")
     simulator.add_argument("--port", type=int, default=8090)
@@ -70,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             return _keygen()
         if args.command == "rekey":
             return asyncio.run(_rekey(print))
+        if args.command == "export":
+            return _export(args.first, args.last, args.out, print)
         if args.command == "demo":
             from bot import demo as demo_command
 
@@ -132,6 +144,35 @@ async def _rekey(say: Callable[[str], None]) -> int:
     done = "DUKA_DATA_KEY_OLD can now be removed" if config.sealer.rotating else "no old key set"
     say(f"Re-sealed {changed} rows with DUKA_DATA_KEY ({done}).")
     return 0
+
+
+def _export(first: str | None, last: str | None, out: Path, say: Callable[[str], None]) -> int:
+    """The orders paid from ``first`` to ``last`` as CSV in ``out``."""
+    today = datetime.now(NAIROBI).date()
+    words = [f"{first or today}..{last or first or today}"]
+    try:
+        period = reports.period_from(words, today)
+    except reports.BadPeriod as exc:
+        say(f"--from/--to: {exc}")
+        return 2
+    sold = asyncio.run(_paid_orders(period))
+    try:
+        out.write_text(reports.report_csv(sold), encoding="utf-8", newline="")
+    except OSError as exc:
+        say(f"--out: cannot write {out} ({exc.strerror}); choose a writable path")
+        return 2
+    say(f"Wrote {len(sold)} paid orders ({period}) to {out}.")
+    return 0
+
+
+async def _paid_orders(period: reports.Period) -> list[reports.PaidOrder]:
+    config = load_config()
+    database = Database(config.database_url, config.sealer)
+    try:
+        await migrate(database.engine)
+        return await database.transaction(reports.paid_orders, period)
+    finally:
+        await database.dispose()
 
 
 async def _c2b_register(say: Callable[[str], None]) -> int:

@@ -1,7 +1,7 @@
 """The merchant's commands, on every channel: /today, /pending, /order REF, the way out of
 review: /review, /unmatched, /match RECEIPT REF, /resolve REF|RECEIPT DECISION [note], and
 the shop's catalog: /stock [SKU N|off], /price SKU N, /hide SKU, /show SKU; and after
-payment /ready, /out, /delivered, /collected REF.
+payment /ready, /out, /delivered, /collected REF; /report [week|DAY|DAY..DAY].
 
 Only the chats listed in the configuration (``telegram:<chat id>``, ``whatsapp:<number>``,
 ``terminal:merchant``) get answers; anyone else is treated as a customer.
@@ -14,7 +14,7 @@ from datetime import datetime, time, timedelta
 
 from sqlalchemy import Connection, func, select, update
 
-from bot import fulfilment
+from bot import fulfilment, reports
 from bot.catalog import MAX_PRICE, MAX_STOCK
 from bot.chat.model import Reply
 from bot.texts import item_lines, kes, say, status_text
@@ -69,6 +69,8 @@ class MerchantDesk:
             return await self._decide(_match, who, words[1:])
         if command == "/resolve":
             return await self._decide(_resolve, who, words[1:])
+        if command == "/report":
+            return Reply(await self._db.transaction(_report, words[1:], self._clock()))
         if command in _MOVES:
             return await self._move_on(command, words[1:])
         if command == "/stock":
@@ -187,6 +189,14 @@ def _review(conn: Connection, now: datetime, only_money: bool) -> str:
         hidden = len(lines) - MAX_REVIEW_LINES
         lines = [*lines[:MAX_REVIEW_LINES], say("en", "m_review_more", count=hidden)]
     return say("en", "m_review_list", lines="\n".join(lines))
+
+
+def _report(conn: Connection, args: list[str], now: datetime) -> str:
+    try:
+        period = reports.period_from(args, now.astimezone(NAIROBI).date())
+    except reports.BadPeriod as exc:
+        return say("en", "m_report_usage", why=str(exc))
+    return reports.report_text(period, reports.paid_orders(conn, period))
 
 
 def _stock(conn: Connection, args: list[str]) -> str:

@@ -253,6 +253,15 @@ _EN: dict[str, str] = {
     "m_shown": "{name} ({sku}) is on sale again.",
     "m_show_usage": "Send /hide SKU or /show SKU, e.g. /hide sukuma.",
     "m_no_product": "No product has the sku {sku}.",
+    "m_report": (
+        "Paid {period} (Nairobi time): {count} orders, {total}.\n{products}\nOrders: {progress}."
+    ),
+    "m_report_product": "• {name}: {quantity} sold, {total}",
+    "m_report_none": "No order was paid {period} (Nairobi time).",
+    "m_report_usage": (
+        "Send /report (today), /report week, /report 2026-12-01 or "
+        "/report 2026-12-01..2026-12-07: {why}."
+    ),
     "m_moved": "Order {reference} is now {what}. The customer is told.",
     "m_not_moved": "Not changed: {why}.",
     "m_move_usage": (

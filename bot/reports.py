@@ -1,0 +1,184 @@
+"""What the shop sold: the merchant's /report and the CSV of ``duka export``.
+
+Periods are Nairobi calendar days (the shop's), inclusive of both ends; an order counts
+on the day it was paid. Only orders that are paid now count: one refunded by the
+merchant (cancelled) does not.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections import Counter
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+
+from sqlalchemy import Connection, select
+
+from bot.fulfilment import current
+from bot.texts import kes, say, status_text
+from payments.credentials import NAIROBI
+from payments.states import OrderStatus, PaymentStatus
+from storage.orders import get_order_items
+from storage.schema import customers, orders, payments
+
+MAX_DAYS = 366
+_RANGE = re.compile(r"(\d{4}-\d{2}-\d{2})\.\.(\d{4}-\d{2}-\d{2})")
+CSV_COLUMNS = (
+    "order",
+    "paid_at",
+    "customer",
+    "items",
+    "total_kes",
+    "mpesa_receipts",
+    "fulfilment",
+)
+
+
+class BadPeriod(ValueError):
+    """The period cannot be read; the message says how to write one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    first: date
+    last: date  # inclusive
+
+    @property
+    def start(self) -> datetime:
+        return datetime.combine(self.first, time(), tzinfo=NAIROBI)
+
+    @property
+    def end(self) -> datetime:
+        return datetime.combine(self.last + timedelta(days=1), time(), tzinfo=NAIROBI)
+
+    def __str__(self) -> str:
+        return str(self.first) if self.first == self.last else f"{self.first} to {self.last}"
+
+
+@dataclass(frozen=True, slots=True)
+class PaidOrder:
+    reference: str
+    paid_at: datetime
+    customer: str
+    items: tuple[tuple[str, int, int], ...]  # (name, quantity, line total)
+    total: int
+    receipts: tuple[str, ...]
+    fulfilment: str
+
+
+def period_from(words: list[str], today: date) -> Period:
+    """ "" (today), "week" (the last 7 days), "YYYY-MM-DD" or "YYYY-MM-DD..YYYY-MM-DD"."""
+    text = " ".join(words).strip().lower()
+    if text in {"", "today"}:
+        return Period(today, today)
+    if text == "week":
+        return Period(today - timedelta(days=6), today)
+    found = _RANGE.fullmatch(text)
+    try:
+        first, last = (
+            (date.fromisoformat(found[1]), date.fromisoformat(found[2]))
+            if found
+            else (date.fromisoformat(text), date.fromisoformat(text))
+        )
+    except ValueError as exc:
+        raise BadPeriod("write today, week, 2026-12-01 or 2026-12-01..2026-12-07") from exc
+    if last < first or (last - first).days >= MAX_DAYS:
+        raise BadPeriod(f"the first day comes first, and a period is at most {MAX_DAYS} days")
+    return Period(first, last)
+
+
+def paid_orders(conn: Connection, period: Period) -> list[PaidOrder]:
+    rows = conn.execute(
+        select(
+            orders.c.id,
+            orders.c.reference,
+            orders.c.paid_at,
+            orders.c.total,
+            orders.c.fulfilment,
+            customers.c.name,
+        )
+        .join(customers, customers.c.id == orders.c.customer_id)
+        .where(orders.c.status == OrderStatus.PAID)
+        .where(orders.c.paid_at >= period.start, orders.c.paid_at < period.end)
+        .order_by(orders.c.paid_at, orders.c.id)
+    ).all()
+    receipts: dict[int, list[str]] = {}
+    if rows:
+        for payment in conn.execute(
+            select(payments.c.order_id, payments.c.mpesa_receipt)
+            .where(payments.c.order_id.in_([r.id for r in rows]))
+            .where(payments.c.status == PaymentStatus.PAID)
+            .order_by(payments.c.id)
+        ):
+            if payment.mpesa_receipt:
+                receipts.setdefault(payment.order_id, []).append(payment.mpesa_receipt)
+    return [
+        PaidOrder(
+            reference=r.reference,
+            paid_at=r.paid_at,
+            customer=r.name or "-",
+            items=tuple((i.name, i.quantity, i.line_total) for i in get_order_items(conn, r.id)),
+            total=r.total,
+            receipts=tuple(receipts.get(r.id, ())),
+            fulfilment=str(current(r.fulfilment)),
+        )
+        for r in rows
+    ]
+
+
+def report_text(period: Period, sold: list[PaidOrder]) -> str:
+    """The merchant's summary: orders, money, what sold, how far the orders got."""
+    if not sold:
+        return say("en", "m_report_none", period=period)
+    by_product: Counter[str] = Counter()
+    takings: Counter[str] = Counter()
+    for order in sold:
+        for name, quantity, line_total in order.items:
+            by_product[name] += quantity
+            takings[name] += line_total
+    products = "\n".join(
+        say("en", "m_report_product", name=name, quantity=quantity, total=kes(takings[name]))
+        for name, quantity in sorted(by_product.items(), key=lambda kv: (-takings[kv[0]], kv[0]))
+    )
+    steps = Counter(order.fulfilment for order in sold)
+    progress = ", ".join(
+        f"{count} {status_text('en', step) if step != 'new' else 'not moved on yet'}"
+        for step, count in sorted(steps.items())
+    )
+    return say(
+        "en",
+        "m_report",
+        period=period,
+        count=len(sold),
+        total=kes(sum(order.total for order in sold)),
+        products=products,
+        progress=progress,
+    )
+
+
+def report_csv(sold: list[PaidOrder]) -> str:
+    """One row per paid order; amounts in whole shillings, times in Nairobi time."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for order in sold:
+        writer.writerow(
+            [
+                order.reference,
+                order.paid_at.astimezone(NAIROBI).strftime("%Y-%m-%d %H:%M"),
+                _cell(order.customer),
+                _cell("; ".join(f"{quantity} × {name}" for name, quantity, _ in order.items)),
+                order.total,
+                " ".join(order.receipts),
+                order.fulfilment,
+            ]
+        )
+    return out.getvalue()
+
+
+def _cell(text: str) -> str:
+    """Text a customer chose (their name) opened in a spreadsheet must stay text: a
+    leading = + - @ would make it a formula."""
+    return f"'{text}" if text[:1] in {"=", "+", "-", "@", "\t", "\r"} else text
