@@ -533,10 +533,12 @@ def set_order_statuses(
 ) -> None:
     """(order id, as read, to store): the only writer of ``orders.status``."""
     rows = []
+    changed: list[tuple[int, OrderStatus]] = []
     for order_id, old, new in changes:
         if old is new:
             continue
         check_order_transition(old, new)
+        changed.append((order_id, new))
         rows.append(
             {
                 "oid": order_id,
@@ -548,9 +550,10 @@ def set_order_statuses(
         )
     if rows:
         conn.execute(_UPDATE_ORDERS, rows)
-        # The order's stock goes with it: sold when paid, given back when cancelled.
-        stock.sell(conn, [oid for oid, _, new in changes if new is OrderStatus.PAID])
-        stock.release(conn, [oid for oid, _, new in changes if new is OrderStatus.CANCELLED])
+        # The order's stock goes with it: sold when paid, given back when cancelled (only
+        # for orders that changed: a repeated "paid" must not take the goods again).
+        stock.sell(conn, [oid for oid, new in changed if new is OrderStatus.PAID])
+        stock.release(conn, [oid for oid, new in changed if new is OrderStatus.CANCELLED])
 
 
 def adopt_orphans(
