@@ -20,8 +20,7 @@ from bot.fulfilment import current
 from bot.texts import kes, say, status_text
 from payments.credentials import NAIROBI
 from payments.states import OrderStatus, PaymentStatus
-from storage.orders import get_order_items
-from storage.schema import customers, orders, payments
+from storage.schema import customers, order_items, orders, payments
 
 MAX_DAYS = 366
 _RANGE = re.compile(r"(\d{4}-\d{2}-\d{2})\.\.(\d{4}-\d{2}-\d{2})")
@@ -105,7 +104,21 @@ def paid_orders(conn: Connection, period: Period) -> list[PaidOrder]:
         .order_by(orders.c.paid_at, orders.c.id)
     ).all()
     receipts: dict[int, list[str]] = {}
+    items: dict[int, list[tuple[str, int, int]]] = {}
     if rows:
+        # One query for every order's lines, not one per order.
+        for item in conn.execute(
+            select(
+                order_items.c.order_id,
+                order_items.c.name,
+                order_items.c.unit_price,
+                order_items.c.quantity,
+            )
+            .where(order_items.c.order_id.in_([r.id for r in rows]))
+            .order_by(order_items.c.id)
+        ):
+            line = (item.name, item.quantity, item.unit_price * item.quantity)
+            items.setdefault(item.order_id, []).append(line)
         for payment in conn.execute(
             select(payments.c.order_id, payments.c.mpesa_receipt)
             .where(payments.c.order_id.in_([r.id for r in rows]))
@@ -119,7 +132,7 @@ def paid_orders(conn: Connection, period: Period) -> list[PaidOrder]:
             reference=r.reference,
             paid_at=r.paid_at,
             customer=r.name or "-",
-            items=tuple((i.name, i.quantity, i.line_total) for i in get_order_items(conn, r.id)),
+            items=tuple(items.get(r.id, ())),
             total=r.total,
             receipts=tuple(receipts.get(r.id, ())),
             fulfilment=str(current(r.fulfilment)),
