@@ -207,20 +207,7 @@ class TelegramChat(Chat):
         raise AssertionError(f"no {label!r} button on screen; buttons: {on_screen}")
 
     async def _send_sticker(self) -> None:
-        # The fake plays text, buttons and contacts only: a sticker message is built from
-        # its own parts, shaped as the Bot API sends one.
-        message = self.fake._user_message(self.chat_id, None, "Wanjiru")
-        message["sticker"] = {
-            "file_id": "CAACAgIAAxkBAAEBdukaStickerFileId",
-            "file_unique_id": "AgADsticker",
-            "type": "regular",
-            "width": 512,
-            "height": 512,
-            "is_animated": False,
-            "is_video": False,
-            "emoji": "\U0001f44d",
-        }
-        self.fake._queue_update({"message": message})
+        self.fake.user_sends_sticker(self.chat_id)
 
 
 def _inline_buttons(message: dict[str, Any]) -> list[tuple[str, str]]:

@@ -482,6 +482,23 @@ class FakeTelegram:
             message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
         return self._queue_update({"message": message})
 
+    def user_sends_sticker(
+        self, chat_id: int, user_id: int | None = None, first_name: str = "Wanjiru"
+    ) -> dict[str, Any]:
+        """A user sends a sticker, shaped as the Bot API sends one (no text)."""
+        message = self._user_message(chat_id, user_id, first_name)
+        message["sticker"] = {
+            "file_id": "CAACAgIAAxkBAAEBdukaStickerFileId",
+            "file_unique_id": "AgADsticker",
+            "type": "regular",
+            "width": 512,
+            "height": 512,
+            "is_animated": False,
+            "is_video": False,
+            "emoji": "\U0001f44d",
+        }
+        return self._queue_update({"message": message})
+
     def user_shares_contact(
         self,
         chat_id: int,
