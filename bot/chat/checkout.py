@@ -85,8 +85,8 @@ def _confirmed_already(state: ChatState, facts: Facts) -> Outcome:
     return Outcome(state, (reply,))
 
 
-def _menu(state: ChatState, facts: Facts) -> Reply:
-    return screens.menu(facts.lang, facts.products, state.cart)
+def menu(state: ChatState, facts: Facts, *, edit: bool = False) -> Reply:
+    return screens.menu(facts.lang, facts.products, state.cart, edit=edit)
 
 
 def _waiting_reply(facts: Facts) -> Reply | None:
@@ -142,7 +142,7 @@ def phone_choice(state: ChatState, answer: PhoneAnswer, facts: Facts) -> Outcome
     order, state = current_order(state, facts)
     if order is None:
         # A stale "Yes, pay" (the prompt went out already): say what it is waiting for.
-        return Outcome(state, (_waiting_reply(facts) or _menu(state, facts),))
+        return Outcome(state, (_waiting_reply(facts) or menu(state, facts),))
     if answer == "yes" and facts.saved_msisdn:
         return pay(state, facts, order, facts.saved_msisdn)
     if answer == "typed" and state.typed_msisdn:
@@ -165,7 +165,7 @@ def typed_number(state: ChatState, text: str, facts: Facts, *, typed: bool = Tru
     lang = facts.lang
     order, state = current_order(state, facts)
     if order is None:
-        return Outcome(state, (_menu(state, facts),))
+        return Outcome(state, (menu(state, facts),))
     try:
         number = normalize_msisdn(text)
     except InvalidPhoneNumber as exc:

@@ -69,10 +69,6 @@ def _menu_row(facts: Facts) -> tuple[tuple[Button, ...], ...]:
     return screens.menu_buttons(facts.lang)
 
 
-def menu(state: ChatState, facts: Facts, *, edit: bool = False) -> Reply:
-    return screens.menu(facts.lang, facts.products, state.cart, edit=edit)
-
-
 # --- commands ------------------------------------------------------------------------------
 
 
@@ -81,7 +77,7 @@ def _command(state: ChatState, command: str, facts: Facts) -> Outcome:
     if command == "/start":
         state = replace(state, step=Step.BROWSING, picking=None)
         # One message, not two: WhatsApp allows about one message in six seconds per user.
-        shown = menu(state, facts)
+        shown = checkout.menu(state, facts)
         text = f"{say(lang, 'welcome', shop=facts.shop.name_in(lang))}\n\n{shown.text}"
         return Outcome(state, (replace(shown, text=text),))
     if command == "/cart":
@@ -131,7 +127,7 @@ def _pressed(state: ChatState, action: Action | None, facts: Facts) -> Outcome:
     match action:
         case Menu(new=new):
             state = replace(state, picking=None)
-            return Outcome(state, (menu(state, facts, edit=not new),))
+            return Outcome(state, (checkout.menu(state, facts, edit=not new),))
         case Category(name=name):
             return Outcome(state, (screens.category(lang, facts.products, name, state.cart),))
         case ShowProduct() | SetQuantity() | AddToCart() | DropProduct():
@@ -155,7 +151,7 @@ def _pressed(state: ChatState, action: Action | None, facts: Facts) -> Outcome:
             return Outcome(state, (reply,), (SetLanguage(new),))
         case None:
             # Buttons can be forged (any data may arrive): unknown ones get the menu.
-            return Outcome(state, (menu(state, facts),))
+            return Outcome(state, (checkout.menu(state, facts),))
 
 
 def _product(
@@ -164,7 +160,7 @@ def _product(
     lang = facts.lang
     spec = facts.catalog.get(action.sku)
     if spec is None:
-        shown = menu(state, facts)
+        shown = checkout.menu(state, facts)
         text = f"{say(lang, 'product_gone')}\n\n{shown.text}"
         return Outcome(state, (replace(shown, text=text, edit=False),))
     if isinstance(action, DropProduct):
