@@ -69,8 +69,7 @@ def hold(
     wanted: dict[str, int] = {}
     for sku, quantity in items:
         wanted[sku] = wanted.get(sku, 0) + quantity
-    crossings = _take(conn, wanted, allow_negative=False)
-    counted = _counted(conn, wanted)
+    counted, crossings = _take(conn, wanted, allow_negative=False)
     if counted:
         conn.execute(
             stock_holds.insert(),
@@ -82,7 +81,7 @@ def hold(
                     "status": HoldStatus.HELD,
                     "expires_at": until,
                 }
-                for sku in sorted(counted)
+                for sku in counted
             ],
         )
     return crossings
@@ -92,7 +91,7 @@ def renew(conn: Connection, order_id: int, until: datetime) -> list[Crossing]:
     """Before a prompt is pushed: keep the order's holds until ``until``, taking again
     what expired meanwhile (``OutOfStock`` if it is gone)."""
     released = _holds(conn, [order_id], HoldStatus.RELEASED)
-    crossings = _take(conn, _quantities(released), allow_negative=False)
+    _, crossings = _take(conn, _quantities(released), allow_negative=False)
     conn.execute(
         update(stock_holds)
         .where(stock_holds.c.order_id == order_id)
@@ -215,7 +214,10 @@ def _counts(conn: Connection, skus: Collection[str]) -> dict[str, tuple[int, int
     return {row.sku: (row.stock, row.low_stock, row.name) for row in rows}
 
 
-def _take(conn: Connection, wanted: dict[str, int], *, allow_negative: bool) -> list[Crossing]:
+def _take(
+    conn: Connection, wanted: dict[str, int], *, allow_negative: bool
+) -> tuple[list[str], list[Crossing]]:
+    """Take the counted ones of ``wanted``: (their skus, the low-stock marks crossed)."""
     counts = _counts(conn, wanted)
     crossings = []
     for sku in sorted(counts):  # one order for every transaction: no deadlocks
@@ -229,7 +231,7 @@ def _take(conn: Connection, wanted: dict[str, int], *, allow_negative: bool) -> 
         _, low, name = counts[sku]
         if low is not None and after + wanted[sku] > low >= after:
             crossings.append(Crossing(sku, name, after, low))
-    return crossings
+    return sorted(counts), crossings
 
 
 def _give_back(conn: Connection, quantities: dict[str, int]) -> None:
