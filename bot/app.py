@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from typing import Any
 
 import httpx
@@ -21,6 +21,7 @@ from aiohttp.typedefs import Handler, Middleware
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.catalog import sync_catalog
+from bot.catalog_reload import CatalogReloader, reload_on_sighup
 from bot.channels.base import Channel
 from bot.channels.telegram import TelegramChannel
 from bot.channels.terminal import MERCHANT_CHAT, TerminalChannel
@@ -29,6 +30,7 @@ from bot.channels.whatsapp_api import WhatsAppClient
 from bot.chat.engine import Conversation
 from bot.chat.flood import FloodGate
 from bot.config import AppConfig, ConfigError
+from bot.daily_summary import DailySummary
 from bot.http_logging import RedactingAccessLogger
 from bot.merchant import MerchantDesk
 from bot.notifications import OutboxDispatcher
@@ -71,6 +73,7 @@ def build_app(
     dispatch_seconds: float = 1.0,
     terminal: TerminalChannel | None = None,
     read_seconds: float = MAX_BODY_READ_SECONDS,
+    reload_catalog_on_sighup: bool = False,
 ) -> web.Application:
     """The whole product as one aiohttp application.
 
@@ -79,7 +82,8 @@ def build_app(
     likewise leaves queued messages undelivered (the benchmark measures the callback path).
     ``terminal`` adds the demo's terminal chat as a channel (its merchant chat gets the
     merchant messages). ``read_seconds`` is how long every webhook (STK, C2B, Telegram,
-    WhatsApp) gives a body to arrive whole.
+    WhatsApp) gives a body to arrive whole. ``reload_catalog_on_sighup`` (``duka serve``)
+    applies the catalog file again at each SIGHUP, a signal being the whole process's.
     """
     callback_path = CallbackPath(config.daraja.callback_url)
     app = web.Application(
@@ -115,6 +119,10 @@ def build_app(
     dispatch = dispatch_seconds if run_dispatcher else None
     app.cleanup_ctx.append(_chat(clock, dispatch, terminal, read_seconds))
     app.cleanup_ctx.append(_settlement(clock, run_reconciler))
+    if config.daily_summary_at is not None:
+        app.cleanup_ctx.append(_daily_summary(config.daily_summary_at, clock))
+    if reload_catalog_on_sighup and config.catalog_file is not None:
+        app.cleanup_ctx.append(_catalog_reloads)
     return app
 
 
@@ -272,6 +280,7 @@ def _chat(
             flood=FloodGate(config.chat_events_per_10_seconds, window_seconds=10),
             catalog=config.catalog,
             shop_name_sw=config.shop_name_sw,
+            handover=config.handover,
             hold_stock_for=timedelta(seconds=config.reconcile.expire_after_seconds),
         )
         app[CONVERSATION] = conversation
@@ -335,6 +344,33 @@ def _chat(
                 await whatsapp_http.aclose()
 
     return chat
+
+
+def _daily_summary(
+    at: time, clock: Callable[[], datetime]
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The merchant's daily summary at ``at`` (Nairobi time), queued in the outbox."""
+
+    async def daily_summary(app: web.Application) -> AsyncIterator[None]:
+        summary = DailySummary(app[DATABASE], at, clock, on_queued=app[DISPATCHER].wake)
+        task = asyncio.create_task(summary.run_forever(), name="daily-summary")
+        try:
+            yield
+        finally:
+            await summary.stop(task)
+
+    return daily_summary
+
+
+async def _catalog_reloads(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    assert config.catalog_file is not None
+    conversation = app[CONVERSATION]
+    reloader = CatalogReloader(
+        app[DATABASE], config.catalog_file, config.catalog, conversation.use_catalog
+    )
+    async with reload_on_sighup(reloader.reload):
+        yield
 
 
 def _settlement(

@@ -13,6 +13,9 @@ A product may carry ``stock``, its starting count (left out: not counted), and
 ``low_stock``. The count is set once, when the product is first loaded or first counted;
 from then on sales and the merchant's ``/stock`` change it, and a restart keeps it
 (``storage/stock.py``).
+
+``duka catalog import FILE`` and SIGHUP to ``duka serve`` load a catalog file again while
+the shop runs (``bot/catalog_import.py``): the same checks, the same upsert.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +61,15 @@ class CatalogError(ValueError):
         self.key = key
         self.problem = problem
         self.fix = fix
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogFile:
+    """Where the catalog is read from: ``DUKA_CATALOG`` (a ``[[products]]`` table) or
+    config.toml (``[[catalog.products]]``); ``duka serve`` reads it again on SIGHUP."""
+
+    path: Path
+    table: str = "products"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,30 +118,65 @@ def read_catalog_file(path: Path) -> list[ProductSpec]:
 
 
 def parse_products(entries: object, source: str) -> list[ProductSpec]:
+    """The products, or the first problem raised (start-up: a bad catalog stops it)."""
+    specs, rejected = check_products(entries, source)
+    if rejected:
+        raise rejected[0].error
+    return specs
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An entry that cannot be used, and why."""
+
+    position: int  # 1-based, in the order of the list
+    sku: str | None  # when it names a usable sku: the product that entry meant
+    error: CatalogError
+
+
+def check_products(entries: object, source: str) -> tuple[list[ProductSpec], list[Rejected]]:
+    """Every usable entry, and every other one with its problem: checking goes on past a
+    bad entry, so that an import can report them all at once."""
     if not isinstance(entries, list):
         raise CatalogError(source, "must be a list of tables", "write each as [[products]]")
     specs: list[ProductSpec] = []
+    rejected: list[Rejected] = []
     seen: set[str] = set()
     category_sw: dict[str, str] = {}  # a category has one Swahili name, given once or more
     for position, entry in enumerate(entries, start=1):
-        where = f"{source}[{position}]"
-        spec = _product(entry, where)
-        if spec.sku in seen:
-            raise CatalogError(
-                where, f"sku {spec.sku!r} appears twice", "give each product its own sku"
-            )
+        try:
+            spec = _product(entry, f"{source}[{position}]")
+            _check_against_earlier(spec, seen, category_sw, f"{source}[{position}]")
+        except CatalogError as exc:
+            rejected.append(Rejected(position, _readable_sku(entry), exc))
+            continue
         seen.add(spec.sku)
         if spec.category_sw:
-            earlier = category_sw.setdefault(spec.category, spec.category_sw)
-            if earlier != spec.category_sw:
-                raise CatalogError(
-                    where,
-                    f"category {spec.category!r} is called {earlier!r} in Kiswahili earlier, "
-                    f"{spec.category_sw!r} here",
-                    "give a category the same category_sw on every product",
-                )
+            category_sw.setdefault(spec.category, spec.category_sw)
         specs.append(spec)
-    return specs
+    return specs, rejected
+
+
+def _check_against_earlier(
+    spec: ProductSpec, seen: set[str], category_sw: Mapping[str, str], where: str
+) -> None:
+    if spec.sku in seen:
+        raise CatalogError(
+            where, f"sku {spec.sku!r} appears twice", "give each product its own sku"
+        )
+    earlier = category_sw.get(spec.category)
+    if spec.category_sw and earlier is not None and earlier != spec.category_sw:
+        raise CatalogError(
+            where,
+            f"category {spec.category!r} is called {earlier!r} in Kiswahili earlier, "
+            f"{spec.category_sw!r} here",
+            "give a category the same category_sw on every product",
+        )
+
+
+def _readable_sku(entry: object) -> str | None:
+    sku = entry.get("sku") if isinstance(entry, Mapping) else None
+    return sku if isinstance(sku, str) and SKU.fullmatch(sku) else None
 
 
 def _product(entry: object, where: str) -> ProductSpec:
@@ -207,8 +254,11 @@ def _text(entry: Mapping[str, Any], key: str, where: str) -> str:
     return value.strip()
 
 
-def sync_catalog(conn: Connection, specs: Sequence[ProductSpec]) -> None:
-    """Upsert the listed products (active) and hide the rest."""
+def sync_catalog(
+    conn: Connection, specs: Sequence[ProductSpec], *, keep: Collection[str] = ()
+) -> None:
+    """Upsert the listed products (active) and hide the rest, except those in ``keep``
+    (an import leaves the products of its bad entries as they are)."""
     if specs:
         insert_for = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
         statement = insert_for(products)
@@ -242,7 +292,7 @@ def sync_catalog(conn: Connection, specs: Sequence[ProductSpec]) -> None:
                 for s in specs
             ],
         )
-    listed = [s.sku for s in specs]
+    listed = [s.sku for s in specs] + list(keep)
     conn.execute(update(products).where(products.c.sku.not_in(listed)).values(active=False))
 
 

@@ -16,7 +16,15 @@ from aiohttp import web
 
 from bot import reports
 from bot.app import access_logger_for, build_app
-from bot.config import MIN_CALLBACK_SECRET_LENGTH, ConfigError, load_config
+from bot.catalog import CatalogError, CatalogFile
+from bot.catalog_import import (
+    CheckedCatalog,
+    ImportReport,
+    apply_checked,
+    read_checked,
+    unusable,
+)
+from bot.config import MIN_CALLBACK_SECRET_LENGTH, AppConfig, ConfigError, load_config
 from bot.http_logging import configure_logging
 from payments.credentials import NAIROBI
 from payments.daraja_client import ALREADY_REGISTERED, DarajaClient
@@ -64,6 +72,17 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--from", dest="first", metavar="YYYY-MM-DD", help="default: today")
     export.add_argument("--to", dest="last", metavar="YYYY-MM-DD", help="default: --from")
     export.add_argument("--out", type=Path, required=True, metavar="FILE")
+    catalog = commands.add_parser("catalog", help="change the catalog without a restart")
+    catalog_commands = catalog.add_subparsers(dest="catalog_command", required=True)
+    catalog_import = catalog_commands.add_parser(
+        "import",
+        help="upsert the products of FILE (a [[products]] table) by sku, as start-up does, and "
+        "hide the ones it leaves out; each change and each bad entry (by line) is printed, bad "
+        "entries are skipped. Exit 0: all applied; 1: some entries skipped; 2: nothing read",
+    )
+    catalog_import.add_argument(
+        "file", type=Path, metavar="FILE", help="TOML with [[products]] tables, as DUKA_CATALOG"
+    )
     simulator = commands.add_parser("simulator", help="run the Daraja simulator on its own")
     simulator.add_argument("--host", default="127.0.0.1")
     simulator.add_argument("--port", type=int, default=8090)
@@ -82,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_rekey(print))
         if args.command == "export":
             return _export(args.first, args.last, args.out, print)
+        if args.command == "catalog":
+            return _catalog_import(args.file, print)
         if args.command == "demo":
             from bot import demo as demo_command
 
@@ -106,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 def _serve() -> int:
     config = load_config()
     web.run_app(
-        build_app(config),
+        build_app(config, reload_catalog_on_sighup=True),
         host=config.http_host,
         port=config.http_port,
         access_log_class=access_logger_for(config),
@@ -171,6 +192,33 @@ async def _paid_orders(period: reports.Period) -> list[reports.PaidOrder]:
     try:
         await migrate(database.engine)
         return await database.transaction(reports.paid_orders, period)
+    finally:
+        await database.dispose()
+
+
+def _catalog_import(path: Path, say: Callable[[str], None]) -> int:
+    """Apply the good entries of ``path``; 0 when all were good, 1 when some were skipped."""
+    config = load_config(with_catalog=False)  # the file may be the configured one, and bad
+    try:
+        checked = read_checked(CatalogFile(path))
+    except CatalogError as exc:
+        say(unusable(exc))
+        return 2
+    report = asyncio.run(_apply_catalog(config, checked))
+    for line in report.lines():
+        say(line)
+    served = config.catalog_file
+    if served is not None and served.path.resolve() != path.resolve():
+        # Otherwise the next start (or SIGHUP) quietly puts the old catalog back.
+        say(f"Note: duka serve loads the catalog from {served.path}: change it there too.")
+    return 0 if report.complete else 1
+
+
+async def _apply_catalog(config: AppConfig, checked: CheckedCatalog) -> ImportReport:
+    database = Database(config.database_url, config.sealer)
+    try:
+        await migrate(database.engine)
+        return await database.transaction(apply_checked, checked)
     finally:
         await database.dispose()
 

@@ -16,7 +16,8 @@ import re
 import secrets
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import time
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +25,14 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
 
-from bot.catalog import CatalogError, ProductSpec, parse_products, read_catalog_file
+from bot.catalog import (
+    CatalogError,
+    CatalogFile,
+    ProductSpec,
+    parse_products,
+    read_catalog_file,
+)
+from bot.handover import MAX_DELIVERY_FEE, MAX_ZONE_NAME, Handover, HandoverOptions, Zone
 from payments.callback_sources import (
     LOOPBACK,
     SAFARICOM_CALLBACK_IPS,
@@ -170,6 +178,9 @@ DEFAULT_TEMPLATES = (
     ("payment_not_confirmed", "duka_payment_not_confirmed"),
     ("low_stock", "duka_low_stock"),
     ("order_progress", "duka_order_progress"),
+    ("order_cancelled_by_shop", "duka_order_cancelled_by_shop"),
+    ("order_refunded", "duka_order_refunded"),
+    ("daily_summary", "duka_daily_summary"),
 )
 
 
@@ -205,6 +216,9 @@ class AppConfig:
     reconcile: ReconcileSettings
     simulator: SimulatorSettings
     catalog: tuple[ProductSpec, ...] = ()
+    catalog_file: CatalogFile | None = None  # where the catalog is read again (SIGHUP)
+    handover: HandoverOptions = field(default_factory=HandoverOptions)  # pickup, delivery
+    daily_summary_at: time | None = None  # Nairobi time; None: no daily summary
     shop_name_sw: str = ""  # the shop's name in Kiswahili; empty: shop_name in both
     merchant_telegram_ids: tuple[int, ...] = ()
     telegram: TelegramSettings | None = None  # None: no TELEGRAM_BOT_TOKEN, channel off
@@ -220,7 +234,15 @@ class AppConfig:
 
 
 _KNOWN_KEYS: dict[str, set[str]] = {
-    "shop": {"name", "name_sw"},
+    "shop": {
+        "name",
+        "name_sw",
+        "fulfilment",
+        "pickup_point",
+        "pickup_hours",
+        "delivery_zones",
+        "daily_summary_at",
+    },
     "http": {"host", "port"},
     "database": {"url"},
     "mpesa": {
@@ -260,13 +282,23 @@ _KNOWN_KEYS: dict[str, set[str]] = {
 _SECRET_KEYS = {"consumer_key", "consumer_secret", "passkey"}
 
 
-def load_config(env: Mapping[str, str] | None = None, path: Path | None = None) -> AppConfig:
-    """Read the TOML file (``DUKA_CONFIG`` or ./config.toml; absent: defaults) and the env."""
+def load_config(
+    env: Mapping[str, str] | None = None, path: Path | None = None, *, with_catalog: bool = True
+) -> AppConfig:
+    """Read the TOML file (``DUKA_CONFIG`` or ./config.toml; absent: defaults) and the env.
+
+    ``with_catalog=False`` leaves the products unread: ``duka catalog import`` reports a bad
+    catalog itself, every entry by line, where start-up stops at the first.
+    """
     env = os.environ if env is None else env
     config_path = path or Path(env.get("DUKA_CONFIG", "") or DEFAULT_CONFIG_PATH)
     data = _read_toml(config_path, explicit=path is not None or "DUKA_CONFIG" in env)
     _reject_unknown_keys(data)
-    return _build(data, env)
+    catalog_file = _catalog_file(env, config_path)
+    if not with_catalog:
+        data = {section: values for section, values in data.items() if section != "catalog"}
+        env = {name: value for name, value in env.items() if name != "DUKA_CATALOG"}
+    return replace(_build(data, env), catalog_file=catalog_file)
 
 
 def _read_toml(path: Path, *, explicit: bool) -> dict[str, Any]:
@@ -331,6 +363,8 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> AppConfig:
         http_port=port,
         database_url=database_url,
         catalog=tuple(_catalog(data.get("catalog", {}), env)),
+        handover=_handover(shop),
+        daily_summary_at=_daily_summary_at(shop),
         merchant_telegram_ids=_merchant_ids(data.get("merchant", {}), env),
         telegram=_telegram(env),
         whatsapp=_whatsapp(data.get("whatsapp", {}), env),
@@ -619,6 +653,13 @@ def _catalog(section: Mapping[str, Any], env: Mapping[str, str]) -> list[Product
         return parse_products(section.get("products", []), source="catalog.products")
     except CatalogError as exc:
         raise ConfigError(exc.key, exc.problem, exc.fix) from None
+
+
+def _catalog_file(env: Mapping[str, str], config_path: Path) -> CatalogFile | None:
+    """The file ``_catalog`` reads the products from (None: no file, no products)."""
+    if env.get("DUKA_CATALOG"):
+        return CatalogFile(Path(env["DUKA_CATALOG"]))
+    return CatalogFile(config_path, "catalog.products") if config_path.exists() else None
 
 
 def _list_setting(
@@ -956,6 +997,80 @@ def _required_env(env: Mapping[str, str], name: str, what: str) -> str:
     if not value:
         raise ConfigError(name, "not set", f"export {name} with {what}")
     return value
+
+
+def _handover(shop: Mapping[str, Any]) -> HandoverOptions:
+    """``[shop] fulfilment``, ``pickup_point``, ``pickup_hours`` and ``delivery_zones``."""
+    ways = shop.get("fulfilment", [])
+    offers: list[Handover] = []
+    for way in ways if isinstance(ways, list) else [ways]:
+        if way not in set(Handover) or way in offers:
+            raise ConfigError(
+                "shop.fulfilment",
+                f"{way!r} is not one of pickup, delivery (each once)",
+                'use ["pickup"], ["delivery"] or ["pickup", "delivery"]',
+            )
+        offers.append(Handover(way))
+    point = _text("shop.pickup_point", shop["pickup_point"]) if "pickup_point" in shop else ""
+    hours = _text("shop.pickup_hours", shop["pickup_hours"]) if "pickup_hours" in shop else ""
+    if Handover.PICKUP in offers and not point:
+        raise ConfigError(
+            "shop.pickup_point",
+            "pickup is offered but nobody is told where",
+            'set it, e.g. "Shop 12, Kenyatta Market"',
+        )
+    zones = _zones(shop.get("delivery_zones", []))
+    if Handover.DELIVERY in offers and not zones:
+        raise ConfigError(
+            "shop.delivery_zones",
+            "delivery is offered but no zone is set",
+            'add [[shop.delivery_zones]] with name = "CBD" and fee = 100',
+        )
+    return HandoverOptions(tuple(offers), point, hours, zones)
+
+
+def _zones(entries: object) -> tuple[Zone, ...]:
+    key = "shop.delivery_zones"
+    fix = 'each zone is [[shop.delivery_zones]] with name = "CBD" and fee = 100 (whole KES)'
+    if not isinstance(entries, list):
+        raise ConfigError(key, "is not a list of zones", fix)
+    zones: list[Zone] = []
+    for number, entry in enumerate(entries, start=1):
+        where = f"{key}[{number}]"
+        if not isinstance(entry, dict) or set(entry) != {"name", "fee"}:
+            raise ConfigError(where, "needs exactly name and fee", fix)
+        name = _text(f"{where}.name", entry["name"])
+        if len(name) > MAX_ZONE_NAME or any(z.name == name for z in zones):
+            raise ConfigError(
+                f"{where}.name",
+                f"{name!r} is longer than {MAX_ZONE_NAME} characters or named twice",
+                "use a short name each zone has alone (it is shown on a button)",
+            )
+        fee = entry["fee"]
+        if isinstance(fee, bool) or not isinstance(fee, int) or not 0 <= fee <= MAX_DELIVERY_FEE:
+            raise ConfigError(
+                f"{where}.fee", f"{fee!r} is not whole shillings", f"use 0 to {MAX_DELIVERY_FEE}"
+            )
+        zones.append(Zone(name, fee))
+    return tuple(zones)
+
+
+_CLOCK_TIME = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)")
+
+
+def _daily_summary_at(shop: Mapping[str, Any]) -> time | None:
+    """``[shop] daily_summary_at``: "HH:MM" in Nairobi time; absent, no daily summary."""
+    if "daily_summary_at" not in shop:
+        return None
+    value = shop["daily_summary_at"]
+    found = _CLOCK_TIME.fullmatch(value.strip()) if isinstance(value, str) else None
+    if found is None:
+        raise ConfigError(
+            "shop.daily_summary_at",
+            f"{value!r} is not a time of day",
+            'write it as "HH:MM" in Nairobi time, e.g. "20:00", or remove it for no summary',
+        )
+    return time(int(found[1]), int(found[2]))
 
 
 def _text(key: str, value: object) -> str:

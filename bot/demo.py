@@ -2,15 +2,17 @@
 
 The real server, the Daraja simulator, a fresh SQLite file and a sample catalog, with a
 terminal chat in which you are the customer (the merchant's notifications show up too).
-``--script`` plays three customers instead: a happy path, a failed-then-retried one, and
-one whose phone never answers the prompt and who pays by Paybill instead, through the
-same server, simulator and database; it exits 0 only when every order ends paid with a
-receipt and the expected messages were delivered.
+``--script`` plays a day of the shop instead (``bot.demo_script``): a delivery, pickups,
+a failed-then-retried payment, a Paybill payment, a race for the last item, and the
+merchant moving the delivery on; it exits 0 only when every paying order ends paid with
+a receipt, the expected messages were delivered and nothing was oversold.
+In the interactive demo, a line starting with ``!`` is typed by the merchant
+(``!/today``, ``!/ready DK-7KX3M9``, ``!/report``...).
 
 The simulator decides by the paying number; the interactive banner prints its rules from
 ``payments/simulator/rules.py``. The script's numbers: 0712 345 678 pays; 0712 000 011 is
 cancelled the first time, then pays; 0712 000 002 never answers. ``paybill REF AMOUNT``
-pays the Paybill by hand (Daraja's C2B).
+pays the Paybill by hand (Daraja's C2B); ``location`` shares a location in town.
 
 The chat owns the terminal, so logging goes to a file for the whole run (``--log-file``,
 by default ``demo.log`` in the user's state directory, outside the demo's temporary
@@ -27,43 +29,37 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import secrets
 import signal
 import socket
 import sys
 import tempfile
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import Connection, select
 
-from bot.app import CONVERSATION, DARAJA, DATABASE, access_logger_for, build_app
+from bot.app import CONVERSATION, DARAJA, DATABASE, MERCHANT_DESK, access_logger_for, build_app
 from bot.catalog import ProductSpec
-from bot.channels.terminal import MERCHANT_CHAT, TerminalChannel, typed_lines
+from bot.channels.terminal import TerminalChannel, typed_lines
 from bot.chat.engine import Conversation
-from bot.chat.model import Inbound
 from bot.config import load_config
+from bot.demo_people import DEMO_PHONE, Customer, Merchant, Say, pay_by_paybill
+from bot.demo_script import scripted
 from bot.http_logging import RedactTokens
+from bot.merchant import MerchantDesk
 from payments.daraja_client import DarajaClient
 from payments.errors import DarajaError
-from payments.outbox import OutboxStatus
-from payments.phone import InvalidPhoneNumber, normalize_msisdn
+from payments.phone import InvalidPhoneNumber
 from payments.simulator import rules_summary
-from storage.engine import Database
-from storage.schema import orders, outbox, payments
 
 log = logging.getLogger(__name__)
 
-Say = Callable[[str], None]
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # as ``duka serve``'s
 EXIT_INTERRUPTED = 130  # 128 + SIGINT: what a shell reports for a program ended by Ctrl-C
 # Stopped like Ctrl-C, so that the cleanup runs: a kill, and the terminal window closing.
 STOP_SIGNALS = (signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []))
-DEMO_PHONE = "0712 345 678"
-WAIT_SECONDS = 30.0
 
 DEMO_CATALOG = (
     ProductSpec("sukuma", "Sukuma wiki (bunch)", 30, "Vegetables", "Fresh from Limuru."),
@@ -72,6 +68,28 @@ DEMO_CATALOG = (
     ProductSpec("rice-1kg", "Pishori rice 1kg", 250, "Staples", "Mwea pishori."),
     ProductSpec("milk", "Milk 500ml", 65, "Drinks", "Fresh milk."),
 )
+# The shop delivers to two zones or is picked up from; one product has one left.
+DEMO_SHOP = """[shop]
+name = "Mama Njeri's Duka"
+fulfilment = ["pickup", "delivery"]
+pickup_point = "Stall 14, Gikomba Market"
+pickup_hours = "Mon-Sat 7:00-19:00"
+[[shop.delivery_zones]]
+name = "CBD"
+fee = 100
+[[shop.delivery_zones]]
+name = "Eastlands"
+fee = 150
+"""
+LAST_TRAY = """[[catalog.products]]
+sku = "mandazi"
+name = "Mandazi (tray of 12)"
+price = 120
+category = "Snacks"
+description = "Fresh this morning."
+stock = 1
+low_stock = 0
+"""
 
 
 def default_log_file() -> Path:
@@ -187,8 +205,8 @@ async def run_demo(
             for p in DEMO_CATALOG
         )
         config_path.write_text(
-            f'[shop]\nname = "Mama Njeri\'s Duka"\n'
-            f"[simulator]\ncallback_delay_seconds = {callback_delay_seconds}\n{catalog}"
+            f"{DEMO_SHOP}[simulator]\ncallback_delay_seconds = {callback_delay_seconds}\n"
+            f"{catalog}{LAST_TRAY}"
         )
         config = load_config(
             env={
@@ -213,173 +231,25 @@ async def run_demo(
                 "(M-Pesa: the built-in Daraja simulator; no real money moves)."
                 + (f" Its log: {log_file}" if log_file else "")
             )
+            conversation, desk = app[CONVERSATION], app[MERCHANT_DESK]
             if script:
-                return await _scripted(app[CONVERSATION], terminal, app[DATABASE], app[DARAJA], say)
-            return await _interactive(app[CONVERSATION], terminal, app[DARAJA], say)
+                database, daraja = app[DATABASE], app[DARAJA]
+                return await scripted(conversation, terminal, database, daraja, desk, say)
+            return await _interactive(conversation, terminal, app[DARAJA], desk, say)
         finally:
             await runner.cleanup()
 
 
-class _Customer:
-    """A customer in the terminal chat: says things and presses buttons by label."""
-
-    def __init__(
-        self,
-        conversation: Conversation,
-        terminal: TerminalChannel,
-        chat_id: str,
-        name: str,
-        say: Say,
-    ) -> None:
-        self.conversation, self.terminal, self.chat_id = conversation, terminal, chat_id
-        self.name, self._say = name, say
-
-    async def types(self, text: str) -> None:
-        self._say(f"[{self.name}] {text}")
-        await self._send(Inbound("terminal", self.chat_id, self.name, text=text))
-
-    async def presses(self, label: str) -> None:
-        button = self.terminal.button(self.chat_id, label)
-        if button is None:
-            raise DemoFailed(f"{self.name} sees no button {label!r}")
-        self._say(f"[{self.name} presses] {button.label}")
-        await self._send(Inbound("terminal", self.chat_id, self.name, button=button.data))
-
-    async def shares_number(self, phone: str) -> None:
-        self._say(f"[{self.name} shares their number] {phone}")
-        await self._send(
-            Inbound("terminal", self.chat_id, self.name, contact_phone=phone, contact_is_own=True)
-        )
-
-    async def _send(self, event: Inbound) -> None:
-        await self.conversation.reply_through(self.terminal, event)
-
-    async def waits_for(self, words: str) -> None:
-        """Until a message containing ``words`` reaches this chat."""
-        await _wait_for_messages(self.terminal, self.chat_id, words, 1)
-
-    def last_message(self) -> str:
-        return self.terminal.messages.get(self.chat_id, [""])[-1]
-
-
-async def _pay_by_paybill(
-    daraja: DarajaClient, say: Say, who: str, phone: str, reference: str, amount: int
-) -> None:
-    """The customer's own M-Pesa menu: Lipa na M-Pesa → Paybill → account → amount."""
-    say(f"[{who} pays by Paybill from {phone}] account {reference}, KES {amount:,}")
-    await daraja.simulate_c2b(normalize_msisdn(phone).msisdn, amount, reference)
-
-
-async def _wait_for_messages(
-    terminal: TerminalChannel, chat_id: str, words: str, count: int
-) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT_SECONDS
-    while sum(words in text for text in terminal.messages.get(chat_id, [])) < count:
-        if loop.time() > deadline:
-            raise DemoFailed(f"{chat_id} never got {count} message(s) with {words!r}")
-        await asyncio.sleep(0.05)
-
-
-class DemoFailed(Exception):
-    pass
-
-
-async def _scripted(
+async def _interactive(
     conversation: Conversation,
     terminal: TerminalChannel,
-    database: Database,
     daraja: DarajaClient,
+    desk: MerchantDesk,
     say: Say,
 ) -> bool:
-    wanjiru = _Customer(conversation, terminal, "wanjiru", "Wanjiru", say)
-    otieno = _Customer(conversation, terminal, "otieno", "Otieno", say)
-    kamau = _Customer(conversation, terminal, "kamau", "Kamau", say)
-    try:
-        say("\n--- 1. Wanjiru orders and pays ---")
-        await wanjiru.types("/start")
-        await wanjiru.presses("Vegetables")
-        await wanjiru.presses("Sukuma")
-        await wanjiru.presses("+")
-        await wanjiru.presses("Add to cart")
-        await wanjiru.presses("Menu")
-        await wanjiru.presses("Staples")
-        await wanjiru.presses("Unga")
-        await wanjiru.presses("Add to cart")
-        await wanjiru.presses("Cart")
-        await wanjiru.presses("Checkout")
-        await wanjiru.presses("Confirm order")
-        await wanjiru.shares_number(DEMO_PHONE)
-        await wanjiru.waits_for("Paid!")
-
-        say("\n--- 2. Otieno's first payment is cancelled on his phone; he tries again ---")
-        await otieno.types("/start")
-        await otieno.presses("Drinks")
-        await otieno.presses("Milk")
-        await otieno.presses("Add to cart")
-        await otieno.presses("Checkout")
-        await otieno.presses("Confirm order")
-        await otieno.types("0712 000 011")
-        await otieno.presses("Yes, pay")
-        await otieno.waits_for("did not go through")
-        await otieno.presses("Try again")
-        await otieno.waits_for("Paid!")
-
-        say("\n--- 3. Kamau's phone never shows the prompt; he pays by Paybill instead ---")
-        await kamau.types("/start")
-        await kamau.presses("Staples")
-        await kamau.presses("Pishori")
-        await kamau.presses("Add to cart")
-        await kamau.presses("Checkout")
-        await kamau.presses("Confirm order")
-        await kamau.types("0712 000 002")
-        await kamau.presses("Yes, pay")
-        await kamau.waits_for("did not go through")
-        await kamau.presses("Pay by Paybill")
-        instructions = re.search(r"Account (DK-\w+) → KES ([\d,]+)", kamau.last_message())
-        if instructions is None:
-            raise DemoFailed("Kamau got no Paybill instructions")
-        amount = int(instructions.group(2).replace(",", ""))
-        await _pay_by_paybill(daraja, say, "Kamau", "0712 000 002", instructions.group(1), amount)
-        await kamau.waits_for("Paid!")
-        await _wait_for_messages(terminal, MERCHANT_CHAT, "New paid order", 3)
-    except DemoFailed as exc:
-        say(f"\nDEMO FAILED: {exc}")
-        return False
-    return await _check(database, terminal, say)
-
-
-async def _check(database: Database, terminal: TerminalChannel, say: Say) -> bool:
-    paid, receipts, delivered = await database.transaction(_outcome)
-    merchant_notes = sum("New paid order" in m for m in terminal.messages.get(MERCHANT_CHAT, []))
-    ok = paid == 3 and receipts == 3 and delivered and merchant_notes == 3
-    say(
-        f"\nOrders paid: {paid}/3, receipts: {receipts}/3, all messages delivered: {delivered}, "
-        f"merchant notifications: {merchant_notes}/3 -> {'OK' if ok else 'NOT OK'}"
-    )
-    return ok
-
-
-def _outcome(conn: Connection) -> tuple[int, int, bool]:
-    paid = len(conn.execute(select(orders.c.id).where(orders.c.status == "paid")).all())
-    receipts = len(
-        conn.execute(
-            select(payments.c.id).where(
-                payments.c.status == "paid", payments.c.mpesa_receipt.is_not(None)
-            )
-        ).all()
-    )
-    undelivered = conn.execute(
-        select(outbox.c.id).where(outbox.c.status.in_([OutboxStatus.PENDING, OutboxStatus.FAILED]))
-    ).all()
-    return paid, receipts, not undelivered
-
-
-async def _interactive(
-    conversation: Conversation, terminal: TerminalChannel, daraja: DarajaClient, say: Say
-) -> bool:
     say(_banner())
-    you = _Customer(conversation, terminal, "you", "You", lambda _: None)
+    you = Customer(conversation, terminal, "you", "You", lambda _: None)
+    merchant = Merchant(desk, terminal, say)
     with typed_lines() as lines:
         await you.types("/start")
         while True:
@@ -391,14 +261,25 @@ async def _interactive(
                 return True
             if not line:
                 continue
-            if line.lower() == "share":
+            if line.startswith("!"):
+                if not await merchant.types(line[1:].strip(), echo=False):
+                    say(MERCHANT_HINT)
+            elif line.lower() == "share":
                 await you.shares_number(DEMO_PHONE)
+            elif line.lower() == "location":
+                await you.shares_location()
             elif line.lower().startswith("paybill "):
                 await _paybill_line(daraja, say, line)
             elif terminal.button("you", line) is not None and (line.isdigit() or len(line) > 2):
                 await you.presses(line)
             else:
                 await you.types(line)
+
+
+MERCHANT_HINT = (
+    "Lines starting with ! are typed by the merchant: !/today, !/orders, !/order DK-..., "
+    "!/ready DK-..., !/stock, !/report, !/export (the commands are in the README)."
+)
 
 
 def _banner() -> str:
@@ -410,7 +291,9 @@ def _banner() -> str:
         "by the paying number (Daraja's PartyA).\n"
         f"{rules_summary()}\n"
         "After a failed payment, 'Pay by Paybill' shows the Paybill details; type "
-        "'paybill REF AMOUNT' (e.g. paybill DK-7KX3M9 270) to pay them."
+        "'paybill REF AMOUNT' (e.g. paybill DK-7KX3M9 270) to pay them. 'location' shares "
+        "your location (for delivery).\n"
+        f"{MERCHANT_HINT}"
     )
 
 
@@ -422,6 +305,6 @@ async def _paybill_line(daraja: DarajaClient, say: Say, line: str) -> None:
         say("Type it as: paybill DK-7KX3M9 270")
         return
     try:
-        await _pay_by_paybill(daraja, say, "You", DEMO_PHONE, parts[1], int(amount))
+        await pay_by_paybill(daraja, say, "You", DEMO_PHONE, parts[1], int(amount))
     except (DarajaError, InvalidPhoneNumber) as exc:
         say(f"M-Pesa refused the Paybill payment: {exc}")

@@ -15,10 +15,11 @@ from enum import StrEnum
 
 from sqlalchemy import ColumnElement, Connection, update
 
+from bot.handover import Handover
 from payments.outbox import insert_outbox
 from payments.settlement import MessageKind, OutboxMessage
 from payments.states import OrderStatus
-from storage.orders import OrderRecord, order_by_reference
+from storage.orders import OrderRecord, order_by_reference, order_handover
 from storage.schema import orders
 
 
@@ -47,6 +48,13 @@ TRANSITIONS: dict[Fulfilment, frozenset[Fulfilment]] = {
 }
 
 
+# What the customer chose at checkout rules out some steps: nobody collects a delivery.
+_NOT_FOR: dict[str, frozenset[Fulfilment]] = {
+    Handover.PICKUP: frozenset({Fulfilment.ON_ITS_WAY, Fulfilment.DELIVERED}),
+    Handover.DELIVERY: frozenset({Fulfilment.COLLECTED}),
+}
+
+
 class NotMovedOn(Exception):
     """The order cannot move to that step; ``str(exc)`` says why, for the merchant."""
 
@@ -66,6 +74,9 @@ def advance(conn: Connection, reference: str, to: Fulfilment, now: datetime) -> 
     was = current(order.fulfilment)
     if to not in TRANSITIONS[was]:
         raise NotMovedOn(f"order {order.reference} is already {was.replace('_', ' ')}")
+    way = order_handover(conn, order.id)
+    if way is not None and to in _NOT_FOR[way.way]:
+        raise NotMovedOn(f"order {order.reference} is for {way.way}, not {to.replace('_', ' ')}")
     moved = conn.execute(
         update(orders)
         .where(orders.c.id == order.id, _stored_as(was))

@@ -1,7 +1,9 @@
 """The merchant's commands, on every channel: /today, /pending, /order REF, the way out of
 review: /review, /unmatched, /match RECEIPT REF, /resolve REF|RECEIPT DECISION [note], and
 the shop's catalog: /stock [SKU N|off], /price SKU N, /hide SKU, /show SKU; and after
-payment /ready, /out, /delivered, /collected REF; /report [week|DAY|DAY..DAY].
+payment /ready, /out, /delivered, /collected REF, or /cancel REF reason (a refund, marked
+done with /refunded REF [note]); /report [week|DAY|DAY..DAY], and
+/export [week|DAY|DAY..DAY]: the same orders as a CSV file.
 
 Only the chats listed in the configuration (``telegram:<chat id>``, ``whatsapp:<number>``,
 ``terminal:merchant``) get answers; anyone else is treated as a customer.
@@ -14,16 +16,16 @@ from datetime import datetime, time, timedelta
 
 from sqlalchemy import Connection, func, select, update
 
-from bot import fulfilment, reports
+from bot import fulfilment, handover, reports
 from bot.catalog import MAX_PRICE, MAX_STOCK
-from bot.chat.model import Reply
+from bot.chat.model import Document, Reply
 from bot.texts import item_lines, kes, say, status_text
-from payments import review
+from payments import refunds, review
 from payments.credentials import NAIROBI
 from payments.phone import mask_msisdn
 from storage import stock
 from storage.engine import Database
-from storage.orders import customer_by_id, get_order_items, order_by_reference
+from storage.orders import customer_by_id, get_order_items, order_by_reference, order_handover
 from storage.references import normalize_reference
 from storage.schema import orders, payments, products
 
@@ -69,8 +71,15 @@ class MerchantDesk:
             return await self._decide(_match, who, words[1:])
         if command == "/resolve":
             return await self._decide(_resolve, who, words[1:])
+        if command == "/cancel" and len(words) > 1:
+            # A bare /cancel stays the customer's "stop": a merchant may shop in this chat.
+            return await self._decide(_cancel, who, words[1:])
+        if command == "/refunded":
+            return await self._decide(_refunded, who, words[1:])
         if command == "/report":
             return Reply(await self._db.transaction(_report, words[1:], self._clock()))
+        if command == "/export":
+            return await self._export(words[1:])
         if command in _MOVES:
             return await self._move_on(command, words[1:])
         if command == "/stock":
@@ -80,6 +89,23 @@ class MerchantDesk:
         if command in {"/hide", "/show"}:
             return Reply(await self._db.transaction(_on_sale, words[1:], command == "/show"))
         return None
+
+    async def _export(self, args: list[str]) -> Reply:
+        """/export [period]: the orders /report counts, as a CSV file in the chat (the same
+        file as ``duka export``), with the totals as its caption."""
+        try:
+            period = reports.period_from(args, self._clock().astimezone(NAIROBI).date())
+        except reports.BadPeriod as exc:
+            return Reply(say("en", "m_export_usage", why=str(exc)))
+        sold = await self._db.transaction(reports.paid_orders, period)
+        if not sold:
+            return Reply(say("en", "m_report_none", period=period))
+        name = reports.export_filename(period)
+        total = kes(sum(order.total for order in sold))
+        text = say("en", "m_export", period=period, count=len(sold), total=total, filename=name)
+        # Built outside the transaction: a year of orders is a few MB of text to write.
+        content = reports.report_csv(sold).encode("utf-8")
+        return Reply(text, document=Document(name, content, "text/csv"))
 
     async def _move_on(self, command: str, args: list[str]) -> Reply:
         """/ready, /out, /delivered, /collected REF: the order moves on, the customer hears."""
@@ -111,6 +137,15 @@ _MOVES = {
     "/delivered": fulfilment.Fulfilment.DELIVERED,
     "/collected": fulfilment.Fulfilment.COLLECTED,
 }
+
+
+def move_command(to: fulfilment.Fulfilment, reference: str) -> str:
+    """The command that moves order ``reference`` on to ``to``. The buttons under the
+    merchant's paid-order notification carry it as their data, so that a press is read
+    exactly as the typed command is, and a forged press is no more than typing it."""
+    command = next(command for command, step in _MOVES.items() if step is to)
+    return f"{command} {reference}"
+
 
 _Decision = Callable[[Connection, list[str], str, datetime], str]
 
@@ -144,6 +179,45 @@ def _resolve(conn: Connection, args: list[str], who: str, now: datetime) -> str:
     )
 
 
+def _cancel(conn: Connection, args: list[str], who: str, now: datetime) -> str:
+    """/cancel REF reason: a paid order is called off; the customer hears why."""
+    if len(args) < 2:  # the customer is always told why
+        raise review.ReviewRefused(say("en", "m_cancel_usage"))
+    reference, reason = normalize_reference(args[0]), " ".join(args[1:])
+    return refunds.cancel_paid_order(conn, reference, reason, actor=who, now=now)
+
+
+def _refunded(conn: Connection, args: list[str], who: str, now: datetime) -> str:
+    if not args:
+        raise review.ReviewRefused(say("en", "m_refunded_usage"))
+    reference, note = normalize_reference(args[0]), " ".join(args[1:])
+    return refunds.mark_refunded(conn, reference, note, actor=who, now=now)
+
+
+def _refund_lines(conn: Connection, now: datetime) -> list[str]:
+    return [
+        say(
+            "en",
+            "m_review_refund",
+            reference=refund.reference,
+            amount=kes(refund.received.amount),
+            detail=refund.received.where(),
+            when=_since(refund.cancelled_at, now),
+            note=refund.reason,
+        )
+        for refund in refunds.pending_refunds(conn)
+    ]
+
+
+def _since(at: datetime | None, now: datetime) -> str:
+    """``02 Dec 10:02 (3 days ago)``: how long a customer has waited for their money."""
+    if at is None:
+        return "-"
+    days = (now - at).days
+    ago = "" if days < 1 else f" ({days} day{'s' if days > 1 else ''} ago)"
+    return f"{at.astimezone(NAIROBI):%d %b %H:%M}{ago}"
+
+
 def _review(conn: Connection, now: datetime, only_money: bool) -> str:
     found = review.review_list(conn, now)
     lines = [
@@ -170,6 +244,7 @@ def _review(conn: Connection, now: datetime, only_money: bool) -> str:
             )
             for reference, status, total, why in found.orders
         ]
+        lines += _refund_lines(conn, now)  # until the shop says the money went back
         for attempt in found.unconfirmed:
             line = say(
                 "en",
@@ -196,7 +271,8 @@ def _report(conn: Connection, args: list[str], now: datetime) -> str:
         period = reports.period_from(args, now.astimezone(NAIROBI).date())
     except reports.BadPeriod as exc:
         return say("en", "m_report_usage", why=str(exc))
-    return reports.report_text(period, reports.paid_orders(conn, period))
+    sold = reports.paid_orders(conn, period)
+    return reports.report_text(period, sold, reports.refund_summary(conn, period))
 
 
 def _stock(conn: Connection, args: list[str]) -> str:
@@ -327,7 +403,7 @@ def _order(conn: Connection, reference: str) -> str:
         )
         or "-"
     )
-    return say(
+    text = say(
         "en",
         "m_order",
         reference=order.reference,
@@ -337,3 +413,5 @@ def _order(conn: Connection, reference: str) -> str:
         customer=customer.name if customer else "-",
         attempts=attempt_lines,
     )
+    where = handover.for_merchant(order_handover(conn, order.id))
+    return f"{text}\n{where}" if where else text

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 
 from bot.channels.base import (
     Channel,
@@ -29,6 +29,7 @@ from bot.channels.base import (
     RetryLater,
     Undeliverable,
 )
+from bot.channels.whatsapp_api import MAX_BUTTONS
 from bot.chat.model import Reply
 from bot.rendering import (
     MERCHANT_RENDERERS,
@@ -40,17 +41,19 @@ from bot.rendering import (
 from bot.texts import item_lines
 from payments.outbox import OutboxStatus
 from payments.settlement import Audience, MessageKind
+from payments.states import OrderStatus
 from storage.engine import Database
 from storage.orders import (
     customer_by_chat,
     customer_by_id,
     get_order,
     get_order_items,
+    order_handover,
     remember_message,
     remembered_message,
     update_customer,
 )
-from storage.schema import outbox
+from storage.schema import orders, outbox
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = timedelta(minutes=5)
@@ -58,6 +61,9 @@ STOP_GRACE_SECONDS = 10.0
 PROMPT_GRACE = timedelta(seconds=10)  # how long a result waits for its prompt's message id
 UNPROMPTED = frozenset({"c2b", "match"})  # payments made by hand: no prompt to wait for
 GIVE_UP_AFTER_ATTEMPTS = 60  # about four hours of failures at the longest back-off
+# How many buttons a merchant's chat shows under one message: an inline keyboard holds 100,
+# WhatsApp three reply buttons; other chats (the terminal demo) none a merchant can press.
+MERCHANT_BUTTON_ROOM = {"telegram": 100, "whatsapp": MAX_BUTTONS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,7 +301,10 @@ def _render(
             return None
         channel, _, chat_id = row.recipient.partition(":")
         name = (customer.name if customer is not None else "") or "-"
-        rendered = MERCHANT_RENDERERS[kind](payload, MerchantFacts(lines, name))
+        room = MERCHANT_BUTTON_ROOM.get(channel, 0)
+        way = order_handover(conn, order.id) if order is not None else None
+        about = MerchantFacts(lines, name, _paid_not_moved_on(conn), room, way)
+        rendered = MERCHANT_RENDERERS[kind](payload, about)
         # Merchants rarely write to the shop's number: when one last did matters to a
         # channel with a window (WhatsApp), as it does for customers.
         merchant_chat = customer_by_chat(conn, channel, chat_id)
@@ -319,6 +328,16 @@ def _render(
         rendered.reply, kind, rendered.parameters, customer.language, customer.last_inbound_at
     )
     return _Delivery(customer.channel, customer.chat_id, notice, replace)
+
+
+def _paid_not_moved_on(conn: Connection) -> int:
+    """Paid orders waiting for the merchant: fulfilment stays NULL until first moved on."""
+    query = (
+        select(func.count())
+        .select_from(orders)
+        .where(orders.c.status == OrderStatus.PAID, orders.c.fulfilment.is_(None))
+    )
+    return int(conn.execute(query).scalar_one())
 
 
 def _sent(

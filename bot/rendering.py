@@ -13,9 +13,13 @@ from typing import Any
 
 from bot.chat import screens
 from bot.chat.model import Button, Reply
+from bot.fulfilment import Fulfilment
+from bot.handover import Handover, for_merchant
+from bot.merchant import move_command
 from bot.texts import kes, reason_text, say, status_text
 from payments.phone import mask_msisdn
 from payments.settlement import MessageKind
+from storage.orders import OrderHandover
 
 Payload = Mapping[str, Any]
 
@@ -117,6 +121,21 @@ def _progress(p: Payload, f: CustomerFacts) -> Rendered:
     return Rendered(reply, (reference, status_text(f.lang, step)))
 
 
+def _cancelled_by_shop(p: Payload, f: CustomerFacts) -> Rendered:
+    reference, amount = p["order_reference"], kes(p["amount"])
+    reason = " ".join(str(p["reason"]).split())  # a template parameter is one line
+    text = say(f.lang, "shop_cancelled", reference=reference, amount=amount, note=reason)
+    return Rendered(Reply(text, screens.menu_below_buttons(f.lang)), (reference, amount, reason))
+
+
+def _refund_sent(p: Payload, f: CustomerFacts) -> Rendered:
+    reference, amount, note = p["order_reference"], kes(p["amount"]), str(p.get("note") or "")
+    text = say(f.lang, "refund_sent", reference=reference, amount=amount)
+    if note:
+        text = f"{text}\n{say(f.lang, 'resolved_note', note=note)}"
+    return Rendered(Reply(text, screens.menu_below_buttons(f.lang)), (reference, amount))
+
+
 def render_customer(kind: MessageKind, payload: Payload, facts: CustomerFacts) -> Rendered:
     """The customer's message, in their language (its template parameters too)."""
     return CUSTOMER_RENDERERS[kind](payload, facts)
@@ -130,6 +149,8 @@ CUSTOMER_RENDERERS: dict[MessageKind, Callable[[Payload, CustomerFacts], Rendere
     MessageKind.PAYMENT_CHECKING: _checking,
     MessageKind.ORDER_RESOLVED: _resolved,
     MessageKind.ORDER_PROGRESS: _progress,
+    MessageKind.ORDER_CANCELLED_BY_SHOP: _cancelled_by_shop,
+    MessageKind.ORDER_REFUNDED: _refund_sent,
 }
 
 
@@ -137,12 +158,44 @@ CUSTOMER_RENDERERS: dict[MessageKind, Callable[[Payload, CustomerFacts], Rendere
 class MerchantFacts:
     lines: str  # the order's item lines ("" without an order)
     customer: str  # the customer's name ("-" when unknown)
+    waiting: int  # paid orders not moved on yet (fulfilment NULL), the new one included
+    button_room: int  # how many buttons the merchant's chat shows (0: none can be pressed)
+    handover: OrderHandover | None = None  # delivery or pickup, when the shop asks
+
+
+# The steps a paid order's buttons offer, in the order they happen. Where only three fit
+# (WhatsApp's reply buttons), "On its way" is left to /out REF: Ready, Delivered and
+# Collected still take an order from paid to done, whether it is delivered or collected.
+_MOVES: tuple[Fulfilment, ...] = (
+    Fulfilment.READY,
+    Fulfilment.ON_ITS_WAY,
+    Fulfilment.DELIVERED,
+    Fulfilment.COLLECTED,
+)
+
+
+# When the customer chose, only the steps that fit the choice (bot.fulfilment refuses
+# the others): they fit WhatsApp's three buttons.
+_MOVES_FOR: dict[str, tuple[Fulfilment, ...]] = {
+    Handover.PICKUP: (Fulfilment.READY, Fulfilment.COLLECTED),
+    Handover.DELIVERY: (Fulfilment.READY, Fulfilment.ON_ITS_WAY, Fulfilment.DELIVERED),
+}
+
+
+def _move_buttons(reference: str, room: int, handover: OrderHandover | None) -> tuple[Button, ...]:
+    moves = _MOVES_FOR[handover.way] if handover is not None else _MOVES
+    if len(moves) > room:
+        moves = tuple(m for m in _MOVES if m is not Fulfilment.ON_ITS_WAY)
+    if len(moves) > room:
+        return ()  # a chat that cannot show them (the terminal demo): commands still work
+    return tuple(Button(say("en", f"m_button_{m}"), move_command(m, reference)) for m in moves)
 
 
 def _order_paid(p: Payload, f: MerchantFacts) -> Rendered:
     reference, amount = p["order_reference"], kes(p["paid_amount"])
     receipt = p.get("receipt") or "pending"
     phone = p.get("masked_phone") or mask_msisdn(None)
+    waiting = str(f.waiting)
     text = say(
         "en",
         "m_paid",
@@ -153,7 +206,15 @@ def _order_paid(p: Payload, f: MerchantFacts) -> Rendered:
         customer=f.customer,
         phone=phone,
     )
-    return Rendered(Reply(text), (reference, amount, receipt, f.customer))
+    text = f"{text}\n{say('en', 'm_paid_waiting', count=waiting)}"
+    if where := for_merchant(f.handover):
+        text = f"{text}\n{where}"
+    buttons = _move_buttons(reference, f.button_room, f.handover)
+    if buttons and f.handover is None and len(buttons) < len(_MOVES):
+        text = f"{text}\n{say('en', 'm_paid_by_command', reference=reference)}"
+    rows = tuple(buttons[i : i + 2] for i in range(0, len(buttons), 2))  # two a row
+    # Outside WhatsApp's window the template says how many paid orders wait.
+    return Rendered(Reply(text, rows), (reference, amount, receipt, f.customer, waiting))
 
 
 def _needs_review(p: Payload, f: MerchantFacts) -> Rendered:
@@ -212,6 +273,12 @@ def _low_stock(p: Payload, f: MerchantFacts) -> Rendered:
     return Rendered(Reply(text), (name, left))
 
 
+def _daily_summary(p: Payload, f: MerchantFacts) -> Rendered:
+    day, count, total = str(p["date"]), str(p["count"]), kes(p["total"])
+    text = say("en", "m_daily_summary", lines=p["report"])
+    return Rendered(Reply(text), (day, count, total))
+
+
 MERCHANT_RENDERERS: dict[MessageKind, Callable[[Payload, MerchantFacts], Rendered]] = {
     MessageKind.ORDER_PAID: _order_paid,
     MessageKind.PAYMENT_NEEDS_REVIEW: _needs_review,
@@ -219,10 +286,13 @@ MERCHANT_RENDERERS: dict[MessageKind, Callable[[Payload, MerchantFacts], Rendere
     MessageKind.PAYMENT_NOT_CONFIRMED: _not_confirmed,
     MessageKind.UNMATCHED_PAYMENT: _unmatched,
     MessageKind.LOW_STOCK: _low_stock,
+    MessageKind.DAILY_SUMMARY: _daily_summary,
 }
 
 # Kinds that need the order (and its customer) to be rendered.
-ORDERLESS_KINDS = frozenset({MessageKind.UNMATCHED_PAYMENT, MessageKind.LOW_STOCK})
+ORDERLESS_KINDS = frozenset(
+    {MessageKind.UNMATCHED_PAYMENT, MessageKind.LOW_STOCK, MessageKind.DAILY_SUMMARY}
+)
 
 if set(CUSTOMER_RENDERERS) | set(MERCHANT_RENDERERS) != set(MessageKind):
     raise RuntimeError("every MessageKind needs a renderer")

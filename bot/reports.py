@@ -2,7 +2,9 @@
 
 Periods are Nairobi calendar days (the shop's), inclusive of both ends; an order counts
 on the day it was paid. Only orders that are paid now count: one refunded by the
-merchant (cancelled) does not.
+merchant (cancelled) does not. A paid order the shop called off (/cancel) is money going
+back, so /report shows it on a line of its own rather than in the takings, with the
+refunds still to send.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from bot.fulfilment import current
 from bot.texts import kes, say, status_text
@@ -65,6 +67,14 @@ class PaidOrder:
     total: int
     receipts: tuple[str, ...]
     fulfilment: str
+
+
+@dataclass(frozen=True, slots=True)
+class RefundSummary:
+    called_off: int = 0  # orders paid in the period, since called off by the shop
+    called_off_total: int = 0
+    pending: int = 0  # refunds not sent yet, whenever their orders were paid
+    pending_total: int = 0
 
 
 def period_from(words: list[str], today: date) -> Period:
@@ -141,8 +151,36 @@ def paid_orders(conn: Connection, period: Period) -> list[PaidOrder]:
     ]
 
 
-def report_text(period: Period, sold: list[PaidOrder]) -> str:
-    """The merchant's summary: orders, money, what sold, how far the orders got."""
+def refund_summary(conn: Connection, period: Period) -> RefundSummary:
+    """Paid orders the shop called off: those paid in ``period``, and every refund still to
+    send. Amounts are the order totals, as the takings are."""
+    called_off = (OrderStatus.REFUND_PENDING, OrderStatus.REFUNDED)
+    count_and_total = (func.count(orders.c.id), func.coalesce(func.sum(orders.c.total), 0))
+    in_period = conn.execute(
+        select(*count_and_total)
+        .where(orders.c.status.in_([str(s) for s in called_off]))
+        .where(orders.c.paid_at >= period.start, orders.c.paid_at < period.end)
+    ).one()
+    pending = conn.execute(
+        select(*count_and_total).where(orders.c.status == str(OrderStatus.REFUND_PENDING))
+    ).one()
+    return RefundSummary(in_period[0], int(in_period[1]), pending[0], int(pending[1]))
+
+
+def report_text(period: Period, sold: list[PaidOrder], refunds: RefundSummary | None = None) -> str:
+    """The merchant's summary: orders, money, what sold, how far the orders got; then the
+    orders called off with a refund, apart from the takings."""
+    text = _sold_text(period, sold)
+    if refunds is not None and refunds.called_off:
+        total = kes(refunds.called_off_total)
+        text += "\n" + say("en", "m_report_called_off", count=refunds.called_off, total=total)
+    if refunds is not None and refunds.pending:
+        total = kes(refunds.pending_total)
+        text += "\n" + say("en", "m_report_refunds", count=refunds.pending, total=total)
+    return text
+
+
+def _sold_text(period: Period, sold: list[PaidOrder]) -> str:
     if not sold:
         return say("en", "m_report_none", period=period)
     by_product: Counter[str] = Counter()
@@ -169,6 +207,12 @@ def report_text(period: Period, sold: list[PaidOrder]) -> str:
         products=products,
         progress=progress,
     )
+
+
+def export_filename(period: Period) -> str:
+    """The CSV's name in the merchant's chat: the period in it, so that saved files sort."""
+    days = str(period.first) if period.first == period.last else f"{period.first}_{period.last}"
+    return f"duka-paid-{days}.csv"
 
 
 def report_csv(sold: list[PaidOrder]) -> str:

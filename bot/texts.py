@@ -75,6 +75,26 @@ _EN: dict[str, str] = {
     "cart": "Your cart:\n{lines}\n\nTotal: {total}",
     "cart_line": "• {quantity} × {name} @ {price} = {line_total}",
     "summary": "Your order:\n{lines}\n\nTotal: {total}\n\nConfirm to pay with M-Pesa.",
+    # Delivery or pickup (bot/chat/handover_steps.py).
+    "handover_question": "How would you like to get your order of {total}?",
+    "btn_pickup": "🏪 Pick up",
+    "btn_delivery": "🚚 Delivery",
+    "zone_question": "Where should we deliver? The delivery fee is added to your order of {total}.",
+    "address_question": (
+        "Delivery to {zone}: {fee}.\n\nSend your location (📎, then Location), or type "
+        "your address or a landmark, e.g. “near Kencom stage”."
+    ),
+    "btn_send_location": "📍 Send my location",
+    "address_too_short": (
+        "Please write a little more, so the rider can find you, e.g. “Moi Avenue, "
+        "opposite Kencom stage”."
+    ),
+    "address_too_long": "That is long for an address: please keep it under {count} characters.",
+    "location_not_needed": "Thanks! A location is only needed when you choose delivery.",
+    "pickup_note": "🏪 Pick up at {point}{hours}.",
+    "delivery_note": "🚚 Delivery to {zone} ({fee}): {address}.",
+    "shared_location": "the location you sent",
+    "free": "free",
     "confirm_phone": "Pay {total} from {phone}?",
     "confirm_typed_phone": "Pay {total} from {phone}?",
     "ask_phone": (
@@ -154,6 +174,17 @@ _EN: dict[str, str] = {
     "progress_collected": "You collected order {reference}. Thank you for shopping with us!",
     "status_needs_review": "being checked",
     "status_cancelled": "cancelled",
+    # A paid order the shop called off (/cancel, /refunded: payments/refunds.py).
+    "status_refund_pending": "cancelled by the shop, to be refunded",
+    "status_refunded": "cancelled by the shop, refunded",
+    "shop_cancelled": (
+        "The shop has cancelled your order {reference}: {note}\n"
+        "The shop will send your payment of {amount} back to your M-Pesa number."
+    ),
+    "refund_sent": (
+        "The shop has sent your payment of {amount} for order {reference} back to your "
+        "M-Pesa number."
+    ),
     "another_network": "another network",
     # Buttons (short: WhatsApp allows 20 characters).
     "checking": (
@@ -262,21 +293,46 @@ _EN: dict[str, str] = {
         "Send /report (today), /report week, /report 2026-12-01 or "
         "/report 2026-12-01..2026-12-07: {why}."
     ),
+    # /export: the report's orders as a CSV file in the chat.
+    "m_export": (
+        "Paid {period} (Nairobi time): {count} orders, {total}. One row per order in {filename}."
+    ),
+    "m_export_usage": (
+        "Send /export (today), /export week, /export 2026-12-01 or "
+        "/export 2026-12-01..2026-12-07: {why}."
+    ),
+    "m_file_not_sent": (
+        "The file {filename} was not sent: {why}. Try again later; a shorter period makes a "
+        "smaller file."
+    ),
     "m_moved": "Order {reference} is now {what}. The customer is told.",
     "m_not_moved": "Not changed: {why}.",
     "m_move_usage": (
         "Send /ready REF, /out REF, /delivered REF or /collected REF, e.g. /ready DK-7KX3M9."
     ),
+    # The buttons under a paid order's notification (WhatsApp: at most 20 characters).
+    "m_button_ready": "Ready",
+    "m_button_on_its_way": "On its way",
+    "m_button_delivered": "Delivered",
+    "m_button_collected": "Collected",
+    "m_paid_waiting": "Paid orders not moved on yet: {count}.",
+    "m_paid_by_command": "On its way? Send /out {reference}.",
     "m_low_stock": (
         "Low stock: {name} ({sku}) is down to {left} (your mark: {low}). "
         "Send /stock {sku} N when you restock."
     ),
+    # The daily summary at closing time (bot/daily_summary.py); {lines} is the /report.
+    "m_daily_summary": "Your daily summary, at closing time:\n{lines}",
     "m_pending": "Waiting for payment:\n{lines}",
     "m_pending_none": "No orders are waiting for payment.",
     "m_order": "Order {reference} — {status} — {total}\n{lines}\nCustomer: {customer}\n"
     "Payment attempts:\n{attempts}",
     "m_attempt": "• {when} {phone} {status} {detail}",
     "m_no_order": "No order {reference}.",
+    "m_pickup": "🏪 Pickup: the customer collects it at the shop.",
+    "m_delivery": "🚚 Deliver to {zone}: {address}",
+    "m_pin_only": "the location shared (see the map)",
+    "m_map": "Map: {link}",
     "m_order_usage": "Send /order followed by the reference, e.g. /order DK-7KX3M9.",
     "m_check": (
         "Check order {reference}: M-Pesa never confirmed the attempt to pay {amount} from "
@@ -316,6 +372,19 @@ _EN: dict[str, str] = {
     "why_order_already_paid": "the order was already paid (a second payment)",
     "why_order_cancelled": "money arrived for a cancelled order",
     "why_order_under_review": "another payment for an order under review",
+    # Calling off a paid order and refunding it (payments/refunds.py).
+    "why_order_refunded": "money arrived for an order you cancelled with a refund",
+    "m_cancel_usage": (
+        "Send /cancel REF reason to call off a paid order and refund it, e.g. "
+        "/cancel DK-7KX3M9 out of stock. The customer is told the reason."
+    ),
+    "m_refunded_usage": (
+        "Send /refunded REF [note] once you have sent a cancelled order's money back, e.g. "
+        "/refunded DK-7KX3M9 reversal QKX1A2B3C4."
+    ),
+    "m_review_refund": "• {reference} refund {amount} to {detail}; cancelled {when}: {note}",
+    "m_report_refunds": "Refunds to send (any day): {count}, {total} in all; /review lists them.",
+    "m_report_called_off": "Cancelled by you after payment, not counted above: {count}, {total}.",
 }
 
 _SW: dict[str, str] = {
@@ -363,6 +432,25 @@ _SW: dict[str, str] = {
     "cart_empty": "Kikapu chako hakina kitu. Gusa Menyu uchague bidhaa.",
     "cart": "Kikapu chako:\n{lines}\n\nJumla: {total}",
     "summary": "Agizo lako:\n{lines}\n\nJumla: {total}\n\nThibitisha agizo ili ulipe kwa M-Pesa.",
+    "handover_question": "Ungependa kupata agizo lako la {total} vipi?",
+    "btn_pickup": "🏪 Nitachukua",
+    "btn_delivery": "🚚 Niletewe",
+    "zone_question": ("Tukuletee wapi? Ada ya kuleta inaongezwa kwenye agizo lako la {total}."),
+    "address_question": (
+        "Kuleta {zone}: {fee}.\n\nTuma mahali ulipo (📎, kisha Mahali), au andika anwani "
+        "yako au alama iliyo karibu, mf. “karibu na soko la Gikomba”."
+    ),
+    "btn_send_location": "📍 Tuma mahali nilipo",
+    "address_too_short": (
+        "Tafadhali andika zaidi kidogo, ili mleta mzigo akupate, mf. “Barabara ya Tom "
+        "Mboya, mkabala na duka la dawa”."
+    ),
+    "address_too_long": "Anwani hiyo ni ndefu: tafadhali tumia herufi chini ya {count}.",
+    "location_not_needed": "Asante! Mahali ulipo panahitajika tu ukichagua kuletewa.",
+    "pickup_note": "🏪 Chukua agizo lako: {point}{hours}.",
+    "delivery_note": "🚚 Tutakuletea {zone} ({fee}): {address}.",
+    "shared_location": "mahali ulipotuma",
+    "free": "bure",
     "confirm_phone": "Ulipe {total} kwa namba {phone}?",
     "confirm_typed_phone": "Ulipe {total} kwa namba {phone}?",
     "ask_phone": (
@@ -444,6 +532,16 @@ _SW: dict[str, str] = {
     "progress_collected": "Umechukua agizo lako {reference}. Asante kwa kununua kwetu!",
     "status_needs_review": "linakaguliwa",
     "status_cancelled": "limeghairiwa",
+    "status_refund_pending": "limeghairiwa na duka, pesa zitarudishwa",
+    "status_refunded": "limeghairiwa na duka, pesa zimerudishwa",
+    "shop_cancelled": (
+        "Duka limeghairi agizo lako {reference}: {note}\n"
+        "Duka litakurudishia malipo yako ya {amount} kwenye namba yako ya M-Pesa."
+    ),
+    "refund_sent": (
+        "Duka limekurudishia malipo yako ya {amount} ya agizo {reference} kwenye namba "
+        "yako ya M-Pesa."
+    ),
     "another_network": "mtandao mwingine",
     "checking": (
         "Tunathibitisha na M-Pesa malipo yako ya {amount} kwa agizo {reference}. Utapata "

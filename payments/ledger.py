@@ -19,6 +19,7 @@ from sqlalchemy import (
     Connection,
     Row,
     bindparam,
+    func,
     insert,
     or_,
     select,
@@ -474,7 +475,10 @@ _UPDATE_ORDERS = (
     .values(
         status=bindparam("new_status"),
         updated_at=bindparam("new_updated_at"),
-        paid_at=bindparam("new_paid_at"),
+        # Set when the order becomes paid, then kept: a refunded order was still paid that day.
+        paid_at=func.coalesce(
+            bindparam("new_paid_at", type_=orders.c.paid_at.type), orders.c.paid_at
+        ),
     )
 )
 
@@ -551,7 +555,9 @@ def set_order_statuses(
     if rows:
         conn.execute(_UPDATE_ORDERS, rows)
         # The order's stock goes with it: sold when paid, given back when cancelled (only
-        # for orders that changed: a repeated "paid" must not take the goods again).
+        # for orders that changed: a repeated "paid" must not take the goods again). An order
+        # the shop refunds keeps its sale: the goods may be with the customer already, so
+        # the merchant counts them back with /stock when they really are back.
         stock.sell(conn, [oid for oid, new in changed if new is OrderStatus.PAID])
         stock.release(conn, [oid for oid, new in changed if new is OrderStatus.CANCELLED])
 

@@ -46,11 +46,13 @@ from storage.schema import OPEN_PAYMENT_STATUSES, orders, payments, review_actio
 UNCONFIRMED_LOOKBACK = timedelta(days=7)
 
 
-_READABLE = {
+READABLE = {
     OrderStatus.AWAITING_PAYMENT: "waiting for payment",
     OrderStatus.PAID: "paid",
     OrderStatus.NEEDS_REVIEW: "in review",
     OrderStatus.CANCELLED: "cancelled",
+    OrderStatus.REFUND_PENDING: "cancelled by you, waiting for its refund",
+    OrderStatus.REFUNDED: "cancelled by you and refunded",
 }
 
 
@@ -70,7 +72,7 @@ class UnmatchedDecision(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class _Order:
+class LockedOrder:
     id: int
     reference: str
     customer_id: int
@@ -81,10 +83,10 @@ class _Order:
 def match(conn: Connection, receipt: str, reference: str, *, actor: str, now: datetime) -> str:
     """Attach unmatched money to an order awaiting payment, whose total it must equal."""
     unmatched = _open_unmatched(conn, receipt)
-    order = _order(conn, reference)
+    order = locked_order(conn, reference)
     if order.status is not OrderStatus.AWAITING_PAYMENT:
         raise ReviewRefused(
-            f"order {order.reference} is {_READABLE[order.status]}, not waiting for payment; "
+            f"order {order.reference} is {READABLE[order.status]}, not waiting for payment; "
             f"use /resolve {order.reference}"
         )
     if _has_open_attempt(conn, order.id):
@@ -114,7 +116,7 @@ def match(conn: Connection, receipt: str, reference: str, *, actor: str, now: da
         conn, unmatched, UnmatchedStatus.MATCHED, actor=actor, note="", now=now, order_id=order.id
     ):
         raise ReviewRefused(f"{unmatched.receipt} was closed a moment ago")
-    _audit(
+    audit(
         conn, actor, "unmatched", unmatched.receipt, f"match {order.reference}", "", now, order.id
     )
     return f"{unmatched.receipt} attached to order {order.reference}, which is now paid"
@@ -130,10 +132,10 @@ def resolve_order(
     now: datetime,
 ) -> str:
     """Settle an order in review, or one still awaiting payment after an unconfirmed attempt."""
-    order = _order(conn, reference)
+    order = locked_order(conn, reference)
     if order.status not in {OrderStatus.NEEDS_REVIEW, OrderStatus.AWAITING_PAYMENT}:
         raise ReviewRefused(
-            f"order {order.reference} is {_READABLE[order.status]}; there is nothing to decide"
+            f"order {order.reference} is {READABLE[order.status]}; there is nothing to decide"
         )
     unconfirmed = None
     if order.status is OrderStatus.AWAITING_PAYMENT:
@@ -147,7 +149,7 @@ def resolve_order(
                 f"order {order.reference} has no payment to mark {decision}: it is waiting "
                 f"for payment (attach unmatched money with /match, or cancel it)"
             )
-    audit_id = _audit(conn, actor, "order", order.reference, str(decision), note, now, order.id)
+    audit_id = audit(conn, actor, "order", order.reference, str(decision), note, now, order.id)
     if decision is OrderDecision.PAID and unconfirmed is not None:
         # The attempt itself becomes paid, so that its late callback only adds the receipt
         # instead of counting the same money twice.
@@ -180,7 +182,7 @@ def resolve_order(
             subject=f"review:{audit_id}",
         )
         insert_outbox(conn, [message], now)
-    return f"order {order.reference} is now {_READABLE[target]} ({decision})"
+    return f"order {order.reference} is now {READABLE[target]} ({decision})"
 
 
 def resolve_unmatched(
@@ -197,7 +199,7 @@ def resolve_unmatched(
         conn, unmatched, UnmatchedStatus(str(decision)), actor=actor, note=note, now=now
     ):
         raise ReviewRefused(f"{unmatched.receipt} was closed a moment ago")
-    _audit(conn, actor, "unmatched", unmatched.receipt, str(decision), note, now, None)
+    audit(conn, actor, "unmatched", unmatched.receipt, str(decision), note, now, None)
     return f"{unmatched.receipt} ({_kes(Decimal(unmatched.amount_exact))}) marked {decision}"
 
 
@@ -282,7 +284,8 @@ def _open_unmatched(conn: Connection, receipt: str) -> UnmatchedPayment:
     return unmatched
 
 
-def _order(conn: Connection, reference: str) -> _Order:
+def locked_order(conn: Connection, reference: str) -> LockedOrder:
+    """The order ``reference``, locked for the decision (PostgreSQL); refused if none."""
     row = conn.execute(
         select(
             orders.c.id, orders.c.reference, orders.c.customer_id, orders.c.status, orders.c.total
@@ -292,7 +295,7 @@ def _order(conn: Connection, reference: str) -> _Order:
     ).first()
     if row is None:
         raise ReviewRefused(f"no order {reference}")
-    return _Order(row.id, row.reference, row.customer_id, OrderStatus(row.status), row.total)
+    return LockedOrder(row.id, row.reference, row.customer_id, OrderStatus(row.status), row.total)
 
 
 def _has_open_attempt(conn: Connection, order_id: int) -> bool:
@@ -328,7 +331,7 @@ def _latest(conn: Connection, order_id: int, condition: Any) -> PaymentSnapshot 
     return None if payment_id is None else ledger.snapshot_by_id(conn, payment_id)
 
 
-def _audit(
+def audit(
     conn: Connection,
     actor: str,
     subject: str,
@@ -338,6 +341,7 @@ def _audit(
     now: datetime,
     order_id: int | None,
 ) -> int:
+    """Record who decided what about an order or money (``review_actions``); its id."""
     audit_id = conn.execute(
         insert(review_actions)
         .values(

@@ -84,6 +84,8 @@ _NOT_PAYABLE = {
     OrderStatus.PAID: "Order {} is already paid.",
     OrderStatus.CANCELLED: "Order {} was cancelled.",
     OrderStatus.NEEDS_REVIEW: "The shop is checking the payment for order {}.",
+    OrderStatus.REFUND_PENDING: "Order {} was cancelled by the shop.",
+    OrderStatus.REFUNDED: "Order {} was cancelled by the shop.",
 }
 
 

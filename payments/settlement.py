@@ -51,9 +51,14 @@ class MessageKind(StrEnum):
     PAYMENT_NOT_CONFIRMED = "payment_not_confirmed"
     # customer: the merchant moved a paid order on (ready, on its way, delivered...)
     ORDER_PROGRESS = "order_progress"
+    # customer: the shop called off a paid order and will send the money back (/cancel)
+    ORDER_CANCELLED_BY_SHOP = "order_cancelled_by_shop"
+    ORDER_REFUNDED = "order_refunded"  # customer: the shop says it sent the money back
     # merchant: a product fell to its low-stock count (not about a payment: the outbox
     # carries every message the shop sends)
     LOW_STOCK = "low_stock"
+    # merchant: the day's report at closing time ([shop] daily_summary_at)
+    DAILY_SUMMARY = "daily_summary"
 
     @property
     def audience(self) -> Audience:
@@ -73,6 +78,7 @@ _MERCHANT_KINDS = frozenset(
         MessageKind.UNMATCHED_PAYMENT,
         MessageKind.PAYMENT_NOT_CONFIRMED,
         MessageKind.LOW_STOCK,
+        MessageKind.DAILY_SUMMARY,
     }
 )
 # A held callback is usually confirmed within seconds; only a slower check is worth a word.
@@ -228,7 +234,8 @@ def expire(payment: PaymentSnapshot, *, confirmed: bool) -> Settlement:
     Otherwise M-Pesa never told us anything (the push answer was lost, or every query
     failed): the money may have moved, so nobody is told "failed"; the customer hears that
     the shop will check, and the merchant gets the attempt to check."""
-    paid_meanwhile = payment.order_status is OrderStatus.PAID  # by Paybill, or a match
+    # By Paybill, or a match (and perhaps called off by the shop since).
+    paid_meanwhile = payment.order_status.money_received
     if confirmed:
         after = replace(
             payment,
@@ -343,8 +350,8 @@ def _paid(payment: PaymentSnapshot, result: StkResult) -> Settlement:
     review_reason = _review_reason(payment, result)
     if review_reason is None:
         order_status = OrderStatus.PAID
-    elif payment.order_status is OrderStatus.PAID:
-        order_status = OrderStatus.PAID  # paid by another attempt: this one is extra money
+    elif payment.order_status.money_received:
+        order_status = payment.order_status  # paid by another attempt: this one is extra money
     else:
         order_status = OrderStatus.NEEDS_REVIEW
     after = replace(
@@ -385,6 +392,8 @@ def _review_reason(payment: PaymentSnapshot, result: StkResult) -> str | None:
         return "phone_mismatch"
     if payment.order_status is OrderStatus.PAID:
         return "order_already_paid"
+    if payment.order_status.money_received:
+        return "order_refunded"
     if payment.order_status is OrderStatus.CANCELLED:
         return "order_cancelled"
     if payment.order_status is OrderStatus.NEEDS_REVIEW:
@@ -400,7 +409,7 @@ def _failed(payment: PaymentSnapshot, result: StkResult) -> Settlement:
         result_desc=result.result_desc,
         settled_by=str(result.source),
     )
-    if payment.order_status is OrderStatus.PAID:
+    if payment.order_status.money_received:
         # Paid meanwhile by other means (Paybill, a match): "failed" would only alarm.
         return Settlement(EventStatus.APPLIED, "failed after the order was paid", after)
     reason = failure_reason(result.result_code)

@@ -15,6 +15,16 @@ Money that arrives without an STK attempt of its own (a Paybill payment for an o
 with no open attempt, or unmatched money the merchant attaches) is recorded as a new
 payment created ``paid`` (``ledger.record_arrived_payment``): a creation, not a
 transition, so it has no row in the table.
+
+An order:
+
+    awaiting_payment --paid--> paid --/cancel REF why--> refund_pending --/refunded--> refunded
+       |--wrong money--> needs_review --/resolve paid--> paid
+       |                      '--/resolve refund|cancel--> cancelled
+       '--cancelled--> cancelled --late money--> needs_review
+
+``refunded`` is final. Money that arrives for an order in ``paid``, ``refund_pending`` or
+``refunded`` is extra money: the order keeps its status and the merchant reviews it.
 """
 
 from __future__ import annotations
@@ -42,10 +52,20 @@ class OrderStatus(StrEnum):
     PAID = "paid"
     NEEDS_REVIEW = "needs_review"  # money arrived but does not match: the merchant decides
     CANCELLED = "cancelled"
+    # Paid, then called off by the shop: the money is to go back by hand (a reversal is not
+    # something the STK API can do), and the shop says when it has.
+    REFUND_PENDING = "refund_pending"
+    REFUNDED = "refunded"
+
+    @property
+    def money_received(self) -> bool:
+        """The order's money arrived (it may be going back): more money for it is extra."""
+        return self in _MONEY_RECEIVED
 
 
 # The database's partial unique index is built from the same list.
 _OPEN = frozenset(PaymentStatus(status) for status in OPEN_PAYMENT_STATUSES)
+_MONEY_RECEIVED = frozenset({OrderStatus.PAID, OrderStatus.REFUND_PENDING, OrderStatus.REFUNDED})
 
 PAYMENT_TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
     # PAID and FAILED straight from CREATED: the callback, at the attempt's own URL, can
@@ -77,7 +97,10 @@ ORDER_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.NEEDS_REVIEW: frozenset({OrderStatus.PAID, OrderStatus.CANCELLED}),
     # Money for a cancelled order can still arrive (a late PIN entry): it needs review.
     OrderStatus.CANCELLED: frozenset({OrderStatus.NEEDS_REVIEW}),
-    OrderStatus.PAID: frozenset(),
+    # Only the shop takes a paid order back (``payments.refunds``): a refund, never "unpaid".
+    OrderStatus.PAID: frozenset({OrderStatus.REFUND_PENDING}),
+    OrderStatus.REFUND_PENDING: frozenset({OrderStatus.REFUNDED}),
+    OrderStatus.REFUNDED: frozenset(),
 }
 
 

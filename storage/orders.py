@@ -52,6 +52,16 @@ class OrderRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class OrderHandover:
+    """How an order reaches its customer (bot.handover): picked up, or delivered."""
+
+    way: str  # pickup | delivery
+    zone: str | None = None
+    address: str | None = None  # typed, or the place a shared location named
+    location: tuple[float, float] | None = None  # latitude, longitude
+
+
+@dataclass(frozen=True, slots=True)
 class OrderItemRecord:
     sku: str
     name: str
@@ -133,7 +143,11 @@ def update_customer(conn: Connection, /, customer_id: int, **values: object) -> 
 
 
 def create_order(
-    conn: Connection, customer_id: int, items: Sequence[NewOrderItem], now: datetime
+    conn: Connection,
+    customer_id: int,
+    items: Sequence[NewOrderItem],
+    now: datetime,
+    handover: OrderHandover | None = None,
 ) -> OrderRecord:
     """Insert an order awaiting payment, with a fresh unique reference."""
     if not items or any(i.quantity < 1 or i.unit_price < 1 for i in items):
@@ -152,6 +166,7 @@ def create_order(
                         total=total,
                         created_at=now,
                         updated_at=now,
+                        **_handover_values(handover),
                     )
                     .returning(orders.c.id)
                 ).scalar_one()
@@ -175,6 +190,37 @@ def create_order(
         ],
     )
     return OrderRecord(order_id, reference, customer_id, AWAITING_PAYMENT, total, now, None)
+
+
+def _handover_values(handover: OrderHandover | None) -> dict[str, Any]:
+    if handover is None:
+        return {}
+    location = handover.location
+    return {
+        "handover": handover.way,
+        "delivery_zone": handover.zone,
+        "delivery_address": handover.address,
+        "delivery_location": f"{location[0]:.6f},{location[1]:.6f}" if location else None,
+    }
+
+
+def order_handover(conn: Connection, order_id: int) -> OrderHandover | None:
+    """How the order reaches its customer; None when the shop asked nothing."""
+    row = conn.execute(
+        select(
+            orders.c.handover,
+            orders.c.delivery_zone,
+            orders.c.delivery_address,
+            orders.c.delivery_location,
+        ).where(orders.c.id == order_id)
+    ).first()
+    if row is None or row.handover is None:
+        return None
+    location = None
+    if row.delivery_location:
+        latitude, _, longitude = row.delivery_location.partition(",")
+        location = (float(latitude), float(longitude))
+    return OrderHandover(row.handover, row.delivery_zone, row.delivery_address, location)
 
 
 def get_order(conn: Connection, order_id: int) -> OrderRecord | None:

@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
-from storage.sealing import SealedText, SealedValue
+from storage.sealing import SealedLongValue, SealedText, SealedValue
 
 metadata = MetaData(
     naming_convention={
@@ -121,6 +121,12 @@ orders = Table(
     Column("paid_at", UtcDateTime),
     # After payment: ready, on_its_way, delivered, collected (NULL: not moved on yet).
     Column("fulfilment", String(16)),
+    # How the customer gets it: pickup | delivery (NULL: the shop asked nothing). Where
+    # to deliver is personal data: sealed at rest, as phone numbers are.
+    Column("handover", String(8)),
+    Column("delivery_zone", String(64)),
+    Column("delivery_address", SealedLongValue),
+    Column("delivery_location", SealedValue),  # "latitude,longitude"
     Index("ix_orders_status_paid_at", "status", "paid_at"),
 )
 

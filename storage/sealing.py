@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import Dialect, String, Text
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 VALUE_PREFIX = "v1."  # a SealedValue
 TOKEN_PREFIX = "enc."  # a token inside SealedText  # noqa: S105 - a marker, not a secret
@@ -234,7 +234,7 @@ def install(dialect: Dialect, sealer: Sealer) -> None:
 class SealedValue(TypeDecorator[str]):
     """A whole value sealed (phone, chat id, CheckoutRequestID): lookups by equality work."""
 
-    impl = String(255)
+    impl: TypeEngine[Any] | type[TypeEngine[Any]] = String(255)
     cache_ok = True
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
@@ -242,6 +242,13 @@ class SealedValue(TypeDecorator[str]):
 
     def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
         return None if value is None else sealer_of(dialect).open_value(value)
+
+
+class SealedLongValue(SealedValue):
+    """A whole value too long for ``SealedValue``'s column (a delivery address)."""
+
+    impl = Text
+    cache_ok = True
 
 
 class SealedText(TypeDecorator[str]):

@@ -94,17 +94,18 @@ async def handle_inbound(
 ) -> None:
     """Answer one customer event through ``channel``, never raising.
 
-    A merchant's command (text from ``who``) is answered by the desk; anything else by the
-    conversation, a reply marked ``edit`` replacing ``pressed_message``. A channel's own
-    steps: ``on_merchant`` runs when the sender is a merchant, before their text is read;
-    ``before_conversation`` runs before the conversation is asked, and returning True
-    means the channel answered the event itself.
+    A merchant's command (text from ``who``, or a button of theirs) is answered by the
+    desk; anything else by the conversation, a reply marked ``edit`` replacing
+    ``pressed_message``. A channel's own steps: ``on_merchant`` runs when the sender is a
+    merchant, before their command is read; ``before_conversation`` runs before the
+    conversation is asked, and returning True means the channel answered the event itself.
     """
     try:
-        if event.text and merchant is not None and who is not None and merchant.is_merchant(who):
+        command = _command_in(event)
+        if command and merchant is not None and who is not None and merchant.is_merchant(who):
             if on_merchant is not None:
                 await on_merchant()
-            reply = await merchant.handle(who, event.text)
+            reply = await merchant.handle(who, command)
             if reply is not None:
                 await channel.send(event.chat_id, reply)
                 return
@@ -119,3 +120,15 @@ async def handle_inbound(
         sorry = f"{say('en', 'sorry')}\n{say('sw', 'sorry')}"
         with contextlib.suppress(Exception):  # e.g. the chat is unreachable: logged above
             await channel.send(event.chat_id, Reply(sorry))
+
+
+def _command_in(event: Inbound) -> str | None:
+    """What a merchant would have typed: their text, or the command a merchant button
+    carries as its data (bot.merchant.move_command). No customer button's data starts
+    with "/" (bot.chat.buttons), so a merchant shopping still reaches the conversation;
+    anyone else pressing such data is not asked for a command at all."""
+    if event.text:
+        return event.text
+    if event.button and event.button.startswith("/"):
+        return event.button
+    return None

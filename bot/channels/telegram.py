@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import json
 import logging
@@ -20,10 +21,12 @@ from telegram import (
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     KeyboardButton,
+    Message,
     ReplyKeyboardMarkup,
     ReplyKeyboardRemove,
     Update,
 )
+from telegram.constants import FileSizeLimit, MessageLimit
 from telegram.error import (
     BadRequest,
     Forbidden,
@@ -43,9 +46,10 @@ from bot.channels.base import (
     handle_inbound,
 )
 from bot.chat.engine import Conversation
-from bot.chat.model import Inbound, Reply
+from bot.chat.model import Document, Inbound, Location, Reply
 from bot.config import TelegramSettings
 from bot.merchant import MerchantDesk
+from bot.texts import say
 from payments.http_body import MAX_BODY_READ_SECONDS, chat_webhook_refusal, read_limited
 
 log = logging.getLogger(__name__)
@@ -205,6 +209,8 @@ class TelegramChannel:
                 contact_phone=_storable(contact.phone_number),
                 contact_is_own=contact.user_id == user.id,
             )
+        elif update.message is not None and update.message.location is not None:
+            event = Inbound(self.name, chat_id, name, location=_location(update.message))
         elif update.message is not None and update.message.text is not None:
             event = Inbound(self.name, chat_id, name, text=_storable(update.message.text))
         elif update.message is not None:
@@ -233,10 +239,12 @@ class TelegramChannel:
 
     async def send(self, chat_id: str, reply: Reply, *, replace: str | None = None) -> str:
         """Send (or edit in place) and return the message id; raises the base.* errors."""
+        if reply.document is not None:
+            return await self._send_document(chat_id, reply, reply.document)
         bot = self.application.bot
         inline = _inline_keyboard(reply)
         try:
-            if replace is not None and reply.ask_contact is None:
+            if replace is not None and reply.ask_contact is None and reply.ask_location is None:
                 try:
                     await bot.edit_message_text(
                         reply.text,
@@ -257,6 +265,12 @@ class TelegramChannel:
                     one_time_keyboard=True,
                     resize_keyboard=True,
                 )
+            elif reply.ask_location is not None:
+                markup = ReplyKeyboardMarkup(
+                    [[KeyboardButton(reply.ask_location, request_location=True)]],
+                    one_time_keyboard=True,
+                    resize_keyboard=True,
+                )
             elif reply.close_keyboard and inline is None:
                 # The "share my number" keyboard has done its job. (A message carries one
                 # keyboard: inline buttons win, and a later message closes it.)
@@ -274,6 +288,40 @@ class TelegramChannel:
             raise Undeliverable(f"BadRequest: {exc}") from exc
         except (NetworkError, TelegramError) as exc:
             raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
+
+    async def _send_document(self, chat_id: str, reply: Reply, document: Document) -> str:
+        """The file, with the words as its caption; they go first on their own when they
+        are too long for a caption or ask for a contact (a reply keyboard). A file Telegram
+        refuses, or that cannot get there, is answered with a message that says so: the
+        merchant asked for it and must not be left waiting."""
+        caption: str | None = reply.text
+        markup = _inline_keyboard(reply)
+        if _utf16_length(reply.text) > MessageLimit.CAPTION_LENGTH or reply.ask_contact:
+            await self.send(chat_id, dataclasses.replace(reply, document=None))
+            caption, markup = None, None
+        size = len(document.content)
+        if size > FileSizeLimit.FILESIZE_UPLOAD:
+            # Telegram would answer 413, which PTB raises as a NetworkError: a retry's error.
+            why = f"it is {size / 1e6:.0f} MB; Telegram takes at most 50 MB from a bot"
+        else:
+            try:
+                message = await self.application.bot.send_document(
+                    int(chat_id),
+                    document.content,
+                    caption=caption,
+                    reply_markup=markup,
+                    filename=document.filename,
+                )
+                return str(message.message_id)
+            except RetryAfter as exc:
+                raise RetryLater(_seconds(exc.retry_after)) from exc
+            except Forbidden as exc:
+                raise RecipientGone(str(exc)) from exc
+            except TelegramError as exc:  # refused (BadRequest), or lost on the way
+                log.warning("Telegram did not take %s for %s: %s", document.filename, chat_id, exc)
+                why = f"Telegram answered “{exc}”"
+        refusal = say("en", "m_file_not_sent", filename=document.filename, why=why)
+        return await self.send(chat_id, Reply(refusal))
 
 
 def _typed_as_promised(update: Update) -> bool:
@@ -319,6 +367,15 @@ def _storable(text: str) -> str:
     return text.replace("\x00", "").encode("utf-8", "replace").decode()
 
 
+def _location(message: Message) -> Location:
+    """A pin, or a venue (a place picked from the map: its name and address come too)."""
+    where = message.location
+    assert where is not None  # the caller checked
+    venue = message.venue
+    place = f"{venue.title}, {venue.address}" if venue is not None else ""
+    return Location(where.latitude, where.longitude, _storable(place))
+
+
 def _same_secret(given: str, expected: str) -> bool:
     """Constant-time; header bytes that are not UTF-8 reach us as lone surrogates, which
     ``surrogateescape`` turns back into those bytes instead of raising."""
@@ -336,6 +393,11 @@ def _inline_keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
             for row in reply.buttons
         ]
     )
+
+
+def _utf16_length(text: str) -> int:
+    """Telegram counts a caption's length in UTF-16 code units: an emoji can count twice."""
+    return len(text.encode("utf-16-le")) // 2
 
 
 def _seconds(value: int | float | timedelta) -> float:

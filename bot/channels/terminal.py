@@ -11,22 +11,26 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from bot.channels.base import Notice
-from bot.chat.model import Button, Reply
+from bot.chat.model import Button, Document, Reply
+from bot.texts import say
 
 if TYPE_CHECKING:
     from prompt_toolkit import PromptSession
 
 MERCHANT_CHAT = "merchant"
+EXPORTS = Path("var") / "exports"  # where files sent in the terminal chat are saved
 
 
 class TerminalChannel:
     name = "terminal"
 
-    def __init__(self, show: Callable[[str], None] = print) -> None:
+    def __init__(self, show: Callable[[str], None] = print, files: Path = EXPORTS) -> None:
         self._show = show
+        self._files = files  # a terminal cannot show a file: it is saved here, its path shown
         self._ids = itertools.count(1)
         self.buttons: dict[str, list[Button]] = {}  # chat -> buttons of its latest message
         self.messages: dict[str, list[str]] = {}  # chat -> every text shown, in order
@@ -37,15 +41,30 @@ class TerminalChannel:
 
     async def send(self, chat_id: str, reply: Reply, *, replace: str | None = None) -> str:
         lines = [f"[shop → {chat_id}] {reply.text}"]
+        if reply.document is not None:
+            lines.append(await self._saved(reply.document))
         buttons = [button for row in reply.buttons for button in row]
         if buttons:
             self.buttons[chat_id] = buttons
             lines += [f"    [{n}] {b.label}" for n, b in enumerate(buttons, start=1)]
         if reply.ask_contact:
             lines.append(f"    [share] {reply.ask_contact}")
+        if reply.ask_location:
+            lines.append(f"    [location] {reply.ask_location}")
         self.messages.setdefault(chat_id, []).append(reply.text)
         self._show("\n".join(lines))
         return replace or str(next(self._ids))
+
+    async def _saved(self, document: Document) -> str:
+        """The line that shows where the file was saved, or why it was not."""
+        # Only the name: a file never lands outside the directory, whatever it is called.
+        path = self._files / Path(document.filename).name
+        try:
+            await asyncio.to_thread(_write, path, document.content)
+        except OSError as exc:
+            why = f"{path} cannot be written ({exc.strerror})"
+            return "    " + say("en", "m_file_not_sent", filename=document.filename, why=why)
+        return f"    [file] {path}"
 
     def button(self, chat_id: str, choice: str) -> Button | None:
         """The button a typed number, or a piece of a label, points at."""
@@ -54,6 +73,11 @@ class TerminalChannel:
             return buttons[int(choice) - 1]
         matches = [b for b in buttons if choice.lower() in b.label.lower()]
         return matches[0] if matches else None
+
+
+def _write(path: Path, content: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
 
 
 class LineReader(Protocol):

@@ -33,6 +33,7 @@ from bot.channels.whatsapp_api import (
     MAX_BODY,
     MAX_BUTTON_TITLE,
     MAX_BUTTONS,
+    MAX_CAPTION,
     MAX_LIST_ROWS,
     MAX_ROW_DESCRIPTION,
     MAX_ROW_TITLE,
@@ -45,15 +46,18 @@ from bot.channels.whatsapp_api import (
     WhatsAppLimitError,
     buttons_message,
     contact_request_message,
+    document_message,
     list_message,
+    location_request_message,
     template_message,
     text_message,
 )
 from bot.channels.whatsapp_inbound import WaMessage, read_webhook, signature_matches
 from bot.chat.engine import Conversation
-from bot.chat.model import Button, Inbound, Reply
+from bot.chat.model import Button, Document, Inbound, Location, Reply
 from bot.config import WhatsAppSettings
 from bot.merchant import MerchantDesk
+from bot.texts import say
 from payments.http_body import MAX_BODY_READ_SECONDS, chat_webhook_refusal, read_limited
 from storage.engine import Database
 from storage.orders import (
@@ -168,6 +172,7 @@ class WhatsAppChannel:
             button=message.button,
             contact_phone=message.contact_phone,
             contact_is_own=message.contact_is_own,
+            location=_location(message),
             unsupported=message.kind == "unsupported",
         )
         await handle_inbound(
@@ -227,6 +232,8 @@ class WhatsAppChannel:
             raise _delivery_error(exc) from exc
 
     async def _send_free_form(self, chat_id: str, reply: Reply) -> str:
+        if reply.document is not None:
+            return await self._send_document(chat_id, reply, reply.document)
         try:
             message_id = ""
             for message in self._render(chat_id, reply):
@@ -235,6 +242,27 @@ class WhatsAppChannel:
         except WhatsAppLimitError as exc:
             log.error("WhatsApp message for %s breaks a limit: %s", chat_id[-4:], exc)
             raise Undeliverable(str(exc)) from exc
+
+    async def _send_document(self, chat_id: str, reply: Reply, document: Document) -> str:
+        """Upload the file, then send it with the words as its caption; the words go first on
+        their own when they are too long for a caption or carry buttons (a document message
+        has none). A file Meta refuses, or that cannot get there, is answered with a message
+        that says so: the merchant asked for it and must not be left waiting."""
+        caption = reply.text
+        if len(caption) > MAX_CAPTION or reply.buttons or reply.ask_contact is not None:
+            await self._send_free_form(chat_id, dataclasses.replace(reply, document=None))
+            caption = ""
+        try:
+            media_id = await self._client.upload(
+                document.content, document.filename, document.mime_type
+            )
+            message = document_message(media_id, document.filename, caption)
+            return await self._send_paced(chat_id, message)
+        except (GraphError, WhatsAppLimitError, DeliveryError, httpx.TransportError) as exc:
+            log.warning("WhatsApp did not take %s for %s: %s", document.filename, chat_id[-4:], exc)
+            why = _why_not_sent(exc)
+        refusal = say("en", "m_file_not_sent", filename=document.filename, why=why)
+        return await self._send_free_form(chat_id, Reply(refusal))
 
     async def _send_paced(self, chat_id: str, message: dict[str, object]) -> str:
         """Send, waiting out Meta's rate limits a few times (a lost reply is worse than a
@@ -275,12 +303,14 @@ class WhatsAppChannel:
     def _render(self, chat_id: str, reply: Reply) -> list[dict[str, object]]:
         """The messages for ``reply``: usually one; a long text comes first on its own."""
         choices = list({b.data: b for row in reply.buttons for b in row}.values())
-        if reply.ask_contact is None and not choices:
+        if reply.ask_contact is None and reply.ask_location is None and not choices:
             return [text_message(chunk) for chunk in _chunks(reply.text, MAX_TEXT)]
         lead, body = _split_body(reply.text)
         messages = [text_message(chunk) for chunk in _chunks(lead, MAX_TEXT)] if lead else []
         if reply.ask_contact is not None:
             return [*messages, contact_request_message(body)]
+        if reply.ask_location is not None:
+            return [*messages, location_request_message(body)]
         if (
             len(choices) <= MAX_BUTTONS
             and all(len(b.label) <= MAX_BUTTON_TITLE for b in choices)
@@ -327,6 +357,12 @@ def _split_body(text: str) -> tuple[str, str]:
     return text, "⬆️"
 
 
+def _location(message: WaMessage) -> Location | None:
+    if message.latitude is None or message.longitude is None:
+        return None
+    return Location(message.latitude, message.longitude, message.place)
+
+
 def _chunks(text: str, limit: int) -> list[str]:
     """Split at line ends so that no message is over ``limit``."""
     chunks: list[str] = []
@@ -356,6 +392,17 @@ def _pages(rows: list[ListRow], pinned: list[ListRow], seq: int) -> list[list[Li
         else [*chunk, *pinned]
         for n, chunk in enumerate(chunks)
     ]
+
+
+def _why_not_sent(exc: Exception) -> str:
+    """Why a file did not go, in words a merchant can act on."""
+    if isinstance(exc, GraphError):
+        if exc.code in RATE_LIMITED:
+            return "WhatsApp asked us to slow down"
+        return f"WhatsApp refused it ({exc.details or exc})"
+    if isinstance(exc, WhatsAppLimitError):
+        return str(exc)
+    return "WhatsApp could not be reached"
 
 
 def _fit(text: str, limit: int) -> str:

@@ -22,6 +22,24 @@ MAX_ROW_TITLE = 24
 MAX_ROW_DESCRIPTION = 72
 MAX_ROW_ID = 200
 MAX_BUTTON_ID = 256
+MAX_CAPTION = 1024  # a media message's caption
+MAX_DOCUMENT_BYTES = 100_000_000  # Meta's 100 MB for documents, read as decimal megabytes
+# The document types Meta takes (its media docs; anything else is refused with #100).
+DOCUMENT_TYPES = frozenset(
+    {
+        "text/plain",
+        "application/pdf",
+        "application/msword",
+        "application/vnd.ms-excel",
+        "application/vnd.ms-powerpoint",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    }
+)
+# Meta refuses text/csv ("Param file must be a file with one of the following types"): a CSV
+# is plain text to it, and its .csv name still tells the phone which app opens it.
+UPLOAD_AS = {"text/csv": "text/plain"}
 
 OUTSIDE_WINDOW = 131047  # more than 24 h since the customer last wrote
 RATE_LIMITED = frozenset({130429, 131056})  # throughput; pair rate (one user, too fast)
@@ -126,6 +144,19 @@ def contact_request_message(body: str) -> dict[str, Any]:
     }
 
 
+def location_request_message(body: str) -> dict[str, Any]:
+    """Asks for the customer's location with one tap (only inside the 24-hour window)."""
+    _limit("body", body, MAX_BODY)
+    return {
+        "type": "interactive",
+        "interactive": {
+            "type": "location_request_message",
+            "body": {"text": body},
+            "action": {"name": "send_location"},
+        },
+    }
+
+
 def template_message(name: str, language: str, parameters: list[str]) -> dict[str, Any]:
     return {
         "type": "template",
@@ -139,6 +170,15 @@ def template_message(name: str, language: str, parameters: list[str]) -> dict[st
     }
 
 
+def document_message(media_id: str, filename: str, caption: str = "") -> dict[str, Any]:
+    """A file uploaded with ``WhatsAppClient.upload``, shown under ``filename``."""
+    _limit("caption", caption, MAX_CAPTION)
+    document = {"id": media_id, "filename": filename}
+    if caption:
+        document["caption"] = caption
+    return {"type": "document", "document": document}
+
+
 def _limit(what: str, value: str, maximum: int) -> None:
     if len(value) > maximum:
         raise WhatsAppLimitError(f"{what} is {len(value)} characters; WhatsApp allows {maximum}")
@@ -149,6 +189,7 @@ class WhatsAppClient:
         self, base_url: str, phone_number_id: str, access_token: str, http: httpx.AsyncClient
     ) -> None:
         self._url = f"{base_url}/{phone_number_id}/messages"
+        self._media_url = f"{base_url}/{phone_number_id}/media"
         self._headers = {"Authorization": f"Bearer {access_token}"}
         self._http = http
 
@@ -167,19 +208,47 @@ class WhatsAppClient:
         if response.status_code == 200:
             messages = data.get("messages") or [{}]
             return str(messages[0].get("id", ""))
-        error = data.get("error") if isinstance(data.get("error"), dict) else {}
-        assert isinstance(error, dict)
-        details = (
-            error.get("error_data", {}).get("details", "")
-            if isinstance(error.get("error_data"), dict)
-            else ""
+        raise _graph_error(response, data)
+
+    async def upload(self, content: bytes, filename: str, mime_type: str) -> str:
+        """Upload a document for a ``document_message``; the media id Meta gives it."""
+        mime_type = UPLOAD_AS.get(mime_type, mime_type)
+        if mime_type not in DOCUMENT_TYPES:
+            raise WhatsAppLimitError(f"WhatsApp takes no {mime_type} documents")
+        if not content:
+            raise WhatsAppLimitError("the file is empty")
+        if len(content) > MAX_DOCUMENT_BYTES:
+            raise WhatsAppLimitError(
+                f"the file is {len(content) / 1e6:.0f} MB; WhatsApp takes at most "
+                f"{MAX_DOCUMENT_BYTES // 1_000_000} MB"
+            )
+        response = await self._http.post(
+            self._media_url,
+            data={"messaging_product": "whatsapp", "type": mime_type},
+            files={"file": (filename, content, mime_type)},
+            headers=self._headers,
+            timeout=120.0,  # up to 100 MB on a shop's connection
         )
-        raise GraphError(
-            status=response.status_code,
-            code=error.get("code") if isinstance(error.get("code"), int) else None,
-            message=str(error.get("message", response.reason_phrase)),
-            details=str(details),
-        )
+        data = _json(response)
+        if response.status_code == 200 and isinstance(data.get("id"), str):
+            return str(data["id"])
+        raise _graph_error(response, data)
+
+
+def _graph_error(response: httpx.Response, data: dict[str, Any]) -> GraphError:
+    error = data.get("error") if isinstance(data.get("error"), dict) else {}
+    assert isinstance(error, dict)
+    details = (
+        error.get("error_data", {}).get("details", "")
+        if isinstance(error.get("error_data"), dict)
+        else ""
+    )
+    return GraphError(
+        status=response.status_code,
+        code=error.get("code") if isinstance(error.get("code"), int) else None,
+        message=str(error.get("message", response.reason_phrase)),
+        details=str(details),
+    )
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

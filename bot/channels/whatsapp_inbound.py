@@ -34,11 +34,14 @@ class WaMessage:
     chat_id: str  # user_id (BSUID) when present, else wa_id
     wa_id: str | None
     name: str
-    kind: str  # text | button | contact | unsupported
+    kind: str  # text | button | contact | location | unsupported
     text: str | None = None
     button: str | None = None
     contact_phone: str | None = None
     contact_is_own: bool = False
+    latitude: float | None = None  # a shared location
+    longitude: float | None = None
+    place: str = ""  # its name and address, when the customer picked a place
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +122,8 @@ def _message(message: dict[str, Any], contacts: list[dict[str, Any]]) -> WaMessa
             return replace(base, kind="button", button=payload)
     if kind == "contacts":
         return _contact(base, message, wa_id)
+    if kind == "location":
+        return _location(base, _dict(message.get("location")))
     if kind == "reaction":
         return None  # a 👍 on our message needs no answer (and answers cost rate limit)
     return base
@@ -144,6 +149,23 @@ def _contact(base: WaMessage, message: dict[str, Any], sender_wa_id: str | None)
 
 def _list(value: Any) -> list[dict[str, Any]]:
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _location(base: WaMessage, location: dict[str, Any]) -> WaMessage:
+    latitude, longitude = (
+        _degrees(location.get("latitude"), 90),
+        _degrees(location.get("longitude"), 180),
+    )
+    if latitude is None or longitude is None:
+        return base  # not a place on Earth: unsupported, like a sticker
+    place = ", ".join(t for t in (_text(location.get("name")), _text(location.get("address"))) if t)
+    return replace(base, kind="location", latitude=latitude, longitude=longitude, place=place)
+
+
+def _degrees(value: Any, most: float) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if -most <= value <= most else None
 
 
 def _dict(value: Any) -> dict[str, Any]:

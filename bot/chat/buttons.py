@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from bot.handover import Handover
+
 VERSION = 1
 MAX_BYTES = 64  # Telegram's callback_data limit (WhatsApp allows 256)
 MAX_ID = 2**31  # ids are 32-bit on PostgreSQL: a forged bigger one is no order of ours
@@ -104,6 +106,21 @@ class OnOrder:
 
 
 @dataclass(frozen=True, slots=True)
+class ChooseHandover:
+    """Delivery or pickup, asked when the cart is confirmed."""
+
+    way: Handover
+
+
+@dataclass(frozen=True, slots=True)
+class ChooseZone:
+    """A delivery zone, by its place in the shop's list (a name may be too long for the
+    button's data; a place that no longer exists asks again)."""
+
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
 class ChooseLanguage:
     language: Literal["en", "sw"]
 
@@ -122,6 +139,8 @@ Action = (
     | ConfirmOrder
     | ChoosePhone
     | OnOrder
+    | ChooseHandover
+    | ChooseZone
     | ChooseLanguage
 )
 
@@ -162,6 +181,10 @@ def _encode(action: Action) -> str:
             return f"phone:{answer}"
         case OnOrder(verb=verb, order_id=order_id):
             return f"{verb}:{order_id}"
+        case ChooseHandover(way=way):
+            return f"way:{way}"
+        case ChooseZone(index=index):
+            return f"zone:{index}"
         case ChooseLanguage(language=language):
             return f"lang:{language}"
 
@@ -215,6 +238,10 @@ def decode(data: str) -> Action | None:
         if order_id is None or not 0 < order_id < MAX_ID:
             order_id = NO_ORDER  # answered "not one of yours", like another's order
         return OnOrder(_ORDER_VERBS[name], order_id)
+    if name == "way" and arg in set(Handover):
+        return ChooseHandover(Handover(arg))
+    if name == "zone" and (index := count(arg)) is not None:
+        return ChooseZone(index)
     if name == "lang" and arg in _LANGUAGES:
         return ChooseLanguage(_LANGUAGES[arg])
     return None

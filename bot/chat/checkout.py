@@ -16,6 +16,7 @@ from bot.chat.effects import CancelOrder, CreateOrder, Outcome, StartPayment
 from bot.chat.events import SharedContact
 from bot.chat.facts import Facts, OrderView
 from bot.chat.model import Button, ChatState, Reply, Step
+from bot.handover import DELIVERY_SKU
 from bot.texts import kes, minutes, reason_text, say, status_text
 from payments.daraja_client import MAX_AMOUNT
 from payments.phone import (
@@ -28,32 +29,57 @@ from payments.phone import (
 from payments.result_codes import FailureReason
 from payments.service import PaymentInProgress, PaymentNotStarted, PaymentStarted, TooManyPrompts
 from payments.states import OrderStatus, PaymentStatus
-from storage.orders import NewOrderItem
+from storage.orders import NewOrderItem, OrderHandover
 
 
-def over_limit(state: ChatState, facts: Facts) -> Reply | None:
-    total = screens.cart_total(state.cart, facts.catalog)
+def over_limit(state: ChatState, facts: Facts, fee: int = 0) -> Reply | None:
+    total = screens.cart_total(state.cart, facts.catalog) + fee
     if total <= MAX_AMOUNT:
         return None
     text = say(facts.lang, "over_limit", limit=kes(MAX_AMOUNT), total=kes(total))
     return Reply(text, screens.cart(facts.lang, state.cart, facts.catalog).buttons)
 
 
-def confirm(state: ChatState, facts: Facts) -> Outcome:
+def cart_refused(state: ChatState, facts: Facts, fee: int = 0) -> Outcome | None:
+    """Why the cart cannot become an order now (over M-Pesa's limit, or products ran
+    out meanwhile): the answer to give instead; None when it can."""
+    if over := over_limit(state, facts, fee):
+        return Outcome(state, (over,))
+    return _ran_out(state, facts)
+
+
+def confirm(
+    state: ChatState,
+    facts: Facts,
+    handover: OrderHandover | None = None,
+    *,
+    fee: int = 0,
+    note: str = "",
+) -> Outcome:
+    """The cart becomes the order, delivered or picked up as ``handover`` says (a
+    delivery ``fee`` is one more line), and the payment number is asked for."""
     if not state.cart:
         return _confirmed_already(state, facts)
-    if over := over_limit(state, facts):
-        return Outcome(state, (over,))
-    if ran_out := _ran_out(state, facts):
-        return ran_out
+    if refused := cart_refused(state, facts, fee):
+        return refused
     items = tuple(
         NewOrderItem(sku, facts.catalog[sku].name, facts.catalog[sku].price, quantity)
         for sku, quantity in state.cart.items()
     )
+    if fee and handover is not None:
+        items += (NewOrderItem(DELIVERY_SKU, f"Delivery ({handover.zone})", fee, 1),)
     total = sum(item.line_total for item in items)
     # The cart becomes the order; CreateOrder puts the new order's id in the state.
-    state = replace(state, cart={}, step=Step.AWAITING_PHONE, order_id=None, typed_msisdn=None)
-    return Outcome(state, (phone_question(facts, total),), (CreateOrder(items),))
+    left = state.step
+    state = replace(
+        state, cart={}, step=Step.AWAITING_PHONE, order_id=None, typed_msisdn=None, zone=None
+    )
+    question = phone_question(facts, total)
+    if note:
+        question = replace(question, text=f"{note}\n\n{question.text}")
+    if left is Step.AWAITING_ADDRESS and question.ask_contact is None:
+        question = replace(question, close_keyboard=True)  # the "send my location" one
+    return Outcome(state, (question,), (CreateOrder(items, handover),))
 
 
 def _ran_out(state: ChatState, facts: Facts) -> Outcome | None:

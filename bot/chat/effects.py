@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.chat.model import ChatState, Reply
-from storage.orders import NewOrderItem
+from storage.orders import NewOrderItem, OrderHandover
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,6 +14,7 @@ class CreateOrder:
     """Create the order; its id becomes the chat state's ``order_id``."""
 
     items: tuple[NewOrderItem, ...]
+    handover: OrderHandover | None = None  # how it reaches the customer, when asked
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from bot.chat.facts import Shop
 from bot.chat.flood import FloodGate, Verdict
 from bot.chat.model import Inbound, Reply
 from bot.chat.turn import PushLater, StaleFacts, Turn, take_turn
+from bot.handover import HandoverOptions
 from bot.texts import say
 from payments.daraja_client import InvalidPushRequest
 from payments.errors import DarajaError
@@ -54,12 +55,13 @@ class Conversation:
         flood: FloodGate | None = None,
         catalog: Sequence[ProductSpec] = (),
         shop_name_sw: str = "",
+        handover: HandoverOptions | None = None,
         hold_stock_for: timedelta = timedelta(minutes=3),
     ) -> None:
         self._flood = flood or FloodGate()
         self._db = database
         self._payments = payments
-        self._shop = Shop(shop_name, shop_name_sw, paybill)
+        self._shop = Shop(shop_name, shop_name_sw, paybill, handover or HandoverOptions())
         # The configured products: the database keeps no Swahili names, these do.
         self._configured = tuple(catalog)
         self._clock = clock
@@ -69,6 +71,10 @@ class Conversation:
         # chat -> (its lock, how many events hold or await it); dropped at zero, so the
         # table stays as small as the set of chats being served right now.
         self._turns: dict[tuple[str, str], tuple[asyncio.Lock, list[int]]] = {}
+
+    def use_catalog(self, catalog: Sequence[ProductSpec]) -> None:
+        """The configured products once the catalog file was applied again (SIGHUP)."""
+        self._configured = tuple(catalog)
 
     @contextlib.asynccontextmanager
     async def _chat_turn(self, event: Inbound) -> AsyncIterator[None]:

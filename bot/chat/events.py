@@ -31,11 +31,18 @@ class SharedContact:
 
 
 @dataclass(frozen=True, slots=True)
+class SharedLocation:
+    latitude: float
+    longitude: float
+    place: str  # the place's name and address ("" for a bare pin)
+
+
+@dataclass(frozen=True, slots=True)
 class Unsupported:
     """A sticker, photo, voice note...: we read text and buttons."""
 
 
-ChatEvent = Pressed | Command | Typed | SharedContact | Unsupported
+ChatEvent = Pressed | Command | Typed | SharedContact | SharedLocation | Unsupported
 
 
 def read_event(inbound: Inbound) -> ChatEvent:
@@ -43,6 +50,9 @@ def read_event(inbound: Inbound) -> ChatEvent:
         return Unsupported()
     if inbound.contact_phone is not None:
         return SharedContact(inbound.contact_phone, inbound.contact_is_own)
+    if inbound.location is not None:
+        where = inbound.location
+        return SharedLocation(where.latitude, where.longitude, where.place)
     if inbound.button is not None:
         return Pressed(buttons.decode(inbound.button))
     text = (inbound.text or "").strip()

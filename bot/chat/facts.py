@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from bot.catalog import ProductSpec
+from bot.handover import HandoverOptions
 from payments.states import OrderStatus
 from storage.orders import OrderItemRecord, OrderRecord
 
@@ -18,6 +19,9 @@ class Shop:
     name: str
     name_sw: str = ""  # the shop's own Swahili name, when it has one
     paybill: str | None = None  # the Paybill number, when paying by hand is offered
+    handover: HandoverOptions = field(
+        default_factory=HandoverOptions
+    )  # delivery, pickup: what checkout asks
 
     def name_in(self, lang: str) -> str:
         return (self.name_sw if lang == "sw" else "") or self.name

@@ -209,8 +209,11 @@ def orders(lang: str, listed: Sequence[OrderRecord]) -> Reply:
             "order_line",
             reference=o.reference,
             total=kes(o.total),
-            # A paid order shows how far it got to the customer, once it is moving.
-            status=status_text(lang, o.fulfilment if o.fulfilment else o.status),
+            # A paid order shows how far it got to the customer, once it is moving (one the
+            # shop called off since says so instead).
+            status=status_text(
+                lang, o.fulfilment if o.fulfilment and o.status == OrderStatus.PAID else o.status
+            ),
         )
         for o in listed
     )

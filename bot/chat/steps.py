@@ -13,15 +13,17 @@ from __future__ import annotations
 from dataclasses import replace
 
 from bot.catalog import ProductSpec
-from bot.chat import checkout, screens
+from bot.chat import checkout, handover_steps, screens
 from bot.chat.buttons import (
     Action,
     AddToCart,
     Category,
     ChangeCart,
     Checkout,
+    ChooseHandover,
     ChooseLanguage,
     ChoosePhone,
+    ChooseZone,
     ConfirmOrder,
     DropProduct,
     EmptyCart,
@@ -33,7 +35,15 @@ from bot.chat.buttons import (
     encode,
 )
 from bot.chat.effects import CancelOrder, Outcome, SetLanguage
-from bot.chat.events import ChatEvent, Command, Pressed, SharedContact, Typed, Unsupported
+from bot.chat.events import (
+    ChatEvent,
+    Command,
+    Pressed,
+    SharedContact,
+    SharedLocation,
+    Typed,
+    Unsupported,
+)
 from bot.chat.facts import Facts
 from bot.chat.model import Button, ChatState, Reply, Step
 from bot.chat.typed import TypedOrder, TypedQuantity, TypedSearch, read_typed
@@ -48,11 +58,14 @@ SEARCH_WORDS = 3  # more words than this, matching nothing, is a sentence, not a
 def step(state: ChatState, event: ChatEvent, facts: Facts) -> Outcome:
     # Products taken off the catalog leave every saved cart.
     state = replace(state, cart={s: q for s, q in state.cart.items() if s in facts.catalog})
+    state = handover_steps.leave_if_elsewhere(state, event)
     match event:
         case Unsupported():
             return Outcome(state, (Reply(say(facts.lang, "only_text"), _menu_row(facts)),))
         case SharedContact():
             return checkout.contact(state, event, facts)
+        case SharedLocation():
+            return handover_steps.address(state, event, facts)
         case Pressed(action=action):
             return _pressed(state, action, facts)
         case Command(name=name):
@@ -62,6 +75,8 @@ def step(state: ChatState, event: ChatEvent, facts: Facts) -> Outcome:
                 return _command(state, "/start", facts)  # WhatsApp customers just say hello
             if state.step is Step.AWAITING_PHONE and text:
                 return checkout.typed_number(state, text, facts)
+            if state.step is Step.AWAITING_ADDRESS:
+                return handover_steps.address(state, event, facts)
             return _typed(state, text, facts)
 
 
@@ -141,7 +156,11 @@ def _pressed(state: ChatState, action: Action | None, facts: Facts) -> Outcome:
                 return Outcome(state, (over,))
             return Outcome(state, (screens.summary(lang, state.cart, facts.catalog),))
         case ConfirmOrder():
-            return checkout.confirm(state, facts)
+            return handover_steps.confirm(state, facts)
+        case ChooseHandover():
+            return handover_steps.chosen(state, action, facts)
+        case ChooseZone():
+            return handover_steps.zone_chosen(state, action, facts)
         case ChoosePhone(answer=answer):
             return checkout.phone_choice(state, answer, facts)
         case OnOrder():

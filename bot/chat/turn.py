@@ -22,6 +22,7 @@ from bot.chat.events import ChatEvent, Command, Pressed
 from bot.chat.facts import Facts, OrderView, Shop
 from bot.chat.model import ChatState, Inbound, Reply
 from bot.chat.steps import step
+from bot.handover import DELIVERY_SKU
 from payments import ledger
 from payments.daraja_client import refuses_the_number
 from payments.outbox import insert_outbox
@@ -107,10 +108,10 @@ def _carry_out(
     now: datetime,
 ) -> tuple[ChatState, tuple[Reply, ...], PushLater | None]:
     match effect:
-        case CreateOrder(items=items):
-            order = create_order(conn, customer.id, list(items), now)
+        case CreateOrder(items=items, handover=handover):
+            order = create_order(conn, customer.id, list(items), now, handover)
             try:
-                taken = ((i.sku, i.quantity) for i in items)
+                taken = ((i.sku, i.quantity) for i in items if i.sku != DELIVERY_SKU)
                 crossings = stock.hold(conn, order.id, taken, hold_until)
             except stock.OutOfStock as exc:
                 # Another customer took it after our facts were read: decide again.

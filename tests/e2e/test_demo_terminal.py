@@ -185,7 +185,7 @@ def test_ctrl_c_at_the_prompt_exits_at_once_with_130(demo_in_terminal: Demo) -> 
     """Ctrl-C at the prompt ends the demo (130, as a shell reports Ctrl-C), with no
     traceback, and its temporary directory removed."""
     demo = demo_in_terminal
-    demo.read_until("[4] Cart")
+    demo.read_until("[5] Cart")
     demo.type("Vegetables", then="Sukuma wiki")
     os.write(demo.fd, b"\x03")
     assert demo.exit_code() == 130
@@ -199,12 +199,13 @@ def test_prompt_is_redrawn_after_a_message_that_arrives_on_its_own(
     """ "Paid!" comes from the callback while the customer is at the prompt: it is printed
     above the prompt, and the prompt is drawn again below it."""
     demo = demo_in_terminal
-    demo.read_until("[4] Cart")
+    demo.read_until("[5] Cart")
     demo.type("Vegetables", then="Sukuma wiki")
     demo.type("Sukuma", then="Add to cart")
     demo.type("Add to cart", then="Checkout")
     demo.type("Checkout", then="Confirm order")
-    demo.type("Confirm order", then="Share my number")
+    demo.type("Confirm order", then="Pick up")
+    demo.type("Pick up", then="Share my number")
     demo.type("share", then="Check your phone")
     demo.read_until("Paid!")
     demo.read_until("New paid order")  # both arrive on their own
@@ -219,7 +220,7 @@ def test_prompt_is_redrawn_after_a_message_that_arrives_on_its_own(
 def test_closing_the_terminal_removes_the_temporary_directory(demo_in_terminal: Demo) -> None:
     """The terminal window closing (SIGHUP) ends the demo through the same cleanup."""
     demo = demo_in_terminal
-    demo.read_until("[4] Cart")
+    demo.read_until("[5] Cart")
     os.close(demo.fd)
     demo.fd = os.open(os.devnull, os.O_RDONLY)  # for exit_code's reads and the fixture
     assert demo.exit_code() == 128 + signal.SIGHUP
@@ -232,7 +233,7 @@ def test_ctrl_c_without_a_terminal_exits_at_once_with_130(
     """Without a terminal (no prompt_toolkit), SIGINT while waiting for a line still ends
     the demo at once: no thread is left blocked on reading the next line."""
     demo, process = demo_in_pipes
-    demo.read_until("[4] Cart")
+    demo.read_until("[5] Cart")
     process.send_signal(signal.SIGINT)
     assert demo.exit_code() == 130
     _assert_ended_cleanly(demo.screen(), demo.tmpdir, demo.log_file)

@@ -32,7 +32,7 @@ import logging
 import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
@@ -46,11 +46,14 @@ from bot.app import DATABASE, DISPATCHER
 from bot.channels.terminal import MERCHANT_CHAT, TerminalChannel
 from bot.chat.turn import low_stock_alert
 from bot.config import DEFAULT_TEMPLATES, AppConfig, WhatsAppSettings
+from bot.daily_summary import summary_message
 from bot.fulfilment import Fulfilment, progress_message
 from bot.notifications import OutboxDispatcher
 from bot.rendering import ORDERLESS_KINDS
+from bot.reports import PaidOrder
 from payments.outbox import insert_outbox
 from payments.phone import mask_msisdn
+from payments.refunds import cancelled_by_shop, refund_sent
 from payments.results import ResultSource, StkResult
 from payments.service import utc_now
 from payments.settlement import (
@@ -134,7 +137,13 @@ APPROVED_TEMPLATE_VARIABLES: dict[MessageKind, tuple[str, ...]] = {
     MessageKind.PAYMENT_UNDER_REVIEW: ("order reference", "amount paid"),
     MessageKind.PAYMENT_UNCONFIRMED: ("order reference", "amount"),
     MessageKind.ORDER_RESOLVED: ("order reference", "outcome"),
-    MessageKind.ORDER_PAID: ("order reference", "amount", "receipt", "customer name"),
+    MessageKind.ORDER_PAID: (
+        "order reference",
+        "amount",
+        "receipt",
+        "customer name",
+        "paid orders waiting",
+    ),
     MessageKind.PAYMENT_NEEDS_REVIEW: ("order reference", "why", "amount paid", "receipt"),
     MessageKind.PAYMENT_CHECK: ("order reference", "amount", "masked phone"),
     MessageKind.UNMATCHED_PAYMENT: ("amount", "masked phone", "receipt"),
@@ -142,6 +151,9 @@ APPROVED_TEMPLATE_VARIABLES: dict[MessageKind, tuple[str, ...]] = {
     MessageKind.PAYMENT_NOT_CONFIRMED: ("order reference", "amount", "masked phone", "answer"),
     MessageKind.LOW_STOCK: ("product", "left"),
     MessageKind.ORDER_PROGRESS: ("order reference", "where it is"),
+    MessageKind.ORDER_CANCELLED_BY_SHOP: ("order reference", "amount", "reason"),
+    MessageKind.ORDER_REFUNDED: ("order reference", "amount"),
+    MessageKind.DAILY_SUMMARY: ("day", "paid orders", "total"),
 }
 
 
@@ -248,6 +260,18 @@ def _unmatched(sale: Sale) -> OutboxMessage:
     )
 
 
+def _daily_summary(sale: Sale) -> OutboxMessage:
+    """As ``bot.daily_summary`` queues it, each sale a day of its own (one summary a day). A
+    product's name carries the marker into the words, the day's label into the template."""
+    day = date(2026, 1, 1) + timedelta(days=sale.number)
+    item = (f"Sukari {sale.receipt}", 1, 160)
+    sold = PaidOrder("DK-SUMMARY", utc_now(), "Wanjiru", (item,), 160, (), "new")
+    message = summary_message(day, [sold])
+    return dataclasses.replace(
+        message, payload={**message.payload, "date": f"{day} {sale.receipt}"}
+    )
+
+
 def _paid(s: Sale) -> Settlement:
     return settle(_snapshot(s), _callback(s))
 
@@ -286,9 +310,17 @@ PRODUCERS: dict[MessageKind, Callable[[Sale], OutboxMessage]] = {
     # As the chat queues it when an order takes a product down to its mark; the product's
     # name carries the marker, as a receipt would.
     MessageKind.ORDER_PROGRESS: lambda s: progress_message(s.paid_order(), Fulfilment.ON_ITS_WAY),
+    # As payments.refunds queues them for /cancel REF reason and /refunded REF note.
+    MessageKind.ORDER_CANCELLED_BY_SHOP: lambda s: cancelled_by_shop(
+        s.paid_order(), s.paid_order().total, "out of stock"
+    ),
+    MessageKind.ORDER_REFUNDED: lambda s: refund_sent(
+        s.paid_order(), s.paid_order().total, "Reversal QKX9Z8Y7W6.\nPole!"
+    ),
     MessageKind.LOW_STOCK: lambda s: low_stock_alert(
         Crossing("sukari", f"Sukari {s.receipt}", 2, 3), s.number
     ),
+    MessageKind.DAILY_SUMMARY: _daily_summary,
 }
 ITEMS = (NewOrderItem("sukuma", "Sukuma wiki", 30, 2), NewOrderItem("unga", "Unga 2kg", 210, 1))
 

@@ -161,7 +161,7 @@ async def test_whole_order_on_whatsapp_is_paid_and_the_merchant_gets_a_template(
     [template] = graph.templates_to(MERCHANT_NUMBER)
     assert template["name"] == "duka_order_paid"
     values = [p["text"] for p in template["components"][0]["parameters"]]
-    assert values[1:] == ["KES 60", payment.mpesa_receipt, "Wanjiru"]
+    assert values[1:] == ["KES 60", payment.mpesa_receipt, "Wanjiru", "1"]  # 1 waits
 
 
 async def test_paid_message_carries_a_menu_button_on_whatsapp(shop: Shop) -> None:

@@ -9,6 +9,11 @@ channel uses, pointed at with a Graph base URL of ``f"{fake.base_url}/v26.0"``:
   answer is either the success envelope (``contacts`` + ``messages[0].id`` = a fresh wamid) or a
   Graph error (``{"error": {"message": "(#131009) ...", "code": ..., "error_data": {"details":
   ...}}}``) with the matching HTTP status, so the client sees what it would see against Meta;
+* it takes uploads at ``POST /{version}/{phone_number_id}/media`` as Meta does (multipart with
+  ``messaging_product``, ``type`` and ``file``; Meta's MIME types, so no ``text/csv``; 100 MB for
+  documents, 5 MB for images, 16 MB for audio and video), keeps them (``media``, ``uploads``) and
+  answers ``{"id": <media id>}``; a media message must name an uploaded id (kept 30 days) or a
+  link, and ``documents_to`` gives a user's documents back with their bytes;
 * it enforces the 24-hour customer service window: a free-form (non-template) message to a user
   who has not written in the last 24 h is refused with 131047 "Re-engagement message";
 * it records every request (``sent``) and answers questions about what a user received
@@ -25,9 +30,9 @@ channel uses, pointed at with a Graph base URL of ``f"{fake.base_url}/v26.0"``:
 It is strict where Meta is strict and a test would otherwise pass for the wrong reason: a
 fourth button, a 21-character title, an 11th list row or a free-form message outside the window
 all fail as they would in production. A user can only tap a button or list row that the bot
-actually sent them. Known simplifications: media is not uploaded or stored (media messages are
-recorded and accepted), templates are accepted under any name unless ``approved_templates`` is
-given, markdown is kept verbatim, and only one business phone number is served.
+actually sent them. Known simplifications: a media ``link`` is accepted without being fetched,
+templates are accepted under any name unless ``approved_templates`` is given, markdown is kept
+verbatim, and only one business phone number is served.
 
 See docs/channels.md section 2 (in the shared research notes) for the Cloud API facts this relies
 on. Where Meta's documentation gives no exact wording for a validation error, the ``details``
@@ -49,7 +54,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 import aiohttp
@@ -65,6 +70,8 @@ __all__ = [
     "RE_ENGAGEMENT_DETAILS",
     "ButtonNotFoundError",
     "FakeGraph",
+    "MediaUpload",
+    "ReceivedDocument",
     "Sent",
     "WaUser",
 ]
@@ -92,6 +99,7 @@ _TITLES: Final[Mapping[int, str]] = {
     131005: "Access denied",
     131008: "Required parameter is missing",
     131009: "Parameter value is not valid",
+    131053: "Media upload error",
     131026: "Message undeliverable",
     131047: "Re-engagement message",
     131048: "Spam rate limit hit",
@@ -129,6 +137,36 @@ ROW_DESCRIPTION_MAX: Final = 72
 ROW_ID_MAX: Final = 200
 SECTION_TITLE_MAX: Final = 24
 
+# Uploads (Meta's "supported media types"): the MIME types /media takes, each with its size
+# limit in bytes (decimal megabytes: the stricter reading). A CSV is not among them.
+MB: Final = 1_000_000
+_DOCUMENT_LIMIT: Final = 100 * MB
+MEDIA_LIMITS: Final[Mapping[str, int]] = {
+    "audio/aac": 16 * MB,
+    "audio/mp4": 16 * MB,
+    "audio/mpeg": 16 * MB,
+    "audio/amr": 16 * MB,
+    "audio/ogg": 16 * MB,
+    "audio/opus": 16 * MB,
+    "application/vnd.ms-powerpoint": _DOCUMENT_LIMIT,
+    "application/msword": _DOCUMENT_LIMIT,
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": _DOCUMENT_LIMIT,
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation": _DOCUMENT_LIMIT,
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": _DOCUMENT_LIMIT,
+    "application/pdf": _DOCUMENT_LIMIT,
+    "text/plain": _DOCUMENT_LIMIT,
+    "application/vnd.ms-excel": _DOCUMENT_LIMIT,
+    "image/jpeg": 5 * MB,
+    "image/png": 5 * MB,
+    "image/webp": 500_000,  # stickers (animated; static ones 100 KB)
+    "video/mp4": 16 * MB,
+    "video/3gpp": 16 * MB,
+}
+MEDIA_CAPTION_MAX: Final = 1024
+MEDIA_KEPT_SECONDS: Final = 30 * 24 * 60 * 60  # uploads persist 30 days
+_MEDIA_KINDS: Final = frozenset({"audio", "document", "image", "sticker", "video"})
+_CAPTIONED: Final = frozenset({"document", "image", "video"})
+
 _MESSAGE_TYPES: Final = frozenset(
     {
         "audio",
@@ -145,7 +183,9 @@ _MESSAGE_TYPES: Final = frozenset(
     }
 )
 # Interactive kinds the fake validates in depth; the rest are recorded and accepted.
-_CHECKED_INTERACTIVE: Final = frozenset({"button", "list", "request_contact_info"})
+_CHECKED_INTERACTIVE: Final = frozenset(
+    {"button", "list", "request_contact_info", "location_request_message"}
+)
 _OTHER_INTERACTIVE: Final = frozenset(
     {
         "address_message",
@@ -153,7 +193,6 @@ _OTHER_INTERACTIVE: Final = frozenset(
         "catalog_message",
         "cta_url",
         "flow",
-        "location_request_message",
         "product",
         "product_list",
     }
@@ -206,6 +245,35 @@ class Sent:
     status: int = 200
     details: str | None = None
     message_id: str | None = None
+
+
+@dataclass
+class MediaUpload:
+    """One request to ``/media`` as the fake received and answered it.
+
+    ``mime_type`` is the file part's Content-Type (what Meta checks); ``media_id`` the id given
+    to an accepted upload, else ``error_code``/``details`` are what the fake answered.
+    """
+
+    filename: str | None
+    mime_type: str | None
+    content: bytes = field(repr=False)
+    accepted: bool = False
+    media_id: str | None = None
+    error_code: int | None = None
+    details: str | None = None
+    uploaded_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class ReceivedDocument:
+    """A document message a user received, with the uploaded file's bytes."""
+
+    filename: str
+    mime_type: str
+    content: bytes = field(repr=False)
+    caption: str | None
+    message_id: str | None
 
 
 class ButtonNotFoundError(LookupError):
@@ -388,6 +456,13 @@ def _check_contact_request(interactive: Mapping[str, Any]) -> None:
         raise _invalid('Param interactive.action.name must be "request_contact_info".')
 
 
+def _check_location_request(interactive: Mapping[str, Any]) -> None:
+    _check_body(interactive)
+    action = _require_object(interactive, "action", "interactive.action")
+    if action.get("name") != "send_location":
+        raise _invalid('Param interactive.action.name must be "send_location".')
+
+
 def _check_interactive(interactive: Mapping[str, Any]) -> None:
     kind = interactive.get("type")
     if kind == "button":
@@ -396,6 +471,8 @@ def _check_interactive(interactive: Mapping[str, Any]) -> None:
         _check_list(interactive)
     elif kind == "request_contact_info":
         _check_contact_request(interactive)
+    elif kind == "location_request_message":
+        _check_location_request(interactive)
     elif kind in _OTHER_INTERACTIVE:
         # Not modelled in depth; the body limit still applies when there is a body.
         body = interactive.get("body")
@@ -445,12 +522,15 @@ class FakeGraph:
         self.sent: list[Sent] = []
         # Every message the simulated users sent (the ``messages[]`` items), oldest first.
         self.inbound: list[dict[str, Any]] = []
+        self.uploads: list[MediaUpload] = []  # every request to /media, refused ones too
+        self.media: dict[str, MediaUpload] = {}  # media id -> the accepted upload
 
         self._last_inbound: dict[str, float] = {}
         # Both identifiers of every user seen, so a send by phone and one by BSUID reach the
         # same person (and the same window).
         self._aliases: dict[str, frozenset[str]] = {}
         self._faults: deque[_Fault] = deque()
+        self._upload_faults: deque[_Fault] = deque()
         self._down = False
         self._counter = itertools.count(1)
         # Every change (a recorded send, a built webhook) sets the current event and replaces
@@ -465,8 +545,11 @@ class FakeGraph:
         """Listen on ``host:port`` (port 0 picks a free one); see ``base_url``."""
         if self._runner is not None:
             raise RuntimeError("FakeGraph is already running")
-        app = web.Application()
+        # Room for a 100 MB document and its multipart framing; the limits themselves are
+        # checked per file, to answer as Meta does.
+        app = web.Application(client_max_size=_DOCUMENT_LIMIT + 1024 * 1024)
         app.router.add_post(r"/{version:v\d+\.\d+}/{phone_number_id}/messages", self._handle)
+        app.router.add_post(r"/{version:v\d+\.\d+}/{phone_number_id}/media", self._upload)
         # Anything else gets a Graph error rather than aiohttp's HTML 404, so a client that
         # builds a wrong URL (no version, GET instead of POST) fails with a readable message.
         app.router.add_route("*", "/{tail:.*}", self._unknown_path)
@@ -530,8 +613,14 @@ class FakeGraph:
         fault = _Fault(status, code, details, title or _TITLES.get(code, "Error"))
         self._faults.extend([fault] * times)
 
+    def fail_next_upload(self, status: int, code: int, details: str | None = None) -> None:
+        """Make the next upload to ``/media`` answer HTTP ``status`` with Graph error ``code``
+        (message sends keep their own faults: ``fail_next``)."""
+        details = details or _DEFAULT_DETAILS.get(code, _TITLES.get(code, f"Error {code}"))
+        self._upload_faults.append(_Fault(status, code, details, _TITLES.get(code, "Error")))
+
     def set_down(self, down: bool) -> None:
-        """While down, every request to ``/messages`` answers HTTP 500 (code 131000)."""
+        """While down, every request to ``/messages`` and ``/media`` answers HTTP 500 (131000)."""
         self._down = down
 
     # ------------------------------------------------------------------------ 24-hour window
@@ -568,7 +657,29 @@ class FakeGraph:
                 body = sent.body["interactive"].get("body")
                 if isinstance(body, dict) and isinstance(body.get("text"), str):
                     texts.append(body["text"])
+            elif sent.type in _CAPTIONED and sent.body[sent.type].get("caption"):
+                texts.append(sent.body[sent.type]["caption"])
         return texts
+
+    def documents_to(self, user: WaUser | str) -> list[ReceivedDocument]:
+        """The documents accepted for the user, oldest first, with the uploaded bytes (a
+        document sent by ``link`` is not fetched: it has none)."""
+        found: list[ReceivedDocument] = []
+        for sent in self.sent_to(user):
+            if not sent.accepted or sent.type != "document":
+                continue
+            document = sent.body["document"]
+            upload = self.media.get(document.get("id", ""))
+            found.append(
+                ReceivedDocument(
+                    filename=document.get("filename") or (upload and upload.filename) or "",
+                    mime_type=(upload and upload.mime_type) or "",
+                    content=upload.content if upload else b"",
+                    caption=document.get("caption"),
+                    message_id=sent.message_id,
+                )
+            )
+        return found
 
     def last_interactive(self, user: WaUser | str) -> dict[str, Any] | None:
         """The ``interactive`` object of the latest accepted interactive message to the user."""
@@ -632,6 +743,17 @@ class FakeGraph:
     def text(self, user: WaUser, body: str) -> dict[str, Any]:
         """The user types ``body``."""
         return self._user_message(user, "text", {"body": body})
+
+    def location(
+        self, user: WaUser, latitude: float, longitude: float, name: str = "", address: str = ""
+    ) -> dict[str, Any]:
+        """The user shares a location: a pin, or a named place (name and address)."""
+        content: dict[str, Any] = {"latitude": latitude, "longitude": longitude}
+        if name:
+            content["name"] = name
+        if address:
+            content["address"] = address
+        return self._user_message(user, "location", content)
 
     def button_reply(
         self,
@@ -1074,7 +1196,7 @@ class FakeGraph:
         error = _GraphError(
             100,
             f"Unsupported {request.method.lower()} request: {request.path}"
-            " (the fake serves POST /vNN.N/<phone_number_id>/messages)",
+            " (the fake serves POST /vNN.N/<phone_number_id>/messages and .../media)",
         )
         return self._error_response(error)
 
@@ -1107,8 +1229,69 @@ class FakeGraph:
         self._record(Sent(to, kind, body, True, message_id=message_id))
         return web.json_response(response)
 
-    def _refusal(self, request: web.Request, parsed: Any, kind: str) -> _GraphError | None:
-        """The error for a request refused before its content is looked at, if any."""
+    async def _upload(self, request: web.Request) -> web.Response:
+        """``POST /{phone_number_id}/media``: a multipart upload, checked as Meta checks it."""
+        upload = MediaUpload(None, None, b"")
+        try:
+            gate = self._gate(request)
+            if gate is not None:
+                raise gate
+            if self._upload_faults:
+                fault = self._upload_faults.popleft()
+                raise _GraphError(fault.code, fault.details, fault.status, fault.title)
+            form = await request.post()
+            self._check_upload(form, upload)
+        except web.HTTPRequestEntityTooLarge:
+            error = _GraphError(131053, f"The file is over the {_DOCUMENT_LIMIT // MB} MB limit.")
+            return self._upload_failed(upload, error)
+        except _GraphError as error:
+            return self._upload_failed(upload, error)
+        upload.accepted, upload.media_id = True, str(10**15 + next(self._counter))
+        upload.uploaded_at = self.clock()
+        self.media[upload.media_id] = upload
+        self.uploads.append(upload)
+        self._notify()
+        return web.json_response({"id": upload.media_id})
+
+    @staticmethod
+    def _check_upload(form: Mapping[str, Any], upload: MediaUpload) -> None:
+        """Fill ``upload`` from the form; raises the error Meta would answer."""
+        product = form.get("messaging_product")
+        if product is None:
+            raise _invalid("The parameter messaging_product is required.")
+        if product != "whatsapp":
+            raise _invalid('Param messaging_product must be "whatsapp".')
+        file = form.get("file")
+        if not isinstance(file, web.FileField):
+            raise _invalid("The parameter file is required.")
+        if not form.get("type"):
+            raise _invalid("The parameter type is required.")
+        upload.filename, upload.mime_type = file.filename, file.content_type
+        upload.content = file.file.read()
+        # Meta goes by the file part's type, whatever ``type`` says (a part sent as
+        # application/octet-stream is refused even with type=image/png).
+        limit = MEDIA_LIMITS.get(file.content_type)
+        if limit is None:
+            raise _invalid(
+                "Param file must be a file with one of the following types: "
+                f"{', '.join(MEDIA_LIMITS)}. Received file of type '{file.content_type}'."
+            )
+        if len(upload.content) > limit:
+            raise _GraphError(
+                131053,
+                f"File size {len(upload.content)} bytes is over the {limit // MB or limit} "
+                f"{'MB' if limit >= MB else 'bytes'} limit for {file.content_type}.",
+            )
+
+    def _upload_failed(self, upload: MediaUpload, error: _GraphError) -> web.Response:
+        upload.error_code, upload.details = error.code, error.details
+        self.uploads.append(upload)
+        self._notify()
+        return self._error_response(error)
+
+    def _gate(self, request: web.Request) -> _GraphError | None:
+        """The error for any request refused before it is read: an outage, a wrong token, a
+        phone number id that is not ours."""
         if self._down:
             # An outage fails everything, whoever asks.
             return _GraphError(131000, _DEFAULT_DETAILS[131000], status=500)
@@ -1122,6 +1305,13 @@ class FakeGraph:
                 f"Unsupported post request. Object with ID '{asked}' does not exist, cannot be"
                 " loaded due to missing permissions, or does not support this operation."
             )
+        return None
+
+    def _refusal(self, request: web.Request, parsed: Any, kind: str) -> _GraphError | None:
+        """The error for a request refused before its content is looked at, if any."""
+        gate = self._gate(request)
+        if gate is not None:
+            return gate
         if kind != "read" and self._faults:
             fault = self._faults.popleft()
             return _GraphError(fault.code, fault.details, fault.status, fault.title)
@@ -1162,6 +1352,8 @@ class FakeGraph:
             _check_interactive(content)
         elif kind == "template":
             self._check_template(content)
+        elif kind in _MEDIA_KINDS:
+            self._check_media(kind, content)
         # Only templates may open a conversation; everything else needs the user's window.
         if kind != "template" and not self.window_open(to):
             raise _GraphError(131047, RE_ENGAGEMENT_DETAILS)
@@ -1177,6 +1369,29 @@ class FakeGraph:
             message["message_status"] = "accepted"
         response = {"messaging_product": "whatsapp", "contacts": [contact], "messages": [message]}
         return response, message_id
+
+    def _check_media(self, kind: str, media: Mapping[str, Any]) -> None:
+        """An uploaded id (still kept) or a link, exactly one; a caption where one fits."""
+        media_id, link = media.get("id"), media.get("link")
+        if (media_id is None) == (link is None):
+            raise _invalid(f"Param {kind} must have either id or link, and not both.")
+        if media_id is not None:
+            upload = self.media.get(media_id) if isinstance(media_id, str) else None
+            if upload is None or self.clock() - upload.uploaded_at > MEDIA_KEPT_SECONDS:
+                raise _invalid(
+                    f"Param {kind}['id'] is not a valid whatsapp business account media"
+                    " attachment ID"
+                )
+        elif not isinstance(link, str) or not link.startswith(("https://", "http://")):
+            raise _invalid(f"Param {kind}.link must be a valid URL.")
+        caption = media.get("caption")
+        if caption is not None:
+            if kind not in _CAPTIONED or not isinstance(caption, str):
+                raise _invalid(f"Param {kind}.caption is not valid for this media.")
+            _check_free_text(caption, f"{kind}.caption", MEDIA_CAPTION_MAX)
+        filename = media.get("filename")
+        if filename is not None and (kind != "document" or not isinstance(filename, str)):
+            raise _invalid(f"Param {kind}.filename is not valid for this media.")
 
     def _check_template(self, template: Mapping[str, Any]) -> None:
         name = _require_text(template.get("name"), "template.name")

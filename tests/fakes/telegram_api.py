@@ -18,8 +18,9 @@ It is strict where Telegram is strict and a test would otherwise pass for the wr
 editing a message the bot never sent, an edit that changes nothing, pressing a button that does
 not exist, answering an unknown callback query, and ``getUpdates`` while a webhook is set all fail
 as they do on Telegram. Known simplifications: ``parse_mode`` markup is kept verbatim (no HTML or
-Markdown rendering), only private and basic group chats exist, and uploads are recorded but
-not stored.
+Markdown rendering), only private and basic group chats exist, and of the uploads only documents
+are kept (``documents``: name, type and bytes, within Telegram's 50 MB and 1024-character caption
+limits); photos and the like are recorded but not stored.
 
 See docs/channels.md section 1 (in the shared research notes) for the PTB facts this relies on.
 """
@@ -43,6 +44,8 @@ __all__ = [
     "ButtonNotFoundError",
     "Call",
     "FakeTelegram",
+    "SentDocument",
+    "Upload",
 ]
 
 DEFAULT_TOKEN: Final = "123456:TEST-TOKEN"
@@ -105,6 +108,15 @@ CHAT_ID_EMPTY: Final = "Bad Request: chat_id is empty"
 QUERY_INVALID: Final = (
     "Bad Request: query is too old and response timeout expired or query ID is invalid"
 )
+# Uploads (sendDocument). A bot may upload 50 MB (PTB's FileSizeLimit.FILESIZE_UPLOAD); over that
+# Telegram answers HTTP 413, which PTB raises as a NetworkError. Captions hold 1024 characters.
+UPLOAD_LIMIT: Final = 50_000_000
+CAPTION_LIMIT: Final = 1024
+TOO_LARGE: Final = "Request Entity Too Large"
+CAPTION_TOO_LONG: Final = "Bad Request: message caption is too long"
+FILE_EMPTY: Final = "Bad Request: file must be non-empty"
+NO_DOCUMENT: Final = "Bad Request: there is no document in the request"
+WRONG_FILE_ID: Final = "Bad Request: wrong file identifier/HTTP URL specified"
 WEBHOOK_CONFLICT: Final = (
     "Conflict: can't use getUpdates method while webhook is active;"
     " use deleteWebhook to delete the webhook first"
@@ -144,6 +156,27 @@ class Call:
     failed: bool = False
     status: int = 200
     result: Any = None
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file part of a multipart request, as received."""
+
+    filename: str
+    content_type: str
+    content: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SentDocument:
+    """A document the bot sent (sendDocument), as the user received it."""
+
+    chat_id: ChatId
+    message_id: int
+    filename: str
+    mime_type: str
+    content: bytes = field(repr=False)
+    caption: str | None = None
 
 
 class ButtonNotFoundError(LookupError):
@@ -192,16 +225,20 @@ def _is_sending(method: str) -> bool:
     return key.startswith(_SENDING_PREFIXES) and key not in _NOT_SENDING
 
 
-def _decode_params(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """Decode the known JSON-typed fields; leave every other value exactly as it arrived."""
+def _decode_params(raw: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Upload]]:
+    """Decode the known JSON-typed fields; leave every other value exactly as it arrived.
+    Uploads come back apart, with their bytes; the parameters only describe them, so that
+    calls stay printable."""
     params: dict[str, Any] = {}
+    uploads: dict[str, Upload] = {}
     for name, value in raw.items():
         if isinstance(value, web.FileField):
-            # Uploads: keep a description, not the bytes, so calls stay printable.
+            content = value.file.read()
+            uploads[name] = Upload(value.filename, value.content_type, content)
             params[name] = {
                 "filename": value.filename,
                 "content_type": value.content_type,
-                "size": len(value.file.read()),
+                "size": len(content),
             }
             continue
         if isinstance(value, str) and (name in _JSON_OBJECT_FIELDS or name in _JSON_SCALAR_FIELDS):
@@ -211,7 +248,12 @@ def _decode_params(raw: Mapping[str, Any]) -> dict[str, Any]:
                 if name in _JSON_OBJECT_FIELDS:
                     raise _ApiError(400, f"Bad Request: can't parse {name} JSON object") from None
         params[name] = value
-    return params
+    return params, uploads
+
+
+def _utf16_length(text: str) -> int:
+    # Telegram measures text in UTF-16 code units (as its entity offsets are).
+    return len(text.encode("utf-16-le")) // 2
 
 
 def _inline_callback_data(markup: Any) -> list[str]:
@@ -263,6 +305,9 @@ class FakeTelegram:
         self.max_poll_seconds = max_poll_seconds
 
         self.calls: list[Call] = []
+        self.documents: list[SentDocument] = []  # every document sent, oldest first
+        self._files: dict[str, SentDocument] = {}  # file_id -> the document, for resending
+        self._file_ids = itertools.count(1)
         self.updates: list[dict[str, Any]] = []
         self.webhook = _Webhook()
         self.commands: list[dict[str, Any]] = []
@@ -291,7 +336,9 @@ class FakeTelegram:
         """Listen on ``host:port`` (port 0 picks a free one); see ``base_url``."""
         if self._runner is not None:
             raise RuntimeError("FakeTelegram is already running")
-        app = web.Application()
+        # Room for a 50 MB upload and its multipart framing; the limit itself is checked
+        # per file, to answer as Telegram does.
+        app = web.Application(client_max_size=UPLOAD_LIMIT + 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
         # A short shutdown_timeout: clients' keep-alive connections must not stall stop().
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -402,6 +449,10 @@ class FakeTelegram:
             if text is not None:
                 texts.append(text)
         return texts
+
+    def documents_to(self, chat_id: ChatId) -> list[SentDocument]:
+        """The documents the bot sent to the chat (sendDocument accepted), oldest first."""
+        return [document for document in self.documents if document.chat_id == chat_id]
 
     def last_markup(self, chat_id: ChatId) -> dict[str, Any] | None:
         """The reply_markup of the bot's latest successful send or edit in the chat.
@@ -517,6 +568,24 @@ class FakeTelegram:
         if contact_user_id is not None:
             contact["user_id"] = contact_user_id
         message["contact"] = contact
+        return self._queue_update({"message": message})
+
+    def user_shares_location(
+        self,
+        chat_id: int,
+        latitude: float,
+        longitude: float,
+        venue: tuple[str, str] | None = None,
+        user_id: int | None = None,
+        first_name: str = "Wanjiru",
+    ) -> dict[str, Any]:
+        """A user sends a pin, or a venue (``(title, address)``: a place picked on the map;
+        Telegram sends its location both in ``venue`` and in ``location``)."""
+        message = self._user_message(chat_id, user_id, first_name)
+        location = {"latitude": latitude, "longitude": longitude}
+        message["location"] = location
+        if venue is not None:
+            message["venue"] = {"location": location, "title": venue[0], "address": venue[1]}
         return self._queue_update({"message": message})
 
     def user_presses_button(
@@ -647,7 +716,7 @@ class FakeTelegram:
         raw: dict[str, Any] = {}
         try:
             raw = await self._read_params(request)
-            params = _decode_params(raw)
+            params, uploads = _decode_params(raw)
         except _ApiError as error:
             # Record what arrived, undecoded, so the failure shows the offending value.
             return self._record_failure(method, raw, error)
@@ -661,7 +730,7 @@ class FakeTelegram:
             return self._record_failure(method, params, _ApiError(502, "Bad Gateway"))
 
         try:
-            result = await self._dispatch(method, params)
+            result = await self._dispatch(method, params, uploads)
         except _ApiError as error:
             return self._record_failure(method, params, error)
         except Exception as exc:
@@ -684,7 +753,10 @@ class FakeTelegram:
             raw.update(body)
         elif request.can_read_body:
             # Covers application/x-www-form-urlencoded and multipart/form-data (uploads).
-            raw.update(await request.post())
+            try:
+                raw.update(await request.post())
+            except web.HTTPRequestEntityTooLarge:
+                raise _ApiError(413, TOO_LARGE) from None
         # No body at all: PTB's parameterless calls such as getMe.
         return raw
 
@@ -711,7 +783,9 @@ class FakeTelegram:
             body["parameters"] = {"retry_after": error.retry_after}
         return web.json_response(body, status=error.status)
 
-    async def _dispatch(self, method: str, params: dict[str, Any]) -> Any:
+    async def _dispatch(
+        self, method: str, params: dict[str, Any], uploads: Mapping[str, Upload]
+    ) -> Any:
         key = _canonical(method)
         if key == "getme":
             return self.bot_user
@@ -756,8 +830,10 @@ class FakeTelegram:
                 raise _ApiError(400, DELETE_NOT_FOUND)
             stored.deleted = True
             return True
+        if key == "senddocument":
+            return self._send_document(params, uploads)
         if key.startswith("send") and key not in {"sendchataction", "sendmediagroup"}:
-            # sendPhoto, sendDocument, sendInvoice...: PTB expects a Message back. The media
+            # sendPhoto, sendInvoice...: PTB expects a Message back. The media
             # itself is not modelled; the caption and keyboard are, so buttons can be pressed.
             extra = {"caption": params["caption"]} if "caption" in params else {}
             return self._store_sent(params, extra)
@@ -828,6 +904,53 @@ class FakeTelegram:
         if _is_inline_keyboard(markup):
             message["reply_markup"] = markup
         self._bot_messages[(chat_id, message["message_id"])] = _BotMessage(message)
+        return message
+
+    def _send_document(
+        self, params: dict[str, Any], uploads: Mapping[str, Upload]
+    ) -> dict[str, Any]:
+        """A document uploaded in this request (as the ``document`` part, or a part named by
+        ``attach://<name>``), or one sent before, named by its file_id; checked as Telegram
+        checks it and kept with its bytes."""
+        caption = params.get("caption")
+        if isinstance(caption, str) and _utf16_length(caption) > CAPTION_LIMIT:
+            raise _ApiError(400, CAPTION_TOO_LONG)
+        reference = params.get("document")
+        upload = uploads.get("document")
+        if upload is None and isinstance(reference, str) and reference.startswith("attach://"):
+            upload = uploads.get(reference.removeprefix("attach://"))
+        if upload is None and isinstance(reference, str) and reference in self._files:
+            before = self._files[reference]
+            upload = Upload(before.filename, before.mime_type, before.content)
+        if upload is None:
+            raise _ApiError(400, WRONG_FILE_ID if reference else NO_DOCUMENT)
+        if len(upload.content) > UPLOAD_LIMIT:
+            raise _ApiError(413, TOO_LARGE)
+        if not upload.content:
+            raise _ApiError(400, FILE_EMPTY)
+        number = next(self._file_ids)
+        file_id = f"BQACAgQAAxkDAAI{number:08d}"
+        document = {
+            "file_id": file_id,
+            "file_unique_id": f"AgAD{number:08d}",
+            "file_name": upload.filename,
+            "mime_type": upload.content_type,
+            "file_size": len(upload.content),
+        }
+        content: dict[str, Any] = {"document": document}
+        if isinstance(caption, str) and caption:
+            content["caption"] = caption
+        message = self._store_sent(params, content)
+        sent = SentDocument(
+            chat_id=params["chat_id"],
+            message_id=message["message_id"],
+            filename=upload.filename,
+            mime_type=upload.content_type,
+            content=upload.content,
+            caption=content.get("caption"),
+        )
+        self.documents.append(sent)
+        self._files[file_id] = sent
         return message
 
     def _target(self, params: dict[str, Any]) -> _BotMessage | None:

@@ -23,8 +23,10 @@ from bot.chat.buttons import (
     Category,
     ChangeCart,
     Checkout,
+    ChooseHandover,
     ChooseLanguage,
     ChoosePhone,
+    ChooseZone,
     ConfirmOrder,
     DropProduct,
     EmptyCart,
@@ -48,6 +50,7 @@ from bot.chat.events import (
 from bot.chat.facts import Facts, OrderView, Shop
 from bot.chat.model import Button, ChatState, Inbound, Reply, Step
 from bot.chat.steps import step
+from bot.handover import Handover
 from bot.texts import kes, minutes, reason_text, say, status_text
 from payments.daraja_client import MAX_AMOUNT
 from payments.limits import LimitHit, LimitKind
@@ -1095,6 +1098,10 @@ EVERY_ACTION: list[Action] = [
     ChoosePhone("other"),
     *(OnOrder(verb, 17) for verb in VERBS),
     OnOrder("retry", 2**31 - 1),
+    ChooseHandover(Handover.PICKUP),
+    ChooseHandover(Handover.DELIVERY),
+    ChooseZone(0),
+    ChooseZone(12),
     ChooseLanguage("en"),
     ChooseLanguage("sw"),
 ]

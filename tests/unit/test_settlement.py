@@ -200,9 +200,33 @@ def test_payment_transition_table_is_enforced(
             check_payment_transition(current, target)
 
 
-def test_paid_is_final() -> None:
+def test_paid_is_final_and_only_a_refund_takes_a_paid_order_back() -> None:
     assert PAYMENT_TRANSITIONS[PaymentStatus.PAID] == frozenset()
-    assert ORDER_TRANSITIONS[OrderStatus.PAID] == frozenset()
+    assert ORDER_TRANSITIONS[OrderStatus.PAID] == {OrderStatus.REFUND_PENDING}
+    assert ORDER_TRANSITIONS[OrderStatus.REFUND_PENDING] == {OrderStatus.REFUNDED}
+    assert ORDER_TRANSITIONS[OrderStatus.REFUNDED] == frozenset()
+
+
+def test_every_order_status_is_reachable_from_a_new_order() -> None:
+    reached, frontier = {OrderStatus.AWAITING_PAYMENT}, [OrderStatus.AWAITING_PAYMENT]
+    while frontier:
+        for target in ORDER_TRANSITIONS[frontier.pop()] - reached:
+            reached.add(target)
+            frontier.append(target)
+    assert reached == set(OrderStatus)
+
+
+@pytest.mark.parametrize("status", [OrderStatus.REFUND_PENDING, OrderStatus.REFUNDED])
+def test_money_for_an_order_the_shop_called_off_is_extra_and_keeps_its_status(
+    status: OrderStatus,
+) -> None:
+    """Late money for an order being refunded: the order stays as it is (no way back to
+    paid), and the merchant is asked to look at it."""
+    s = settle(replace(PENDING, order_status=status), PAID_CALLBACK)
+    assert (s.after.status, s.after.order_status) == (PaymentStatus.PAID, status)
+    assert s.messages[1].payload["why"] == "order_refunded"
+    failed = settle(replace(PENDING, order_status=status), CANCELLED_CALLBACK)
+    assert failed.messages == ()  # its money was paid: "failed" would only alarm
 
 
 @pytest.mark.parametrize("current", list(OrderStatus))
