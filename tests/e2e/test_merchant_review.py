@@ -26,7 +26,7 @@ from payments.phone import mask_msisdn
 from payments.settlement import ArrivedMoney
 from payments.simulator import rules
 from payments.unmatched import UnmatchedReason, record_unmatched
-from storage.schema import orders, payments, review_actions, unmatched_payments
+from storage.schema import orders, payments, products, review_actions, unmatched_payments
 from tests.conftest import RunningDuka
 from tests.e2e import test_telegram_shop as tg
 from tests.e2e import test_whatsapp_shop as wa
@@ -602,6 +602,46 @@ async def test_a_customer_sending_merchant_commands_gets_no_merchant_data(
     assert (await unmatched(duka, "TKC1C2C3C4")).status == "open"
     assert await audit_rows(duka) == []
     assert side.customer_deliveries("Paid!") == 0
+
+
+async def test_a_customer_trying_every_shop_command_changes_and_learns_nothing(
+    side: ChatSide,
+) -> None:
+    """The shop's own commands (stock, prices, moving orders on, refunds, reports, the CSV)
+    from a customer's chat: answered as a customer's words, and nothing changes."""
+    duka = side.duka
+    order = await order_in_review(side)
+    ref = order.reference
+    async with duka.engine.connect() as conn:
+        before = (await conn.execute(select(products).order_by(products.c.sku))).all()
+    for command in (
+        "/today",
+        f"/order {ref}",
+        "/stock",
+        "/stock unga 1",
+        "/price unga 1",
+        "/hide unga",
+        "/show unga",
+        f"/ready {ref}",
+        f"/out {ref}",
+        f"/delivered {ref}",
+        f"/collected {ref}",
+        f"/cancel {ref} no reason",
+        f"/refunded {ref}",
+        "/report week",
+        "/export week",
+    ):
+        answer = await side.customer_sends(command)
+        assert not answer.startswith(REPLY_STARTS), (command, answer)
+        assert ref not in answer or command.startswith("/cancel"), (command, answer)
+    await a_moment_later()
+    for text in side.customer_texts():
+        assert not text.startswith(("Paid today", "Paid 20", "No order was paid", "Stock, "))
+    after_order = await order_by_id(duka, order.id)
+    assert (after_order.status, after_order.fulfilment) == ("needs_review", None)
+    async with duka.engine.connect() as conn:
+        assert (await conn.execute(select(products).order_by(products.c.sku))).all() == before
+    assert await audit_rows(duka) == []
 
 
 # --- 8. mistakes in the commands -------------------------------------------------------------

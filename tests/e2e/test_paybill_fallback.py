@@ -128,8 +128,13 @@ async def test_failed_push_message_offers_pay_by_paybill(shop: Shop) -> None:
         (PAYBILL_LABEL, f"paybill:{order.id}"),
         ("Cancel order", f"cancel:{order.id}"),
     ]
-    [failed] = await outbox_rows(shop.paybill.engine, order.id)
-    assert (failed["kind"], failed["status"]) == ("payment_failed", "sent")
+
+    # Shown first, then recorded as sent: the row may lag the screen by a moment.
+    async def sent() -> bool:
+        rows = await outbox_rows(shop.paybill.engine, order.id)
+        return [(r["kind"], r["status"]) for r in rows] == [("payment_failed", "sent")]
+
+    await wait_until(sent, what="the payment_failed message recorded as sent")
 
 
 async def test_pressing_pay_by_paybill_gives_the_paybill_account_and_amount(
