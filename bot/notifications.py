@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, case, func, insert, select, update
 
 from bot.channels.base import (
     Channel,
@@ -40,7 +40,7 @@ from bot.rendering import (
 )
 from bot.texts import item_lines
 from payments.outbox import OutboxStatus
-from payments.settlement import Audience, MessageKind
+from payments.settlement import PAYMENT_RESULTS, Audience, MessageKind
 from payments.states import OrderStatus
 from storage.engine import Database
 from storage.orders import (
@@ -60,6 +60,8 @@ MAX_BACKOFF = timedelta(minutes=5)
 STOP_GRACE_SECONDS = 10.0
 PROMPT_GRACE = timedelta(seconds=10)  # how long a result waits for its prompt's message id
 UNPROMPTED = frozenset({"c2b", "match"})  # payments made by hand: no prompt to wait for
+BATCH = 200  # rows read per delivery pass
+CHATS_AT_ONCE = 32  # chats being sent to at the same time (each chat's rows in order)
 GIVE_UP_AFTER_ATTEMPTS = 60  # about four hours of failures at the longest back-off
 # How many buttons a merchant's chat shows under one message: an inline keyboard holds 100,
 # WhatsApp three reply buttons; other chats (the terminal demo) none a merchant can press.
@@ -145,22 +147,35 @@ class OutboxDispatcher:
             return await self._deliver_pass()
 
     async def _deliver_pass(self) -> int:
+        """Due messages, many chats at once (a platform's round trip, not its rate, would
+        otherwise set the pace), each chat's in order."""
         now = self._clock()
         await self._db.transaction(_fan_out_to_merchants, self._merchants, now)
-        due = await self._db.transaction(_due, now, 50)
-        sent = 0
+        due = await self._db.transaction(_due, now, BATCH)
+        chats: dict[tuple[str, object], list[_Due]] = {}
         for row in due:
-            if self._stopping:
-                break
-            try:
-                sent += await self._deliver(row)
-            except Exception as exc:
-                # One bad row (a bug, odd data) must not hold up every message behind it.
-                log.exception("outbox %d cannot be delivered; setting it aside", row.id)
-                await self._db.transaction(
-                    _fail, row.id, f"{type(exc).__name__}: {exc}", self._clock()
-                )
-        return sent
+            chats.setdefault(_chat_of(row), []).append(row)
+        room = asyncio.Semaphore(CHATS_AT_ONCE)
+
+        async def one_chat(rows: list[_Due]) -> int:
+            sent = 0
+            async with room:
+                for row in rows:
+                    if self._stopping:
+                        break
+                    sent += await self._deliver_or_set_aside(row)
+            return sent
+
+        return sum(await asyncio.gather(*(one_chat(rows) for rows in chats.values())))
+
+    async def _deliver_or_set_aside(self, row: _Due) -> bool:
+        try:
+            return await self._deliver(row)
+        except Exception as exc:
+            # One bad row (a bug, odd data) must not hold up every message behind it.
+            log.exception("outbox %d cannot be delivered; setting it aside", row.id)
+            await self._db.transaction(_fail, row.id, f"{type(exc).__name__}: {exc}", self._clock())
+            return False
 
     async def _deliver(self, row: _Due) -> bool:
         delivery = await self._db.transaction(_render, row, self._clock(), self._paybill)
@@ -257,13 +272,22 @@ def _fan_out_to_merchants(conn: Connection, recipients: Sequence[str], now: date
         )
 
 
+def _chat_of(row: _Due) -> tuple[str, object]:
+    """Whose chat a row goes to, as far as is known before rendering it."""
+    if row.audience is Audience.MERCHANT:
+        return ("merchant", row.recipient)
+    return ("customer", row.customer_id)
+
+
 def _due(conn: Connection, now: datetime, limit: int) -> list[_Due]:
+    # Payment results first: in a rush they are what customers wait for, phone in hand.
+    urgent = case((outbox.c.kind.in_(sorted(PAYMENT_RESULTS)), 0), else_=1)
     rows = conn.execute(
         select(outbox)
         .where(outbox.c.status == OutboxStatus.PENDING)
         .where(outbox.c.next_attempt_at <= now)
         .where((outbox.c.audience == Audience.CUSTOMER) | outbox.c.recipient.is_not(None))
-        .order_by(outbox.c.id)
+        .order_by(urgent, outbox.c.id)
         .limit(limit)
     )
     return [

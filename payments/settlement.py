@@ -65,6 +65,18 @@ class MessageKind(StrEnum):
         return Audience.MERCHANT if self in _MERCHANT_KINDS else Audience.CUSTOMER
 
 
+# What a customer waits for with the phone in hand: sent before anything else in a rush.
+PAYMENT_RESULTS = frozenset(
+    {
+        MessageKind.PAYMENT_PAID,
+        MessageKind.PAYMENT_FAILED,
+        MessageKind.PAYMENT_UNDER_REVIEW,
+        MessageKind.PAYMENT_UNCONFIRMED,
+        MessageKind.PAYMENT_CHECKING,
+    }
+)
+
+
 class Audience(StrEnum):
     CUSTOMER = "customer"
     MERCHANT = "merchant"

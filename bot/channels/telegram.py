@@ -35,7 +35,7 @@ from telegram.error import (
     RetryAfter,
     TelegramError,
 )
-from telegram.ext import AIORateLimiter, Application, ContextTypes, TypeHandler
+from telegram.ext import Application, ContextTypes, TypeHandler
 
 from bot.channels.base import (
     DeliveryError,
@@ -45,16 +45,25 @@ from bot.channels.base import (
     Undeliverable,
     handle_inbound,
 )
+from bot.channels.telegram_budget import Priority, PriorityRateLimiter
 from bot.chat.engine import Conversation
 from bot.chat.model import Document, Inbound, Location, Reply
 from bot.config import TelegramSettings
 from bot.merchant import MerchantDesk
 from bot.texts import say
 from payments.http_body import MAX_BODY_READ_SECONDS, chat_webhook_refusal, read_limited
+from payments.settlement import PAYMENT_RESULTS, Audience, MessageKind
 
 log = logging.getLogger(__name__)
 NOT_MODIFIED = "message is not modified"
-CONCURRENT_UPDATES = 16
+# Updates handled at once. Many: a handler that waits for the sending budget must not keep
+# another customer's button press from being acknowledged (answerCallbackQuery is free).
+CONCURRENT_UPDATES = 1024
+# The outbox's messages, by urgency: what a customer waits for with the phone in hand first.
+NOTICE_PRIORITY: dict[str, Priority] = {
+    **{kind: Priority.PAYMENT_RESULT for kind in PAYMENT_RESULTS},
+    **{kind: Priority.MERCHANT for kind in MessageKind if kind.audience is Audience.MERCHANT},
+}
 STARTUP_WAIT_SECONDS = 10.0
 MAX_UPDATE_BYTES = 1024 * 1024  # Telegram's updates are a few KB: a bigger body is not one
 # What a body that is not an update makes json.loads or PTB's de_json raise: bad JSON or
@@ -90,7 +99,7 @@ class TelegramChannel:
         builder = (
             Application.builder()
             .token(settings.token)
-            .rate_limiter(AIORateLimiter(max_retries=1))
+            .rate_limiter(PriorityRateLimiter(max_retries=1))
             .concurrent_updates(CONCURRENT_UPDATES)
         )
         if settings.api_base_url:
@@ -234,10 +243,19 @@ class TelegramChannel:
     # --- messages out --------------------------------------------------------------------
 
     async def notify(self, chat_id: str, notice: Notice, *, replace: str | None = None) -> str:
-        """Outbox messages go out like any reply: no window limits what we may send."""
-        return await self.send(chat_id, notice.reply, replace=replace)
+        """Outbox messages go out like any reply (no window limits what we may send), in
+        the order of their urgency when the budget is short (``telegram_budget``)."""
+        priority = NOTICE_PRIORITY.get(notice.kind, Priority.OTHER)
+        return await self.send(chat_id, notice.reply, replace=replace, priority=priority)
 
-    async def send(self, chat_id: str, reply: Reply, *, replace: str | None = None) -> str:
+    async def send(
+        self,
+        chat_id: str,
+        reply: Reply,
+        *,
+        replace: str | None = None,
+        priority: Priority = Priority.REPLY,
+    ) -> str:
         """Send (or edit in place) and return the message id; raises the base.* errors."""
         if reply.document is not None:
             return await self._send_document(chat_id, reply, reply.document)
@@ -251,6 +269,7 @@ class TelegramChannel:
                         chat_id=int(chat_id),
                         message_id=int(replace),
                         reply_markup=inline,
+                        rate_limit_args=priority,
                     )
                     return replace
                 except BadRequest as exc:
@@ -277,7 +296,9 @@ class TelegramChannel:
                 markup = ReplyKeyboardRemove()
             else:
                 markup = inline
-            message = await bot.send_message(int(chat_id), reply.text, reply_markup=markup)
+            message = await bot.send_message(
+                int(chat_id), reply.text, reply_markup=markup, rate_limit_args=priority
+            )
             return str(message.message_id)
         except RetryAfter as exc:
             raise RetryLater(_seconds(exc.retry_after)) from exc

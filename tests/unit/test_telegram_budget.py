@@ -1,0 +1,115 @@
+"""Telegram's sending budget (bot/channels/telegram_budget.py): counted calls are spaced
+to the rate, the most urgent waiting call goes first, uncounted calls (button
+acknowledgements) never wait, and a 429 pauses the counted calls, then retries once."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import warnings
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from telegram.error import RetryAfter
+
+from bot.channels.telegram_budget import Priority, PriorityRateLimiter
+
+RATE = 50.0  # calls a second: fast enough for a test, slow enough to queue
+
+
+class Calls:
+    """The Bot API as the limiter sees it: records when each call went, by its name."""
+
+    def __init__(self) -> None:
+        self.went: list[tuple[str, float]] = []
+        self.refuse: dict[str, int] = {}  # name -> 429s still to answer
+
+    async def call(self, name: str) -> dict[str, Any]:
+        self.went.append((name, asyncio.get_running_loop().time()))
+        if self.refuse.get(name):
+            self.refuse[name] -= 1
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                raise RetryAfter(timedelta(milliseconds=100))
+        return {"ok": name}
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.went]
+
+
+async def send(
+    limiter: PriorityRateLimiter,
+    calls: Calls,
+    name: str,
+    priority: Priority | None = None,
+    *,
+    counted: bool = True,
+) -> Any:
+    data = {"chat_id": 1} if counted else {"callback_query_id": "7"}
+    return await limiter.process_request(
+        calls.call, (name,), {}, "sendMessage", data, None if priority is None else int(priority)
+    )
+
+
+async def test_counted_calls_never_go_faster_than_the_rate() -> None:
+    limiter, calls = PriorityRateLimiter(RATE), Calls()
+    await asyncio.gather(*(send(limiter, calls, f"m{i}") for i in range(10)))
+    times = [t for _, t in calls.went]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= 1 / RATE * 0.95  # the loop's clock, not a stopwatch: exact spacing
+
+
+async def test_a_payment_result_overtakes_the_replies_already_waiting() -> None:
+    limiter, calls = PriorityRateLimiter(RATE), Calls()
+    replies = [asyncio.create_task(send(limiter, calls, f"reply{i}")) for i in range(6)]
+    await asyncio.sleep(0)  # the replies are queued (the first one has gone)
+    merchant = asyncio.create_task(send(limiter, calls, "merchant", Priority.MERCHANT))
+    await asyncio.sleep(0)
+    paid = asyncio.create_task(send(limiter, calls, "paid", Priority.PAYMENT_RESULT))
+    await asyncio.gather(*replies, merchant, paid)
+    names = calls.names()
+    assert names[:2] == ["reply0", "paid"]
+    assert names[-1] == "merchant"
+    assert [n for n in names if n.startswith("reply")] == [f"reply{i}" for i in range(6)]
+
+
+async def test_an_uncounted_call_does_not_wait_for_the_queue() -> None:
+    """answerCallbackQuery has no chat_id: Telegram does not count it, nor do we."""
+    limiter, calls = PriorityRateLimiter(RATE), Calls()
+    queued = [asyncio.create_task(send(limiter, calls, f"reply{i}")) for i in range(10)]
+    await asyncio.sleep(0)
+    await send(limiter, calls, "ack", counted=False)
+    assert calls.names()[:2] == ["reply0", "ack"]
+    await asyncio.gather(*queued)
+
+
+async def test_a_429_pauses_the_counted_calls_then_the_call_is_tried_once_more() -> None:
+    limiter, calls = PriorityRateLimiter(RATE), Calls()
+    calls.refuse["first"] = 1
+    first = asyncio.create_task(send(limiter, calls, "first"))
+    await asyncio.sleep(0.01)  # "first" was refused: the pause is set
+    await send(limiter, calls, "second")
+    assert await first == {"ok": "first"}
+    went = dict(reversed(calls.went))  # each name's first time
+    assert calls.names().count("first") == 2
+    assert went["second"] - went["first"] >= 0.1  # waited for retry_after
+
+
+async def test_a_second_429_reaches_the_caller() -> None:
+    limiter, calls = PriorityRateLimiter(RATE), Calls()
+    calls.refuse["stubborn"] = 2
+    with pytest.raises(RetryAfter):
+        await send(limiter, calls, "stubborn")
+
+
+async def test_a_caller_that_gives_up_does_not_use_a_slot() -> None:
+    limiter, calls = PriorityRateLimiter(RATE), Calls()
+    first = asyncio.create_task(send(limiter, calls, "first"))
+    quitter = asyncio.create_task(send(limiter, calls, "quitter"))
+    last = asyncio.create_task(send(limiter, calls, "last"))
+    await asyncio.sleep(0)
+    quitter.cancel()
+    await asyncio.gather(first, last)
+    assert calls.names() == ["first", "last"]
+    await limiter.shutdown()
