@@ -31,20 +31,25 @@ from bot.chat.engine import Conversation
 from bot.chat.flood import FloodGate
 from bot.config import AppConfig, ConfigError
 from bot.daily_summary import DailySummary
+from bot.health import BackgroundTasks, ready_response
 from bot.http_logging import RedactingAccessLogger
 from bot.merchant import MerchantDesk
+from bot.metrics_http import metrics_handler, serve_apart
 from bot.notifications import OutboxDispatcher
+from bot.startup import opened_database
 from payments.c2b_webhook import INTAKE as C2B_INTAKE
 from payments.c2b_webhook import C2BIntake, c2b_paths, c2b_routes
 from payments.daraja_client import DarajaClient
 from payments.http_body import MAX_BODY_READ_SECONDS
 from payments.inbox import CallbackInbox
+from payments.metrics import Metrics
 from payments.reconciler import Reconciler
+from payments.retention import Pruner
 from payments.service import PaymentService, utc_now
 from payments.settings import DarajaEnvironment
 from payments.simulator import RunningSimulator, SimulatorConfig, start_simulator
 from payments.webhook import INBOX, CallbackPath, callback_routes
-from storage.engine import Database, migrate
+from storage.engine import Database
 from storage.sealed_rows import WrongDataKey, check_key, rekey
 from storage.sealing import CannotUnseal, Sealer
 
@@ -62,6 +67,9 @@ DISPATCHER = web.AppKey("outbox_dispatcher", OutboxDispatcher)
 TELEGRAM = web.AppKey("telegram_channel", TelegramChannel)
 WHATSAPP = web.AppKey("whatsapp_channel", WhatsAppChannel)
 MERCHANT_DESK = web.AppKey("merchant_desk", MerchantDesk)
+METRICS = web.AppKey("metrics", Metrics)
+BACKGROUND = web.AppKey("background_tasks", BackgroundTasks)  # what /readyz checks
+METRICS_URL = web.AppKey("metrics_url", str)  # set when /metrics has a port of its own
 
 
 def build_app(
@@ -92,6 +100,8 @@ def build_app(
         middlewares=[_error_middleware(_secret_paths(config))],
     )
     app[CONFIG] = config
+    app[METRICS] = Metrics()
+    app[BACKGROUND] = BackgroundTasks()
     app.add_routes(
         callback_routes(callback_path, config.callback_sources, read_seconds=read_seconds)
     )
@@ -103,7 +113,12 @@ def build_app(
                 read_seconds=read_seconds,
             )
         )
-    app.add_routes([web.get("/healthz", _health)])
+    app.add_routes([web.get("/healthz", _health), web.get("/readyz", _ready)])
+    scrape = metrics_handler(
+        app[METRICS], lambda: app.get(DATABASE), app[BACKGROUND], clock, config.metrics_token
+    )
+    if config.metrics_port is None:
+        app.add_routes([web.get("/metrics", scrape)])
     if config.telegram is not None and config.telegram.webhook_url:
         app.add_routes([web.post(config.telegram.webhook_path, _to_channel(TELEGRAM, "webhook"))])
     if config.whatsapp is not None:
@@ -121,8 +136,11 @@ def build_app(
     app.cleanup_ctx.append(_settlement(clock, run_reconciler))
     if config.daily_summary_at is not None:
         app.cleanup_ctx.append(_daily_summary(config.daily_summary_at, clock))
+    app.cleanup_ctx.append(_retention(clock))
     if reload_catalog_on_sighup and config.catalog_file is not None:
         app.cleanup_ctx.append(_catalog_reloads)
+    if config.metrics_port is not None:
+        app.cleanup_ctx.append(_metrics_apart(scrape, config.http_host, config.metrics_port))
     return app
 
 
@@ -145,6 +163,24 @@ async def _health(request: web.Request) -> web.Response:
     if inbox is None or not inbox.running:
         return web.json_response({"status": "callback inbox not running"}, status=503)
     return web.json_response({"status": "ok"})
+
+
+async def _ready(request: web.Request) -> web.Response:
+    """200 when the database answers at the code's schema and the background work runs."""
+    return await ready_response(request.app.get(DATABASE), request.app[BACKGROUND])
+
+
+def _metrics_apart(
+    scrape: Callable[[web.Request], Awaitable[web.Response]], host: str, port: int
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """``/metrics`` on ``DUKA_METRICS_PORT``, away from the port the internet reaches."""
+
+    async def metrics_apart(app: web.Application) -> AsyncIterator[None]:
+        async with serve_apart(scrape, host, port) as url:
+            app[METRICS_URL] = url
+            yield
+
+    return metrics_apart
 
 
 def _error_middleware(secret_paths: tuple[CallbackPath, ...]) -> Middleware:
@@ -187,16 +223,13 @@ def _to_channel(
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
-    database = Database(app[CONFIG].database_url, app[CONFIG].sealer)
-    try:
-        await migrate(database.engine)
+    # Held open under the server lock (SQLite), which `duka restore` checks for.
+    async with opened_database(app[CONFIG]) as database:
         await _check_data_key(database, app[CONFIG].sealer)
         await database.transaction(sync_catalog, app[CONFIG].catalog)
         app[DATABASE] = database
         app[ENGINE] = database.engine
         yield
-    finally:
-        await database.dispose()
 
 
 async def _check_data_key(database: Database, sealer: Sealer) -> None:
@@ -241,7 +274,7 @@ async def _daraja(app: web.Application) -> AsyncIterator[None]:
             settings = dataclasses.replace(settings, base_url=simulator.base_url)
             log.info("embedded Daraja simulator at %s", simulator.base_url)
         http = await stack.enter_async_context(httpx.AsyncClient())
-        client = DarajaClient(settings, http)
+        client = DarajaClient(settings, http, metrics=app[METRICS])
         app[DARAJA] = client
         if SIMULATOR in app and settings.c2b_confirmation_url:
             # The embedded simulator is new at every start: register as `duka c2b-register`
@@ -253,6 +286,7 @@ async def _daraja(app: web.Application) -> AsyncIterator[None]:
             query_after_seconds=config.reconcile.query_after_seconds,
             on_applied=lambda: _wake_dispatcher(app),  # the dispatcher is made later
             limits=config.prompt_limits,
+            metrics=app[METRICS],
         )
         yield
 
@@ -282,6 +316,7 @@ def _chat(
             shop_name_sw=config.shop_name_sw,
             handover=config.handover,
             hold_stock_for=timedelta(seconds=config.reconcile.expire_after_seconds),
+            metrics=app[METRICS],
         )
         app[CONVERSATION] = conversation
         channels: dict[str, Channel] = {}
@@ -291,7 +326,13 @@ def _chat(
             recipients.append(f"{terminal.name}:{MERCHANT_CHAT}")
         recipients += [f"whatsapp:{number}" for number in config.merchant_whatsapp_numbers]
         dispatcher = OutboxDispatcher(
-            app[DATABASE], channels, recipients, clock, dispatch_seconds or 1.0, paybill=paybill
+            app[DATABASE],
+            channels,
+            recipients,
+            clock,
+            dispatch_seconds or 1.0,
+            paybill=paybill,
+            metrics=app[METRICS],
         )
         app[DISPATCHER] = dispatcher
         # Whoever may send merchant commands: the same chats that get merchant messages.
@@ -325,9 +366,11 @@ def _chat(
             )
             channels[telegram.name] = telegram
             app[TELEGRAM] = telegram
+            app[BACKGROUND].watch("telegram", lambda: telegram is not None and telegram.running)
         task = None
         if dispatch_seconds is not None:
             task = asyncio.create_task(dispatcher.run_forever(), name="outbox-dispatcher")
+            app[BACKGROUND].watch_task("outbox_dispatcher", task)
         try:
             if telegram is not None:
                 # Telegram being down must not keep the payment callbacks from being served.
@@ -354,12 +397,28 @@ def _daily_summary(
     async def daily_summary(app: web.Application) -> AsyncIterator[None]:
         summary = DailySummary(app[DATABASE], at, clock, on_queued=app[DISPATCHER].wake)
         task = asyncio.create_task(summary.run_forever(), name="daily-summary")
+        app[BACKGROUND].watch_task("daily_summary", task)
         try:
             yield
         finally:
             await summary.stop(task)
 
     return daily_summary
+
+
+def _retention(clock: Callable[[], datetime]) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Old rows pruned in the background, in small batches (``payments.retention``)."""
+
+    async def retention(app: web.Application) -> AsyncIterator[None]:
+        pruner = Pruner(app[DATABASE], app[CONFIG].retention, clock)
+        task = asyncio.create_task(pruner.run_forever(), name="retention")
+        app[BACKGROUND].watch_task("retention", task)
+        try:
+            yield
+        finally:
+            await pruner.stop(task)
+
+    return retention
 
 
 async def _catalog_reloads(app: web.Application) -> AsyncIterator[None]:
@@ -378,16 +437,30 @@ def _settlement(
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def settlement(app: web.Application) -> AsyncIterator[None]:
         app[C2B_INTAKE] = C2BIntake(app[DATABASE], clock, app[DISPATCHER].wake)
+        metrics = app[METRICS]
         reconciler = Reconciler(
-            app[DATABASE], app[DARAJA], app[CONFIG].reconcile, clock, app[DISPATCHER].wake
+            app[DATABASE],
+            app[DARAJA],
+            app[CONFIG].reconcile,
+            clock,
+            app[DISPATCHER].wake,
+            metrics=metrics,
         )
         app[RECONCILER] = reconciler
         inbox = CallbackInbox(
-            app[DATABASE], clock, on_applied=app[DISPATCHER].wake, on_held=reconciler.wake
+            app[DATABASE],
+            clock,
+            on_applied=app[DISPATCHER].wake,
+            on_held=reconciler.wake,
+            metrics=metrics,
         )
         inbox.start()
         app[INBOX] = inbox
-        task = asyncio.create_task(reconciler.run_forever()) if run_reconciler else None
+        app[BACKGROUND].watch("callback_inbox", lambda: inbox.running)
+        task = None
+        if run_reconciler:
+            task = asyncio.create_task(reconciler.run_forever(), name="reconciler")
+            app[BACKGROUND].watch_task("reconciler", task)
         try:
             yield
         finally:

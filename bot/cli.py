@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import httpx
 from aiohttp import web
 
-from bot import reports
+from bot import backups, reports, startup
 from bot.app import access_logger_for, build_app
 from bot.catalog import CatalogError, CatalogFile
 from bot.catalog_import import (
@@ -83,14 +83,26 @@ def main(argv: list[str] | None = None) -> int:
     catalog_import.add_argument(
         "file", type=Path, metavar="FILE", help="TOML with [[products]] tables, as DUKA_CATALOG"
     )
+    backup = commands.add_parser(
+        "backup",
+        help="copy the SQLite database to FILE, consistently, while the server runs "
+        "(for PostgreSQL: prints the pg_dump command); see docs/operations.md",
+    )
+    backup.add_argument("file", type=Path, metavar="FILE")
+    restore = commands.add_parser(
+        "restore",
+        help="put backup FILE in place of the SQLite database (the server must be stopped; "
+        "the replaced database is kept beside it)",
+    )
+    restore.add_argument("file", type=Path, metavar="FILE")
     simulator = commands.add_parser("simulator", help="run the Daraja simulator on its own")
     simulator.add_argument("--host", default="127.0.0.1")
     simulator.add_argument("--port", type=int, default=8090)
     simulator.add_argument("--callback-delay", type=float, default=2.0, metavar="SECONDS")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    configure_logging(args.log_level.upper())
     try:
+        configure_logging(startup.log_level(args.log_level))
         if args.command == "serve":
             return _serve()
         if args.command == "c2b-register":
@@ -103,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
             return _export(args.first, args.last, args.out, print)
         if args.command == "catalog":
             return _catalog_import(args.file, print)
+        if args.command == "backup":
+            return backups.backup(args.file, print)
+        if args.command == "restore":
+            return backups.restore(args.file, print)
         if args.command == "demo":
             from bot import demo as demo_command
 
@@ -110,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                 script=args.script,
                 callback_delay_seconds=args.callback_delay,
                 log_file=args.log_file or demo_command.default_log_file(),
-                log_level=args.log_level.upper(),
+                log_level=startup.log_level(args.log_level),
             )
         from payments.simulator import SimulatorConfig, run_simulator_forever
 
@@ -126,13 +142,21 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve() -> int:
     config = load_config()
-    web.run_app(
-        build_app(config, reload_catalog_on_sighup=True),
-        host=config.http_host,
-        port=config.http_port,
-        access_log_class=access_logger_for(config),
-        print=lambda text: logging.getLogger("duka").info(text.strip()),
-    )
+    startup.log_start_warnings(config, logging.getLogger("duka"))
+    try:
+        web.run_app(
+            build_app(config, reload_catalog_on_sighup=True),
+            host=config.http_host,
+            port=config.http_port,
+            access_log_class=access_logger_for(config),
+            print=lambda text: logging.getLogger("duka").info(text.strip()),
+        )
+    except OSError as exc:
+        # Binding comes after start-up: the port is known to be taken only then.
+        problem = startup.port_unusable(config, exc)
+        if problem is None:
+            raise
+        raise problem from None
     return 0
 
 

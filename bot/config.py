@@ -9,6 +9,7 @@ all together, so that one start-up lists every missing or wrong one (``ConfigErr
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import math
 import os
@@ -42,6 +43,7 @@ from payments.callback_sources import (
 )
 from payments.limits import PromptLimits
 from payments.phone import InvalidPhoneNumber, normalize_msisdn
+from payments.retention import RetentionSettings
 from payments.settings import (
     BANNED_CALLBACK_WORDS,
     DARAJA_BASE_URLS,
@@ -225,10 +227,17 @@ class AppConfig:
     whatsapp: WhatsAppSettings | None = None  # None: no WhatsApp settings, channel off
     merchant_whatsapp_numbers: tuple[str, ...] = ()  # 2547XXXXXXXX
     prompt_limits: PromptLimits = field(default_factory=PromptLimits)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)  # days kept
     callback_sources: CallbackSources = field(
         default_factory=lambda: CallbackSources(IpMode.LOG, frozenset())
     )
     chat_events_per_10_seconds: int = 20  # more from one chat: answered once, then ignored
+    metrics_port: int | None = None  # DUKA_METRICS_PORT: /metrics apart; None: the main port
+    metrics_token: str = field(default="", repr=False)  # DUKA_METRICS_TOKEN: bearer for /metrics
+    # Where http_port and database_url came from (config.toml key or environment variable),
+    # for the start-up errors found only when they are used (port taken, database down).
+    http_port_key: str = "DUKA_HTTP_PORT"
+    database_url_key: str = "DUKA_DATABASE_URL"
     # Seals phone numbers at rest (DUKA_DATA_KEY); see storage.sealing.
     sealer: Sealer = field(default_factory=lambda: Sealer(secrets.token_bytes(32)), repr=False)
 
@@ -264,6 +273,12 @@ _KNOWN_KEYS: dict[str, set[str]] = {
         "sweep_interval_seconds",
     },
     "simulator": {"callback_delay_seconds"},
+    "retention": {
+        "query_answers_days",
+        "sent_messages_days",
+        "inbound_ids_days",
+        "callback_bodies_days",
+    },
     "limits": {
         "prompts_per_phone_per_10_minutes",
         "prompts_per_phone_per_day",
@@ -343,11 +358,16 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> AppConfig:
 
     shop_name = _text("shop.name", shop.get("name", "Duka Demo Shop"))
     shop_name_sw = _text("shop.name_sw", shop["name_sw"]) if "name_sw" in shop else ""
-    host = _text("DUKA_HTTP_HOST", env.get("DUKA_HTTP_HOST") or http.get("host", "127.0.0.1"))
-    port = _port(env.get("DUKA_HTTP_PORT") or http.get("port", 8080))
+    # A message names the key the value came from: the file's, or the environment's.
+    host_key = "DUKA_HTTP_HOST" if env.get("DUKA_HTTP_HOST") or "host" not in http else "http.host"
+    host = _text(host_key, env.get("DUKA_HTTP_HOST") or http.get("host", "127.0.0.1"))
+    port_key = "DUKA_HTTP_PORT" if env.get("DUKA_HTTP_PORT") or "port" not in http else "http.port"
+    port = _port(env.get("DUKA_HTTP_PORT") or http.get("port", 8080), port_key)
     database_url = env.get("DUKA_DATABASE_URL") or data.get("database", {}).get("url") or ""
+    database_key = "database.url" if database_url and not env.get("DUKA_DATABASE_URL") else ""
+    database_key = database_key or "DUKA_DATABASE_URL"
     database_url = database_url or "sqlite+aiosqlite:///var/duka.sqlite3"
-    _check_database_url(database_url)
+    _check_database_url(database_url, database_key)
     # Reported together: a deployment is not fixed one restart at a time.
     problems = _Problems()
     daraja = problems.check(lambda: _daraja(mpesa, env, host, port), None)
@@ -362,6 +382,8 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> AppConfig:
         http_host=host,
         http_port=port,
         database_url=database_url,
+        http_port_key=port_key,
+        database_url_key=database_key,
         catalog=tuple(_catalog(data.get("catalog", {}), env)),
         handover=_handover(shop),
         daily_summary_at=_daily_summary_at(shop),
@@ -371,8 +393,13 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> AppConfig:
         merchant_whatsapp_numbers=_merchant_numbers(data.get("merchant", {}), env),
         daraja=daraja,
         sealer=sealer,
+        metrics_port=_port(env["DUKA_METRICS_PORT"], "DUKA_METRICS_PORT")
+        if env.get("DUKA_METRICS_PORT", "").strip()
+        else None,
+        metrics_token=env.get("DUKA_METRICS_TOKEN", "").strip(),
         callback_sources=_callback_sources(env),
         reconcile=_reconcile(data.get("reconciliation", {})),
+        retention=_retention(data.get("retention", {})),
         prompt_limits=_prompt_limits(data.get("limits", {})),
         chat_events_per_10_seconds=_whole_number(
             "limits.chat_events_per_10_seconds",
@@ -510,8 +537,8 @@ def _environment(mpesa: Mapping[str, Any], env: Mapping[str, str]) -> DarajaEnvi
         return DarajaEnvironment(str(environment_text).strip().lower())
     except ValueError:
         raise ConfigError(
-            "MPESA_ENVIRONMENT",
-            f"{environment_text!r} is not an environment",
+            "MPESA_ENVIRONMENT" if env.get("MPESA_ENVIRONMENT") else "mpesa.environment",
+            f"{_shown(environment_text)} is not an environment",
             "use sandbox, production or simulator",
         ) from None
 
@@ -684,7 +711,7 @@ def _merchant_ids(section: Mapping[str, Any], env: Mapping[str, str]) -> tuple[i
         return tuple(int(p) for p in parts)
     except (TypeError, ValueError):
         raise ConfigError(
-            key, f"{parts!r} are not all numeric chat ids", "write e.g. 12345678,87654321"
+            key, f"{_shown(parts)} are not all numeric chat ids", "write e.g. 12345678,87654321"
         ) from None
 
 
@@ -729,7 +756,7 @@ def _whatsapp(section: Mapping[str, Any], env: Mapping[str, str]) -> WhatsAppSet
             raise ConfigError(
                 name,
                 "not set while other WHATSAPP_ settings are",
-                f"set all of {_WHATSAPP_SECRETS}",
+                f"set all of {', '.join(_WHATSAPP_SECRETS)}",
             )
     if not values["WHATSAPP_PHONE_NUMBER_ID"].isdigit():
         raise ConfigError(
@@ -844,8 +871,24 @@ def _prompt_limits(section: Mapping[str, Any]) -> PromptLimits:
 
 def _whole_number(key: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(key, f"{value!r} is not a whole number of at least 1", "use e.g. 3")
+        raise ConfigError(key, f"{_shown(value)} is not a whole number of at least 1", "use e.g. 3")
     return value
+
+
+def _retention(section: Mapping[str, Any]) -> RetentionSettings:
+    """``[retention]``: whole days, at least 1; see ``payments.retention``."""
+    defaults = RetentionSettings()
+    values = {}
+    for name in sorted(_KNOWN_KEYS["retention"]):
+        value = section.get(name, getattr(defaults, name))
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(
+                f"retention.{name}",
+                f"{value!r} is not a whole number of days of at least 1",
+                f"use e.g. {getattr(defaults, name)} (the default)",
+            )
+        values[name] = value
+    return RetentionSettings(**values)
 
 
 def _reconcile(section: Mapping[str, Any]) -> ReconcileSettings:
@@ -983,10 +1026,10 @@ def _check_http_url(key: str, url: str) -> None:
         raise ConfigError(key, "is not an http(s) URL", "use a full URL like https://host/path")
 
 
-def _check_database_url(url: str) -> None:
+def _check_database_url(url: str, key: str = "DUKA_DATABASE_URL") -> None:
     if not (url.startswith("sqlite+aiosqlite://") or url.startswith("postgresql+asyncpg://")):
         raise ConfigError(
-            "DUKA_DATABASE_URL",
+            key,
             f"{url.split('://')[0]!r} is not a supported async driver",
             "use sqlite+aiosqlite:///path/to/file.sqlite3 or postgresql+asyncpg://user@host/db",
         )
@@ -1007,7 +1050,7 @@ def _handover(shop: Mapping[str, Any]) -> HandoverOptions:
         if way not in set(Handover) or way in offers:
             raise ConfigError(
                 "shop.fulfilment",
-                f"{way!r} is not one of pickup, delivery (each once)",
+                f"{_shown(way)} is not one of pickup, delivery (each once)",
                 'use ["pickup"], ["delivery"] or ["pickup", "delivery"]',
             )
         offers.append(Handover(way))
@@ -1049,7 +1092,9 @@ def _zones(entries: object) -> tuple[Zone, ...]:
         fee = entry["fee"]
         if isinstance(fee, bool) or not isinstance(fee, int) or not 0 <= fee <= MAX_DELIVERY_FEE:
             raise ConfigError(
-                f"{where}.fee", f"{fee!r} is not whole shillings", f"use 0 to {MAX_DELIVERY_FEE}"
+                f"{where}.fee",
+                f"{_shown(fee)} is not whole shillings",
+                f"use 0 to {MAX_DELIVERY_FEE}",
             )
         zones.append(Zone(name, fee))
     return tuple(zones)
@@ -1075,31 +1120,39 @@ def _daily_summary_at(shop: Mapping[str, Any]) -> time | None:
 
 def _text(key: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(key, f"{value!r} is not a non-empty text", "set it to a text value")
+        raise ConfigError(key, f"{_shown(value)} is not a non-empty text", "set it to a text value")
     return value.strip()
 
 
-def _port(value: object) -> int:
+def _port(value: object, key: str = "DUKA_HTTP_PORT") -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ConfigError(key, f"{_shown(value)} is not a number", "use 1 to 65535")
     try:
         port = int(str(value))
     except ValueError:
-        raise ConfigError(
-            "DUKA_HTTP_PORT", f"{value!r} is not a number", "use 1 to 65535"
-        ) from None
+        raise ConfigError(key, f"{_shown(value)} is not a number", "use 1 to 65535") from None
     if not 0 <= port <= 65535:
-        raise ConfigError(
-            "DUKA_HTTP_PORT", f"{port} is out of range", "use 1 to 65535 (0: any free)"
-        )
+        raise ConfigError(key, f"{port} is out of range", "use 1 to 65535 (0: any free)")
     return port
+
+
+def _shown(value: object) -> str:
+    """A value as it is written in config.toml (or the environment), never Python's repr:
+    ``"abc"``, ``["abc", 1]``, ``true``."""
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _positive_number(key: str, value: object, *, allow_zero: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ConfigError(key, f"{value!r} is not a number", "use a positive number of seconds")
+        raise ConfigError(
+            key, f"{_shown(value)} is not a number", "use a positive number of seconds"
+        )
     try:
         number = float(value)
     except ValueError:
-        raise ConfigError(key, f"{value!r} is not a number", "use a positive number") from None
+        raise ConfigError(
+            key, f"{_shown(value)} is not a number", "use a positive number"
+        ) from None
     if number < 0 or (number == 0 and not allow_zero):
         raise ConfigError(key, f"{number} is not positive", "use a positive number")
     return number

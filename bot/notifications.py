@@ -39,6 +39,7 @@ from bot.rendering import (
     render_customer,
 )
 from bot.texts import item_lines
+from payments.metrics import Metrics
 from payments.outbox import OutboxStatus
 from payments.settlement import PAYMENT_RESULTS, Audience, MessageKind
 from payments.states import OrderStatus
@@ -101,8 +102,10 @@ class OutboxDispatcher:
         clock: Callable[[], datetime],
         poll_seconds: float = 1.0,
         paybill: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._db = database
+        self._metrics = metrics or Metrics()
         self._paybill = paybill  # offered after a failed push, when the fallback is on
         # Messages a platform refused for good, by (channel, kind): loud, and counted.
         self.undeliverable: Counter[tuple[str, str]] = Counter()
@@ -175,6 +178,7 @@ class OutboxDispatcher:
             # One bad row (a bug, odd data) must not hold up every message behind it.
             log.exception("outbox %d cannot be delivered; setting it aside", row.id)
             await self._db.transaction(_fail, row.id, f"{type(exc).__name__}: {exc}", self._clock())
+            self._metrics.failed(_channel_of(row), "error")
             return False
 
     async def _deliver(self, row: _Due) -> bool:
@@ -185,15 +189,18 @@ class OutboxDispatcher:
             return False
         if delivery is None:
             await self._db.transaction(_fail, row.id, "no recipient", self._clock())
+            self._metrics.failed(_channel_of(row), "no_recipient")
             return False
         if delivery.blocked_customer is not None:
             await self._db.transaction(_fail, row.id, "the customer blocked the bot", self._clock())
+            self._metrics.failed(delivery.channel, "blocked")
             return False
         channel = self._channels.get(delivery.channel)
         if channel is None:
             await self._db.transaction(
                 _fail, row.id, f"channel {delivery.channel} is off", self._clock()
             )
+            self._metrics.failed(delivery.channel, "channel_off")
             return False
         try:
             message_id = await channel.notify(
@@ -202,6 +209,7 @@ class OutboxDispatcher:
         except RecipientGone as exc:
             log.warning("outbox %d: recipient gone (%s); not retrying", row.id, exc)
             await self._db.transaction(_gone, row, str(exc), self._clock())
+            self._metrics.failed(delivery.channel, "recipient_gone")
             return False
         except Undeliverable as exc:
             self.undeliverable[(delivery.channel, row.kind)] += 1
@@ -213,15 +221,19 @@ class OutboxDispatcher:
                 exc,
             )
             await self._db.transaction(_fail, row.id, str(exc), self._clock())
+            self._metrics.failed(delivery.channel, "undeliverable")
             return False
         except RetryLater as exc:
             await self._db.transaction(_retry, row, exc.after_seconds, str(exc), self._clock())
+            self._count_if_given_up(row, delivery.channel)
             return False
         except DeliveryError as exc:
             backoff = min(MAX_BACKOFF.total_seconds(), 2.0 ** min(row.attempts, 10))
             log.warning("outbox %d: %s; retrying in %g s", row.id, exc, backoff)
             await self._db.transaction(_retry, row, backoff, str(exc), self._clock())
+            self._count_if_given_up(row, delivery.channel)
             return False
+        self._metrics.sent(delivery.channel)
         # Once the platform accepted it, recording that must not be lost to a busy database:
         # an unrecorded row would be sent again.
         for attempt in range(3):
@@ -234,6 +246,16 @@ class OutboxDispatcher:
                 )
                 await asyncio.sleep(0.5 * (attempt + 1))
         return True
+
+    def _count_if_given_up(self, row: _Due, channel: str) -> None:
+        """``_retry`` fails a row for good at its last attempt: counted as given up."""
+        if row.attempts + 1 >= GIVE_UP_AFTER_ATTEMPTS:
+            self._metrics.failed(channel, "gave_up")
+
+
+def _channel_of(row: _Due) -> str:
+    """The channel a row is for, as far as is known without rendering it."""
+    return (row.recipient or "").partition(":")[0] or "unknown"
 
 
 # --- blocking database work, run through Database.transaction ----------------------------

@@ -28,6 +28,7 @@ from payments.errors import (
     QueryFailed,
     SubscriberBusy,
 )
+from payments.metrics import Metrics
 from payments.phone import mask_msisdn
 from payments.result_codes import FailureReason
 from payments.results import MalformedCallback, StkResult, parse_query_answer
@@ -45,6 +46,14 @@ ALREADY_REGISTERED = "500.003.1001"
 MAX_AMOUNT = 250_000
 # Invalid or expired token; and "no API product match", which a stale token can also cause.
 TOKEN_REFUSED = frozenset({"404.001.03", "401.003.01"})
+# How each path is named in duka_daraja_request_seconds{endpoint}.
+ENDPOINTS = {
+    OAUTH_PATH: "oauth",
+    STK_PUSH_PATH: "stk_push",
+    STK_QUERY_PATH: "stk_query",
+    C2B_REGISTER_PATH: "c2b_register",
+    C2B_SIMULATE_PATH: "c2b_simulate",
+}
 _MSISDN = re.compile(r"254[17]\d{8}")
 _REFERENCE = re.compile(r"[A-Za-z0-9 -]{1,12}")
 
@@ -97,9 +106,12 @@ class DarajaClient:
         settings: DarajaSettings,
         http: httpx.AsyncClient,
         now: Callable[[], datetime] = lambda: datetime.now(NAIROBI),
+        *,
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings
         self._http = http
+        self._metrics = metrics or Metrics()
         self._now = now
         self._tokens = TokenCache(self._fetch_token)
 
@@ -253,7 +265,8 @@ class DarajaClient:
         headers = {"Authorization": f"Bearer {token}"}
         timeout = self._settings.request_timeout_seconds
         try:
-            return await self._http.post(url, json=body, headers=headers, timeout=timeout)
+            with self._metrics.daraja_request(ENDPOINTS.get(path, path)):
+                return await self._http.post(url, json=body, headers=headers, timeout=timeout)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise DarajaUnavailable(f"could not connect to Daraja ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
@@ -267,12 +280,13 @@ class DarajaClient:
         s = self._settings
         url = f"{s.base_url}{OAUTH_PATH}"
         try:
-            response = await self._http.get(
-                url,
-                params={"grant_type": "client_credentials"},
-                auth=(s.consumer_key, s.consumer_secret),
-                timeout=s.request_timeout_seconds,
-            )
+            with self._metrics.daraja_request(ENDPOINTS[OAUTH_PATH]):
+                response = await self._http.get(
+                    url,
+                    params={"grant_type": "client_credentials"},
+                    auth=(s.consumer_key, s.consumer_secret),
+                    timeout=s.request_timeout_seconds,
+                )
         except httpx.TransportError as exc:
             raise DarajaUnavailable(f"could not get a Daraja token ({type(exc).__name__})") from exc
         data = _json(response)

@@ -22,6 +22,7 @@ from datetime import datetime
 from sqlalchemy import Connection
 
 from payments import ledger
+from payments.metrics import Metrics
 from payments.results import StkResult
 from payments.settlement import EventStatus
 from storage.engine import Database
@@ -91,8 +92,10 @@ class CallbackInbox:
         max_batch: int = 500,
         on_applied: Callable[[], None] | None = None,
         on_held: Callable[[], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._database = database
+        self._metrics = metrics or Metrics()
         self._clock = clock
         self._on_applied = on_applied  # e.g. wake the outbox dispatcher
         self._on_held = on_held  # e.g. wake the reconciler, to confirm a held callback now
@@ -115,6 +118,7 @@ class CallbackInbox:
         item = _Item(raw, result, rejection, source_ip, refused_as)
         self._queue.put_nowait(item)  # unbounded: the writer drains everything each turn
         await asyncio.shield(item.done)  # a dropped client connection must not lose our write
+        self._metrics.callback(item.refused_as if result is None else item.status)
         return item.status
 
     @property

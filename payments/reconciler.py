@@ -31,6 +31,7 @@ from sqlalchemy import Connection
 from payments import held, ledger
 from payments.daraja_client import DarajaClient, QueryAnswer
 from payments.errors import QueryFailed
+from payments.metrics import Metrics
 from payments.settings import ReconcileSettings
 from payments.settlement import EventStatus
 from payments.states import PaymentStatus
@@ -67,9 +68,11 @@ class Reconciler:
         settings: ReconcileSettings,
         clock: Callable[[], datetime],
         on_applied: Callable[[], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._database = database
         self._client = client
+        self._metrics = metrics or Metrics()
         self._settings = settings
         self._clock = clock
         self._on_applied = on_applied  # e.g. wake the outbox dispatcher
@@ -149,6 +152,7 @@ class Reconciler:
         except QueryFailed as exc:
             log.warning("STK query for payment %d failed: %s", payment_id, exc)
             answer = None
+        self._metrics.query(_query_outcome(answer, checkout_id))
         if answer is not None and answer.result is not None:
             named = answer.result.checkout_request_id
             if named != checkout_id:
@@ -270,3 +274,14 @@ class Reconciler:
         report.expired += await self._database.transaction(
             ledger.expire_unlinked, cutoff, self._clock()
         )
+
+
+def _query_outcome(answer: QueryAnswer | None, checkout_id: str) -> str:
+    """How duka_stk_queries_total counts an answer (one about another id: no answer)."""
+    if answer is None:
+        return "error"
+    if answer.result is None:
+        return "pending"
+    if answer.result.checkout_request_id != checkout_id:
+        return "error"
+    return "succeeded" if answer.result.succeeded else "failed"

@@ -27,6 +27,7 @@ from payments.daraja_client import (
 )
 from payments.errors import DarajaError, PushOutcomeUnknown
 from payments.limits import LimitHit, PromptLimits, prompt_limit_hit
+from payments.metrics import Metrics
 from payments.phone import MpesaNumber, mask_msisdn, normalize_msisdn
 from payments.settlement import EventStatus
 from payments.states import OrderStatus, PaymentStatus
@@ -103,8 +104,10 @@ class PaymentService:
         clock: Callable[[], datetime] = utc_now,
         on_applied: Callable[[], None] | None = None,
         limits: PromptLimits | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._limits = limits or PromptLimits()
+        self._metrics = metrics or Metrics()
         self._database = database
         self._client = client
         self._query_after = timedelta(seconds=query_after_seconds)
@@ -144,18 +147,21 @@ class PaymentService:
         try:
             accepted = await self._client.stk_push(request)
         except PushOutcomeUnknown as exc:
+            self._metrics.push("unknown")
             log.warning("STK push for %s: outcome unknown (%s)", reference, exc)
             await self._record_push(payment_id, PaymentStatus.UNKNOWN, error=exc)
             return PaymentStarted(
                 payment_id, PaymentStatus.UNKNOWN, number.msisdn, amount, reference, number.warning
             )
         except (DarajaError, InvalidPushRequest) as exc:
+            self._metrics.push("refused")
             log.warning("STK push for %s refused: %s", reference, exc)
             await self._record_push(payment_id, PaymentStatus.FAILED, error=exc)
             raise
         except BaseException as exc:
             # Unknown failure (even cancellation) after the request may have left: never
             # assume it was not sent. (One try: this path may be a shutdown.)
+            self._metrics.push("unknown")
             await self._database.transaction(
                 self._record_push_outcome,
                 payment_id,
@@ -165,6 +171,7 @@ class PaymentService:
                 self._clock(),
             )
             raise
+        self._metrics.push("accepted")
         await self._record_push(payment_id, PaymentStatus.PENDING, accepted=accepted)
         log.info("STK push for %s accepted for %s", reference, mask_msisdn(number.msisdn))
         return PaymentStarted(

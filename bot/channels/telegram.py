@@ -151,6 +151,12 @@ class TelegramChannel:
             "Telegram channel started (%s)", "webhook" if self._settings.webhook_url else "polling"
         )
 
+    @property
+    def running(self) -> bool:
+        """Started, and still polling when it polls (what ``/readyz`` asks)."""
+        app = self.application
+        return app.running and (app.updater is None or app.updater.running)
+
     async def stop(self) -> None:
         if self._starter is not None and not self._starter.done():
             self._starter.cancel()

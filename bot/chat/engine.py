@@ -28,6 +28,7 @@ from bot.handover import HandoverOptions
 from bot.texts import say
 from payments.daraja_client import InvalidPushRequest
 from payments.errors import DarajaError
+from payments.metrics import Metrics
 from payments.result_codes import FailureReason
 from payments.service import PaymentService, utc_now
 from storage.engine import Database
@@ -57,8 +58,10 @@ class Conversation:
         shop_name_sw: str = "",
         handover: HandoverOptions | None = None,
         hold_stock_for: timedelta = timedelta(minutes=3),
+        metrics: Metrics | None = None,
     ) -> None:
         self._flood = flood or FloodGate()
+        self._metrics = metrics or Metrics()
         self._db = database
         self._payments = payments
         self._shop = Shop(shop_name, shop_name_sw, paybill, handover or HandoverOptions())
@@ -94,8 +97,9 @@ class Conversation:
         verdict = self._flood.admit((event.channel, event.chat_id))
         if verdict is not Verdict.ADMIT:
             return [_TOO_FAST] if verdict is Verdict.WARN else []
-        async with self._chat_turn(event):
-            turn = await self._take_turn(event)
+        with self._metrics.chat_event(event.channel):
+            async with self._chat_turn(event):
+                turn = await self._take_turn(event)
         if turn.push is None:
             return list(turn.replies)
         return [*turn.replies, await self._push(turn.push)]
@@ -110,9 +114,11 @@ class Conversation:
             if verdict is Verdict.WARN:  # once; the rest of the flood is not answered
                 await channel.send(event.chat_id, _TOO_FAST)
             return
-        async with self._chat_turn(event):
-            turn = await self._take_turn(event)
-            await self._send(channel, event, turn.replies, pressed_message)
+        # Timed up to the replies sent: Daraja's answer has its own histogram.
+        with self._metrics.chat_event(event.channel):
+            async with self._chat_turn(event):
+                turn = await self._take_turn(event)
+                await self._send(channel, event, turn.replies, pressed_message)
         if turn.push is not None:
             # The chat is free while Daraja answers: the answer is sent when it comes.
             answer = await self._push(turn.push)

@@ -4,14 +4,11 @@ even after a restart; its numbers are the orders table's. The clock is fixed, no
 
 from __future__ import annotations
 
-import secrets
 import socket
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
-import pytest
 from sqlalchemy import Connection, func, select
 
 from bot.app import DATABASE
@@ -25,10 +22,9 @@ from payments.credentials import NAIROBI
 from payments.ledger import set_order_statuses
 from payments.settlement import MessageKind
 from payments.states import OrderStatus
-from storage.engine import Database, migrate
+from storage.engine import Database
 from storage.orders import NewOrderItem, create_order, get_or_create_customer
 from storage.schema import orders, outbox
-from storage.sealing import Sealer
 from tests.conftest import TEST_TOML, make_config, start_duka
 from tests.helpers import outbox_rows, wait_until
 
@@ -62,16 +58,6 @@ class Recording:
     async def notify(self, chat_id: str, notice: Notice, *, replace: str | None = None) -> str:
         self.got.append((chat_id, notice))
         return str(len(self.got))
-
-
-@pytest.fixture
-async def database(database_url: str) -> AsyncIterator[Database]:
-    db = Database(database_url, Sealer(secrets.token_bytes(32)))
-    await migrate(db.engine)
-    try:
-        yield db
-    finally:
-        await db.dispose()
 
 
 def _sales(conn: Connection) -> None:

@@ -5,12 +5,9 @@ order; and payment results are read before the other messages waiting."""
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import pytest
 from sqlalchemy import Connection
 
 from bot.channels.base import Notice
@@ -18,9 +15,8 @@ from bot.chat.model import Reply
 from bot.notifications import OutboxDispatcher, _due, _fan_out_to_merchants
 from payments.outbox import insert_outbox
 from payments.settlement import MessageKind, OutboxMessage
-from storage.engine import Database, migrate
+from storage.engine import Database
 from storage.orders import NewOrderItem, create_order, get_or_create_customer
-from storage.sealing import Sealer
 
 NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
 MERCHANTS = [f"slow:{i}" for i in range(20)]
@@ -49,16 +45,6 @@ class SlowChannel:
             self.in_flight -= 1
         self.got.setdefault(chat_id, []).append(notice.parameters[0])
         return str(sum(len(v) for v in self.got.values()))
-
-
-@pytest.fixture
-async def database(database_url: str) -> AsyncIterator[Database]:
-    db = Database(database_url, Sealer(secrets.token_bytes(32)))
-    await migrate(db.engine)
-    try:
-        yield db
-    finally:
-        await db.dispose()
 
 
 def low_stock(name: str) -> OutboxMessage:
