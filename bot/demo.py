@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import secrets
@@ -124,11 +125,28 @@ def main(*, script: bool, callback_delay_seconds: float, log_file: Path, log_lev
                 raise
             code, ending = 128 + signals[0], f"\nStopped ({signals[0].name})."
         except Exception as exc:
-            log.exception("The demo stopped on an unexpected error")
-            ending = f"\nThe demo stopped on an unexpected error: {exc!r}"
+            if signals or _terminal_closed(exc):
+                # Stopping by a signal, or the window was closed and reading or writing the
+                # terminal failed before the SIGHUP that follows was handled: it ends as
+                # that signal would. What went wrong on the way out is in the log.
+                log.warning("The demo stopped on %r while stopping", exc, exc_info=True)
+                stop = signals[0] if signals else signal.SIGHUP
+                code, ending = 128 + stop, f"\nStopped ({stop.name})."
+            else:
+                log.exception("The demo stopped on an unexpected error")
+                ending = f"\nThe demo stopped on an unexpected error: {exc!r}"
     with contextlib.suppress(OSError):  # after SIGHUP there is no terminal to print to
         print(f"{ending}\nThe log of this run is in {log_file}".lstrip("\n"))
     return code
+
+
+def _terminal_closed(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what caused it) is the EIO of a terminal that no longer exists."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno == errno.EIO:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _log_file_handler(path: Path) -> logging.Handler:
