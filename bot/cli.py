@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -102,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     try:
-        configure_logging(startup.log_level(args.log_level))
+        log_format = startup.log_format(os.environ.get("DUKA_LOG_FORMAT") or "text")
+        configure_logging(startup.log_level(args.log_level), log_format)
         if args.command == "serve":
             return _serve()
         if args.command == "c2b-register":

@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from bot.config import SANDBOX_SHORT_CODE, AppConfig, ConfigError
+from bot.http_logging import LOG_FORMATS
 from payments.settings import DarajaEnvironment
 from storage.backup import ServerRunning, server_lock
 from storage.engine import Database, migrate
@@ -38,6 +39,15 @@ def log_level(text: str) -> str:
             "--log-level", f'"{text}" is not a log level', f"use one of {', '.join(LOG_LEVELS)}"
         )
     return text.strip().upper()
+
+
+def log_format(text: str) -> str:
+    """``DUKA_LOG_FORMAT``: text (the default) or json."""
+    if text.strip().lower() not in LOG_FORMATS:
+        raise ConfigError(
+            "DUKA_LOG_FORMAT", f'"{text}" is not a log format', "use text (default) or json"
+        )
+    return text.strip().lower()
 
 
 @contextlib.asynccontextmanager

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -87,6 +88,14 @@ def test_unknown_log_level(tmp_path: Path) -> None:
     assert line == (
         'Configuration error in --log-level: "loud" is not a log level. '
         "Fix: use one of debug, info, warning, error"
+    )
+
+
+def test_unknown_log_format(tmp_path: Path) -> None:
+    line = one_line(serve(tmp_path, DUKA_LOG_FORMAT="xml"))
+    assert line == (
+        'Configuration error in DUKA_LOG_FORMAT: "xml" is not a log format. '
+        "Fix: use text (default) or json"
     )
 
 
@@ -184,6 +193,37 @@ def test_serve_warns_without_a_chat_channel_or_a_catalog(tmp_path: Path) -> None
             process.terminate()
     assert "WARNING duka: no chat channel is on: customers cannot order" in first
     assert "WARNING duka: the catalog is empty: customers see nothing to buy" in second
+
+
+def test_json_logs_are_one_object_a_line(tmp_path: Path) -> None:
+    """DUKA_LOG_FORMAT=json: a log collector reads each line as one JSON object."""
+    (tmp_path / "config.toml").write_text("")
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("DUKA_", "MPESA_", "TELEGRAM_", "WHATSAPP_"))
+    }
+    env |= {"DUKA_DATA_KEY": DATA_KEY, "DUKA_HTTP_PORT": "0", "DUKA_LOG_FORMAT": "json"}
+    with subprocess.Popen(  # noqa: S603 (our own command and arguments)
+        [DUKA, "--log-level", "warning", "serve"],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        assert process.stderr is not None
+        deadline = threading.Timer(30, process.kill)
+        deadline.start()
+        try:
+            first = process.stderr.readline()
+        finally:
+            deadline.cancel()
+            process.terminate()
+    record = json.loads(first)
+    assert record["level"] == "WARNING"
+    assert record["logger"] == "duka"
+    assert record["message"].startswith("no chat channel is on")
+    assert set(record) == {"asctime", "level", "logger", "message"}
 
 
 def _postgres_reachable() -> bool:
