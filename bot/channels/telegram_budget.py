@@ -32,12 +32,12 @@ MESSAGES_PER_SECOND = 29.0  # Telegram's ~30, with a little room for its clock a
 
 
 class Priority(IntEnum):
-    """Lower goes first."""
+    """Lower goes first. None is 0: PTB drops a falsy ``rate_limit_args`` before it gets here."""
 
-    PAYMENT_RESULT = 0  # paid, failed, under review...: the customer is waiting for it
-    REPLY = 1  # the answer to the customer's own latest tap or message
-    MERCHANT = 2
-    OTHER = 3  # order progress, summaries
+    PAYMENT_RESULT = 1  # paid, failed, under review...: the customer is waiting for it
+    REPLY = 2  # the answer to the customer's own latest tap or message
+    MERCHANT = 3
+    OTHER = 4  # order progress, summaries
 
 
 JSON = bool | dict[str, Any] | list[dict[str, Any]]

@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 from telegram.error import RetryAfter
+from telegram.ext import ExtBot
 
 from bot.channels.telegram_budget import Priority, PriorityRateLimiter
+from tests.fakes.telegram_api import DEFAULT_TOKEN, FakeTelegram
 
 RATE = 50.0  # calls a second: fast enough for a test, slow enough to queue
 
@@ -113,3 +115,23 @@ async def test_a_caller_that_gives_up_does_not_use_a_slot() -> None:
     await asyncio.gather(first, last)
     assert calls.names() == ["first", "last"]
     await limiter.shutdown()
+
+
+async def test_through_ptb_a_payment_result_still_overtakes() -> None:
+    """The priority travels through PTB's ``rate_limit_args`` (which drops a falsy one):
+    sent through a real bot to the fake Bot API, "Paid!" overtakes the waiting replies."""
+    async with FakeTelegram() as fake:
+        bot = ExtBot(
+            DEFAULT_TOKEN,
+            base_url=f"{fake.base_url}/bot",
+            rate_limiter=PriorityRateLimiter(RATE),
+        )
+        async with bot:
+            replies = [
+                asyncio.create_task(bot.send_message(chat, f"reply{chat}")) for chat in range(1, 7)
+            ]
+            await asyncio.sleep(0.01)  # the replies are queued (the first one has gone)
+            await bot.send_message(7, "Paid!", rate_limit_args=Priority.PAYMENT_RESULT)
+            await asyncio.gather(*replies)
+        sent = [c.params["text"] for c in fake.calls if c.method == "sendMessage"]
+    assert sent[:2] == ["reply1", "Paid!"]
