@@ -12,7 +12,11 @@ shop conversation end to end, in polling or webhook mode:
 * it plays the user: ``user_sends_text``, ``user_presses_button`` and ``user_shares_contact`` build
   real ``Update`` JSON, queue it for ``getUpdates`` and return it for webhook delivery;
 * it injects faults: ``fail_next`` (429 with ``retry_after``, 403, 500, 502, ...) and
-  ``set_down`` (every sending method answers 502 until it is back up).
+  ``set_down`` (every sending method answers 502 until it is back up);
+* opt-in, for load tests and benchmarks: ``flood_limits=FloodLimits()`` enforces Telegram's flood
+  limits (about 30 messages a second overall and 1 a second per chat, answering 429 with
+  ``retry_after`` as Telegram does), and ``round_trip_seconds`` delays every call by a network's
+  round trip (half on the way in, half on the way out). Both are off by default.
 
 It is strict where Telegram is strict and a test would otherwise pass for the wrong reason:
 editing a message the bot never sent, an edit that changes nothing, pressing a button that does
@@ -30,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping
@@ -44,6 +49,7 @@ __all__ = [
     "ButtonNotFoundError",
     "Call",
     "FakeTelegram",
+    "FloodLimits",
     "SentDocument",
     "Upload",
 ]
@@ -193,6 +199,72 @@ class _ApiError(Exception):
         self.retry_after = retry_after
 
 
+@dataclass(frozen=True)
+class FloodLimits:
+    """Telegram's flood limits, enforced when passed as ``FakeTelegram(flood_limits=...)``.
+
+    Telegram's own guidance (docs/channels.md 1(f)): about 30 messages a second from a bot
+    overall, about 1 a second into one chat, short bursts tolerated. The fake keeps a token
+    bucket for the bot (``per_second``, holding at most ``burst``) and one per chat
+    (``per_chat_per_second``, at most ``per_chat_burst``); every bucket starts full. A call
+    counts when it puts or changes a message on screen: ``send*`` (not sendChatAction),
+    ``edit*``, ``copy*`` and ``forward*``. answerCallbackQuery, deleteMessage, getUpdates and
+    the rest are free. A call over a limit is refused as Telegram refuses it: HTTP 429, "Too
+    Many Requests: retry after N" and ``parameters.retry_after`` N, in whole seconds and at
+    least 1 (when the emptiest bucket has a token again). A refused call uses no budget.
+    """
+
+    per_second: float = 30.0
+    burst: float = 30.0
+    per_chat_per_second: float = 1.0
+    per_chat_burst: float = 3.0
+
+
+class _TokenBucket:
+    def __init__(self, rate: float, capacity: float, now: float) -> None:
+        self.rate, self.capacity = rate, capacity
+        self.tokens, self.stamp = capacity, now
+
+    def seconds_until_token(self, now: float) -> float:
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
+
+    def take(self) -> None:
+        self.tokens -= 1
+
+
+class _FloodControl:
+    """``FloodLimits`` applied: which calls Telegram would refuse with 429 right now."""
+
+    def __init__(self, limits: FloodLimits) -> None:
+        self._limits = limits
+        self._overall = _TokenBucket(limits.per_second, limits.burst, time.monotonic())
+        self._chats: dict[ChatId, _TokenBucket] = {}
+
+    def refusal(self, method: str, params: Mapping[str, Any]) -> _ApiError | None:
+        key = _canonical(method)
+        if not key.startswith(("send", "edit", "copy", "forward")) or key == "sendchataction":
+            return None
+        now = time.monotonic()
+        buckets = [self._overall]
+        chat_id = params.get("chat_id")
+        if isinstance(chat_id, int | str) and chat_id != "":
+            if chat_id not in self._chats:
+                limits = self._limits
+                self._chats[chat_id] = _TokenBucket(
+                    limits.per_chat_per_second, limits.per_chat_burst, now
+                )
+            buckets.append(self._chats[chat_id])
+        wait = max(bucket.seconds_until_token(now) for bucket in buckets)
+        if wait > 0:
+            seconds = max(1, math.ceil(wait))
+            return _ApiError(429, f"Too Many Requests: retry after {seconds}", seconds)
+        for bucket in buckets:
+            bucket.take()
+        return None
+
+
 @dataclass
 class _Fault:
     status: int
@@ -287,7 +359,11 @@ class FakeTelegram:
         bot_username: str = BOT_USERNAME,
         bot_first_name: str = "Duka Test Bot",
         max_poll_seconds: float = 1.0,
+        flood_limits: FloodLimits | None = None,
+        round_trip_seconds: float = 0.0,
     ) -> None:
+        if round_trip_seconds < 0:
+            raise ValueError("round_trip_seconds must not be negative")
         self.token = token
         # Telegram derives the bot's user id from the token's numeric prefix.
         prefix = token.split(":", 1)[0]
@@ -303,6 +379,9 @@ class FakeTelegram:
         # getUpdates waits at most this long, whatever timeout the client asks for, so that a
         # poller never holds up a test (or stop()) for Telegram's usual 10-50 s.
         self.max_poll_seconds = max_poll_seconds
+        # Opt-in (benchmarks): Telegram's flood limits, and a network's round trip per call.
+        self._flood = _FloodControl(flood_limits) if flood_limits is not None else None
+        self.round_trip_seconds = round_trip_seconds
 
         self.calls: list[Call] = []
         self.documents: list[SentDocument] = []  # every document sent, oldest first
@@ -339,7 +418,8 @@ class FakeTelegram:
         # Room for a 50 MB upload and its multipart framing; the limit itself is checked
         # per file, to answer as Telegram does.
         app = web.Application(client_max_size=UPLOAD_LIMIT + 1024 * 1024)
-        app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        handler = self._handle if self.round_trip_seconds == 0 else self._handle_across_network
+        app.router.add_route("*", "/bot{token}/{method}", handler)
         # A short shutdown_timeout: clients' keep-alive connections must not stall stop().
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
@@ -728,6 +808,8 @@ class FakeTelegram:
             )
         if self._down and _is_sending(method):
             return self._record_failure(method, params, _ApiError(502, "Bad Gateway"))
+        if self._flood is not None and (refusal := self._flood.refusal(method, params)) is not None:
+            return self._record_failure(method, params, refusal)
 
         try:
             result = await self._dispatch(method, params, uploads)
@@ -739,6 +821,15 @@ class FakeTelegram:
             return self._record_failure(method, params, _ApiError(500, f"fake error: {exc!r}"))
         self._record(Call(method, params, result=result))
         return web.json_response({"ok": True, "result": result})
+
+    async def _handle_across_network(self, request: web.Request) -> web.Response:
+        """``_handle`` as a client far away sees it: the request travels half the round trip
+        before the fake acts on it (records it, puts it on screen), the answer the other half."""
+        half = self.round_trip_seconds / 2
+        await asyncio.sleep(half)
+        response = await self._handle(request)
+        await asyncio.sleep(half)
+        return response
 
     async def _read_params(self, request: web.Request) -> dict[str, Any]:
         """The request's parameters as sent: query string, then JSON or form body."""
