@@ -47,8 +47,9 @@ async def send(
     priority: Priority | None = None,
     *,
     counted: bool = True,
+    chat: str | None = None,  # by default each name is its own chat
 ) -> Any:
-    data = {"chat_id": 1} if counted else {"callback_query_id": "7"}
+    data = {"chat_id": chat or name} if counted else {"callback_query_id": "7"}
     return await limiter.process_request(
         calls.call, (name,), {}, "sendMessage", data, None if priority is None else int(priority)
     )
@@ -88,7 +89,7 @@ async def test_an_uncounted_call_does_not_wait_for_the_queue() -> None:
 
 async def test_a_429_pauses_the_counted_calls_then_the_call_is_tried_once_more() -> None:
     limiter, calls = PriorityRateLimiter(RATE), Calls()
-    calls.refuse["first"] = 1
+    calls.refuse["first"] = 1  # "first" and "second" are different chats: the pause is for all
     first = asyncio.create_task(send(limiter, calls, "first"))
     await asyncio.sleep(0.01)  # "first" was refused: the pause is set
     await send(limiter, calls, "second")
@@ -135,3 +136,19 @@ async def test_through_ptb_a_payment_result_still_overtakes() -> None:
             await asyncio.gather(*replies)
         sent = [c.params["text"] for c in fake.calls if c.method == "sendMessage"]
     assert sent[:2] == ["reply1", "Paid!"]
+
+
+async def test_one_busy_chat_waits_alone() -> None:
+    """After its burst a chat gets about one message a second; other chats go meanwhile."""
+    limiter = PriorityRateLimiter(RATE, chat_per_second=10, chat_burst=2)
+    calls = Calls()
+    busy = [asyncio.create_task(send(limiter, calls, f"merchant{i}", chat="m")) for i in range(4)]
+    await asyncio.sleep(0)
+    others = [asyncio.create_task(send(limiter, calls, f"customer{i}")) for i in range(3)]
+    await asyncio.gather(*busy, *others)
+    names = calls.names()
+    assert names[:2] == ["merchant0", "merchant1"]  # the burst
+    assert names[2:5] == ["customer0", "customer1", "customer2"]  # not behind the busy chat
+    went = dict(calls.went)
+    # Four messages with a burst of two: two more tenths of a second to earn the others.
+    assert went["merchant3"] - went["merchant0"] >= 2 / 10 * 0.95
