@@ -4,10 +4,10 @@ Telegram lets a bot send about 30 messages a second in all. PTB's ``AIORateLimit
 spends them first come, first served, so in a rush a customer's "Paid!" waits behind
 every other customer's browsing. This limiter hands out the same budget (spaced evenly,
 so no burst trips a 429) to the most urgent call waiting: payment results first, then
-replies to what a customer just did, then the merchant's messages, then the rest. Each
-chat also keeps to its own limit (about one a second after a short burst), so that one
-busy chat (the merchant's, in a rush) waits alone rather than earning a 429 that stops
-every chat.
+replies to what a customer just did, then the merchant's messages, then the rest. The
+merchant's notices also keep to their chat's own limit (about one a second after a short
+burst), so that the busy merchant chat waits alone in a rush rather than earning a 429
+that stops every chat.
 ``rate_limit_args`` carries a call's ``Priority`` (PTB passes it through every bot method).
 
 Calls without a ``chat_id`` (``answerCallbackQuery``, ``getUpdates``) are not counted
@@ -137,7 +137,7 @@ class PriorityRateLimiter(BaseRateLimiter[int]):
         if (
             not self._waiting
             and now >= max(self._next_slot, self._paused_until)
-            and self._allowance(chat, now).ready_at(now) <= now
+            and self._chat_ready_at(priority, chat, now) <= now
         ):
             self._go(chat, now)
             return
@@ -160,8 +160,8 @@ class PriorityRateLimiter(BaseRateLimiter[int]):
                 continue
             self._waiting = [w for w in self._waiting if not w[3].done()]  # callers gone
             soonest = now + 1.0
-            for index, (_, _, chat, waiter) in enumerate(self._waiting):
-                ready = self._allowance(chat, now).ready_at(now)
+            for index, (priority, _, chat, waiter) in enumerate(self._waiting):
+                ready = self._chat_ready_at(priority, chat, now)
                 if ready <= now:
                     del self._waiting[index]
                     self._go(chat, now)
@@ -171,6 +171,16 @@ class PriorityRateLimiter(BaseRateLimiter[int]):
             else:
                 if self._waiting:
                     await asyncio.sleep(soonest - now)
+
+    def _chat_ready_at(self, priority: int, chat: str, now: float) -> float:
+        """When the chat's own limit lets this call go. Only the merchant's notices wait
+        for it: a rush sends one per paid order into the one chat, which is what trips
+        Telegram's per-chat limit. A customer's messages keep pace with the customer's own
+        taps (and the merchant's progress, minutes apart): holding them would only make
+        quick taps slow."""
+        if priority != Priority.MERCHANT:
+            return now
+        return self._allowance(chat, now).ready_at(now)
 
     def _allowance(self, chat: str, now: float) -> _ChatAllowance:
         allowance = self._chats.get(chat)

@@ -139,12 +139,18 @@ async def test_through_ptb_a_payment_result_still_overtakes() -> None:
 
 
 async def test_one_busy_chat_waits_alone() -> None:
-    """After its burst a chat gets about one message a second; other chats go meanwhile."""
+    """After its burst a chat gets about one notice a second; other chats go meanwhile."""
     limiter = PriorityRateLimiter(RATE, chat_per_second=10, chat_burst=2)
     calls = Calls()
-    busy = [asyncio.create_task(send(limiter, calls, f"merchant{i}", chat="m")) for i in range(4)]
+    busy = [
+        asyncio.create_task(send(limiter, calls, f"merchant{i}", Priority.MERCHANT, chat="m"))
+        for i in range(4)
+    ]
     await asyncio.sleep(0)
-    others = [asyncio.create_task(send(limiter, calls, f"customer{i}")) for i in range(3)]
+    # Less urgent notices to other chats: they still go while the busy chat waits.
+    others = [
+        asyncio.create_task(send(limiter, calls, f"customer{i}", Priority.OTHER)) for i in range(3)
+    ]
     await asyncio.gather(*busy, *others)
     names = calls.names()
     assert names[:2] == ["merchant0", "merchant1"]  # the burst
@@ -152,3 +158,12 @@ async def test_one_busy_chat_waits_alone() -> None:
     went = dict(calls.went)
     # Four messages with a burst of two: two more tenths of a second to earn the others.
     assert went["merchant3"] - went["merchant0"] >= 2 / 10 * 0.95
+
+
+async def test_a_customers_replies_are_not_held_to_the_chat_limit() -> None:
+    """Replies keep pace with the customer's taps: only merchant notices wait for it."""
+    limiter = PriorityRateLimiter(RATE, chat_per_second=1, chat_burst=2)
+    calls = Calls()
+    await asyncio.gather(*(send(limiter, calls, f"reply{i}", chat="c") for i in range(5)))
+    times = [t for _, t in calls.went]
+    assert times[-1] - times[0] < 1.0  # five replies well inside the second a notice needs
