@@ -30,7 +30,7 @@ from bot.channels.base import (
     Undeliverable,
 )
 from bot.channels.whatsapp_api import MAX_BUTTONS
-from bot.chat.model import Reply
+from bot.chat.model import Reply, payment_tag
 from bot.rendering import (
     MERCHANT_RENDERERS,
     ORDERLESS_KINDS,
@@ -363,7 +363,7 @@ def _render(
         return _Delivery(
             customer.channel, customer.chat_id, _NOTHING, None, blocked_customer=customer.id
         )
-    tag = f"payment:{payload.get('payment_id')}"
+    tag = payment_tag(payload.get("payment_id"))
     replace = remembered_message(conn, customer.channel, customer.chat_id, tag)
     prompted = "payment_id" in payload and payload.get("settled_by") not in UNPROMPTED
     if replace is None and now - row.created_at < PROMPT_GRACE and prompted:

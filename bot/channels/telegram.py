@@ -47,7 +47,7 @@ from bot.channels.base import (
 )
 from bot.channels.telegram_budget import Priority, PriorityRateLimiter
 from bot.chat.engine import Conversation
-from bot.chat.model import Document, Inbound, Location, Reply
+from bot.chat.model import PAYMENT_TAG, Document, Inbound, Location, Reply
 from bot.config import TelegramSettings
 from bot.merchant import MerchantDesk
 from bot.texts import say
@@ -263,6 +263,11 @@ class TelegramChannel:
         priority: Priority = Priority.REPLY,
     ) -> str:
         """Send (or edit in place) and return the message id; raises the base.* errors."""
+        if reply.tag is not None and reply.tag.startswith(PAYMENT_TAG):
+            # "Check your phone": the message its payment's result replaces. Sent as urgently
+            # as the result, it goes first (same priority, first come): in a rush a result
+            # sent ahead of it would be followed by a stale "check your phone".
+            priority = min(priority, Priority.PAYMENT_RESULT)
         if reply.document is not None:
             return await self._send_document(chat_id, reply, reply.document)
         bot = self.application.bot

@@ -15,7 +15,7 @@ from bot.chat.buttons import ChoosePhone, OnOrder, PhoneAnswer, encode
 from bot.chat.effects import CancelOrder, CreateOrder, Outcome, StartPayment
 from bot.chat.events import SharedContact
 from bot.chat.facts import Facts, OrderView
-from bot.chat.model import Button, ChatState, Reply, Step
+from bot.chat.model import Button, ChatState, Reply, Step, payment_tag
 from bot.handover import DELIVERY_SKU
 from bot.texts import kes, minutes, reason_text, say, status_text
 from payments.daraja_client import MAX_AMOUNT
@@ -271,7 +271,7 @@ def after_push(
     number = normalize_msisdn(started.msisdn)
     if warn and (warning := network_warning(lang, number)):
         text = f"{warning}\n\n{text}"
-    return Reply(text, tag=f"payment:{started.payment_id}", close_keyboard=True)
+    return Reply(text, tag=payment_tag(started.payment_id), close_keyboard=True)
 
 
 def items_back_in_cart(state: ChatState, order: OrderView, facts: Facts) -> ChatState:

@@ -60,6 +60,13 @@ class Reply:
     ask_location: str | None = None  # label of a "send my location" button, where supported
 
 
+PAYMENT_TAG = "payment:"  # the tag of a payment's "check your phone", which its result edits
+
+
+def payment_tag(payment_id: object) -> str:
+    return f"{PAYMENT_TAG}{payment_id}"
+
+
 class Step(StrEnum):
     BROWSING = "browsing"
     AWAITING_PHONE = "awaiting_phone"  # an order waits for the number to pay it from
