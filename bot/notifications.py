@@ -63,6 +63,10 @@ PROMPT_GRACE = timedelta(seconds=10)  # how long a result waits for its prompt's
 UNPROMPTED = frozenset({"c2b", "match"})  # payments made by hand: no prompt to wait for
 BATCH = 200  # rows read per delivery pass
 CHATS_AT_ONCE = 32  # chats being sent to at the same time (each chat's rows in order)
+# A pass ends when its slowest chat is done: a chat Telegram holds to a message a second
+# (the merchant's, one notice per paid order in a rush) must not keep the next pass's
+# payment results waiting behind its whole backlog.
+ROWS_PER_CHAT_PER_PASS = 2
 GIVE_UP_AFTER_ATTEMPTS = 60  # about four hours of failures at the longest back-off
 # How many buttons a merchant's chat shows under one message: an inline keyboard holds 100,
 # WhatsApp three reply buttons; other chats (the terminal demo) none a merchant can press.
@@ -157,7 +161,9 @@ class OutboxDispatcher:
         due = await self._db.transaction(_due, now, BATCH)
         chats: dict[tuple[str, object], list[_Due]] = {}
         for row in due:
-            chats.setdefault(_chat_of(row), []).append(row)
+            rows = chats.setdefault(_chat_of(row), [])
+            if len(rows) < ROWS_PER_CHAT_PER_PASS:  # the rest next pass, still in order
+                rows.append(row)
         room = asyncio.Semaphore(CHATS_AT_ONCE)
 
         async def one_chat(rows: list[_Due]) -> int:
