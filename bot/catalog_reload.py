@@ -73,13 +73,14 @@ async def reload_on_sighup(reload: Callable[[], Awaitable[object]]) -> AsyncIter
         running.add(task)
         task.add_done_callback(running.discard)
 
-    hangup = getattr(signal, "SIGHUP", None)
-    try:
-        if hangup is None:
-            raise NotImplementedError
-        loop.add_signal_handler(hangup, start)
-    except (NotImplementedError, RuntimeError, ValueError):
-        # Windows has no SIGHUP; only the main thread's loop can take signals.
+    hangup = getattr(signal, "SIGHUP", None)  # Windows has none
+    installed = False
+    if hangup is not None:
+        # Only the main thread's loop can take signals (NotImplementedError off Unix).
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(hangup, start)
+            installed = True
+    if hangup is None or not installed:
         log.info("SIGHUP is not caught here: after editing the catalog, run duka catalog import")
         yield
         return
