@@ -39,20 +39,25 @@ def serve(
 ) -> subprocess.CompletedProcess[str]:
     """``duka serve`` in ``tmp_path`` with ``toml`` as its config.toml and only ``env`` set."""
     (tmp_path / "config.toml").write_text(toml)
+    return subprocess.run(  # noqa: S603 (our own command and arguments)
+        [*prefix, DUKA, "--log-level", log_level, "serve"],
+        cwd=tmp_path,
+        env=clean_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def clean_env(**env: str) -> dict[str, str]:
+    """This process's environment without Duka's settings, plus a data key, any free port
+    and ``env``."""
     clean = {
         name: value
         for name, value in os.environ.items()
         if not name.startswith(("DUKA_", "MPESA_", "TELEGRAM_", "WHATSAPP_"))
     }
-    clean |= {"DUKA_DATA_KEY": DATA_KEY, "DUKA_HTTP_PORT": "0", **env}
-    return subprocess.run(  # noqa: S603 (our own command and arguments)
-        [*prefix, DUKA, "--log-level", log_level, "serve"],
-        cwd=tmp_path,
-        env=clean,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    return clean | {"DUKA_DATA_KEY": DATA_KEY, "DUKA_HTTP_PORT": "0", **env}
 
 
 def one_line(done: subprocess.CompletedProcess[str]) -> str:
@@ -167,58 +172,37 @@ def test_wrong_environment_value_lists_names_not_a_tuple(tmp_path: Path) -> None
     )
 
 
-def test_serve_warns_without_a_chat_channel_or_a_catalog(tmp_path: Path) -> None:
-    """A shop nobody can order from still starts (callbacks must be served), but says why."""
+def first_log_lines(tmp_path: Path, count: int, **env: str) -> list[str]:
+    """The first ``count`` lines a ``duka serve`` that starts logs at warning level; then
+    it is stopped."""
     (tmp_path / "config.toml").write_text("")
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("DUKA_", "MPESA_", "TELEGRAM_", "WHATSAPP_"))
-    }
-    env |= {"DUKA_DATA_KEY": DATA_KEY, "DUKA_HTTP_PORT": "0"}
     with subprocess.Popen(  # noqa: S603 (our own command and arguments)
         [DUKA, "--log-level", "warning", "serve"],
         cwd=tmp_path,
-        env=env,
+        env=clean_env(**env),
         stderr=subprocess.PIPE,
         text=True,
     ) as process:
         assert process.stderr is not None
-        deadline = threading.Timer(30, process.kill)  # a missing warning must not hang the test
+        deadline = threading.Timer(30, process.kill)  # a missing line must not hang the test
         deadline.start()
         try:
-            first, second = process.stderr.readline(), process.stderr.readline()
+            return [process.stderr.readline() for _ in range(count)]
         finally:
             deadline.cancel()
             process.terminate()
+
+
+def test_serve_warns_without_a_chat_channel_or_a_catalog(tmp_path: Path) -> None:
+    """A shop nobody can order from still starts (callbacks must be served), but says why."""
+    first, second = first_log_lines(tmp_path, 2)
     assert "WARNING duka: no chat channel is on: customers cannot order" in first
     assert "WARNING duka: the catalog is empty: customers see nothing to buy" in second
 
 
 def test_json_logs_are_one_object_a_line(tmp_path: Path) -> None:
     """DUKA_LOG_FORMAT=json: a log collector reads each line as one JSON object."""
-    (tmp_path / "config.toml").write_text("")
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("DUKA_", "MPESA_", "TELEGRAM_", "WHATSAPP_"))
-    }
-    env |= {"DUKA_DATA_KEY": DATA_KEY, "DUKA_HTTP_PORT": "0", "DUKA_LOG_FORMAT": "json"}
-    with subprocess.Popen(  # noqa: S603 (our own command and arguments)
-        [DUKA, "--log-level", "warning", "serve"],
-        cwd=tmp_path,
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as process:
-        assert process.stderr is not None
-        deadline = threading.Timer(30, process.kill)
-        deadline.start()
-        try:
-            first = process.stderr.readline()
-        finally:
-            deadline.cancel()
-            process.terminate()
+    [first] = first_log_lines(tmp_path, 1, DUKA_LOG_FORMAT="json")
     record = json.loads(first)
     assert record["level"] == "WARNING"
     assert record["logger"] == "duka"
