@@ -136,6 +136,15 @@ async def running_bot(
     """The bot's process and Duka's HTTP port (0 for the floor), stopped at the end."""
     command, env, port = _command(kind, base_url, workdir, profile, merchant)
     with (workdir / "bot.log").open("wb") as log:
+        if port:
+            # As deployed (docs/operations.md): `duka migrate`, then `duka serve`, which then
+            # finds the schema at head and never imports Alembic (about 11 MB resident).
+            migrating = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot", "migrate", cwd=PROJECT_ROOT, env=env, stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+            )  # fmt: skip
+            if await migrating.wait():
+                raise RuntimeError(f"duka migrate failed:\n{_tail(workdir / 'bot.log')}")
         process = await asyncio.create_subprocess_exec(
             *command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=asyncio.subprocess.STDOUT
         )

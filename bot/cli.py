@@ -31,6 +31,7 @@ from payments.credentials import NAIROBI
 from payments.daraja_client import ALREADY_REGISTERED, DarajaClient
 from payments.errors import C2BAlreadyRegistered, DarajaError
 from storage.engine import Database, migrate
+from storage.schema_version import CODE_HEADS
 from storage.sealed_rows import rekey
 from storage.sealing import CannotUnseal, generate_key
 
@@ -84,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     catalog_import.add_argument(
         "file", type=Path, metavar="FILE", help="TOML with [[products]] tables, as DUKA_CATALOG"
     )
+    commands.add_parser(
+        "migrate",
+        help="bring the database to this version's schema and exit (duka serve also does it "
+        "at start; run it once before restarting several servers on one database)",
+    )
     backup = commands.add_parser(
         "backup",
         help="copy the SQLite database to FILE, consistently, while the server runs "
@@ -117,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             return _export(args.first, args.last, args.out, print)
         if args.command == "catalog":
             return _catalog_import(args.file, print)
+        if args.command == "migrate":
+            return asyncio.run(_migrate(print))
         if args.command == "backup":
             return backups.backup(args.file, print)
         if args.command == "restore":
@@ -159,6 +167,15 @@ def _serve() -> int:
         if problem is None:
             raise
         raise problem from None
+    return 0
+
+
+async def _migrate(say: Callable[[str], None]) -> int:
+    """Migrate as ``duka serve`` does at start (same one-line errors), then stop."""
+    config = load_config(with_catalog=False)
+    async with startup.opened_database(config):
+        pass
+    say(f"The database is at schema {', '.join(sorted(CODE_HEADS))}, this version's.")
     return 0
 
 

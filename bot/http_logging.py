@@ -78,5 +78,6 @@ def configure_logging(level: str, log_format: str = "text") -> None:
             )
         handler.addFilter(RedactTokens())
     # httpx logs every request line at INFO: Telegram polls constantly, with the token in it.
-    for noisy in ("httpx", "httpcore"):
+    # Alembic, imported only when a migration is due, announces its plugins at INFO.
+    for noisy in ("httpx", "httpcore", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 import phonenumbers
-from phonenumbers import PhoneNumberType, carrier
+from phonenumbers import PhoneNumberType
 
 _SEPARATORS = re.compile(r"[\s\-.()]")
 
@@ -81,7 +81,15 @@ def normalize_msisdn(text: str) -> MpesaNumber:
             "not_mobile",
         )
     msisdn = f"254{parsed.national_number}"
-    return MpesaNumber(msisdn=msisdn, carrier=carrier.name_for_number(parsed, "en"))
+    return MpesaNumber(msisdn=msisdn, carrier=_carrier_name(parsed))
+
+
+def _carrier_name(parsed: phonenumbers.PhoneNumber) -> str:
+    # Imported on first use: the carrier tables cover every country and keep about 9 MB
+    # resident, which a server that has not yet been given a number does not need.
+    from phonenumbers import carrier
+
+    return str(carrier.name_for_number(parsed, "en"))
 
 
 def _shown(text: str) -> str:

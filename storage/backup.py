@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL, make_url
 
 from storage.engine import MIGRATIONS_DIR
@@ -108,6 +107,9 @@ def check_backup(file: Path) -> str:
     if row is None:
         raise BackupError(f"{file} is not a Duka database (no schema revision recorded)")
     revision = str(row[0])
+    # Imported here: only `duka restore` needs it, and Alembic costs a server ~11 MB.
+    from alembic.script import ScriptDirectory
+
     known = {script.revision for script in ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions()}
     if revision not in known:
         raise BackupError(

@@ -6,18 +6,24 @@ from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import String
 
-from storage.engine import create_engine, migrate
+from storage.engine import MIGRATIONS_DIR, create_engine, migrate
 from storage.schema import metadata
+from storage.schema_version import CODE_HEADS, stored_heads
 from storage.sealing import SealedValue, Sealer, generate_key, parse_key
 
 
 async def test_migrations_match_the_declared_schema(database_url: str) -> None:
     engine = create_engine(database_url, Sealer(parse_key(generate_key())))
     try:
+        async with engine.connect() as conn:
+            assert await conn.run_sync(stored_heads) == frozenset()
         await migrate(engine)
         await migrate(engine)  # a second start-up finds nothing to do
+        async with engine.connect() as conn:
+            assert await conn.run_sync(stored_heads) == CODE_HEADS
         async with engine.connect() as conn:
             diff = await conn.run_sync(
                 lambda sync: compare_metadata(MigrationContext.configure(sync), metadata)
@@ -29,6 +35,12 @@ async def test_migrations_match_the_declared_schema(database_url: str) -> None:
         assert diff == []
     finally:
         await engine.dispose()
+
+
+def test_the_head_constant_is_the_newest_migration() -> None:
+    # storage/schema_version.py states the head so that start-up need not import Alembic.
+    heads = frozenset(ScriptDirectory(str(MIGRATIONS_DIR)).get_heads())
+    assert heads == CODE_HEADS, f"set CODE_HEADS in storage/schema_version.py to {set(heads)}"
 
 
 def _only_a_varchar_length(difference: Any) -> bool:
