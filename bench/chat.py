@@ -18,10 +18,11 @@ answerCallbackQuery is free) and delays every Bot API call by ``--rtt-ms``:
 * **floor**: ``bench.chat_floor``, a minimal PTB 22 bot (PTB's ``AIORateLimiter`` at
   29/s, 1024 updates in flight) that answers every action with one message (and every
   button with answerCallbackQuery);
-* **duka**: the real ``duka serve`` (``python -m bot serve``) on a fresh SQLite file,
-  polling the fake with ``TELEGRAM_BOT_TOKEN``/``TELEGRAM_API_BASE_URL``, with its
-  embedded Daraja simulator (``MPESA_ENVIRONMENT=simulator``; a push is paid 2 s later,
-  the simulator's default), reconciler and outbox dispatcher running as in production.
+* **duka**: the real ``duka serve`` (``python -m bot serve``) on a fresh SQLite file
+  (``duka migrate`` first), polling the fake with ``TELEGRAM_BOT_TOKEN``/
+  ``TELEGRAM_API_BASE_URL``, paying through the Daraja simulator in a process of its own
+  (``duka simulator``; a push is paid 2 s later), reconciler and outbox dispatcher
+  running as in production.
 
 N customers (``bench.chat_customers``) start at once. Each does the same 8 actions:
 /start, a category, a product, Add to cart, a second product (typed: "2 sukari"),

@@ -1,10 +1,12 @@
 """The two bots ``bench.chat`` measures, each as its own process, and what they cost.
 
 ``running_bot("duka", ...)`` starts the real ``duka serve`` (``python -m bot serve``) on a
-fresh SQLite file in the run's directory, with its embedded Daraja simulator, polling the
-fake Bot API; ``running_bot("floor", ...)`` starts ``bench.chat_floor``. Either one's output
-goes to ``bot.log`` in the run's directory, and SIGTERM ends it (both shut down cleanly on
-it). CPU and RSS are read from Linux's /proc, for the whole process (all its threads).
+fresh SQLite file in the run's directory, polling the fake Bot API and paying through the
+Daraja simulator, which runs as a process of its own (``duka simulator``) so that
+Daraja's side of each payment is not counted as Duka's CPU; ``running_bot("floor", ...)``
+starts ``bench.chat_floor``. Each process's output goes to ``bot.log`` in the run's
+directory, and SIGTERM ends it (all shut down cleanly on it). CPU and RSS are read from
+Linux's /proc, for the whole bot process (all its threads).
 """
 
 from __future__ import annotations
@@ -33,14 +35,12 @@ RSS_SAMPLE_SECONDS = 0.2
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PROFILE_FILE = "duka.prof"
 MERCHANT_CHAT = 600_001  # with --merchant: the one chat that gets every "New paid order"
+SIMULATOR_CALLBACK_DELAY = "2.0"  # seconds from push to callback: the simulator's default
 # The bench shop: no [shop] fulfilment (so no "delivery or pickup?"), no merchant chat
-# (unless --merchant), the simulator's default 2 s from push to callback, everything
-# else as shipped.
+# (unless --merchant), everything else as shipped.
 CONFIG_TOML = """
 [shop]
 name = "Bench Duka"
-[simulator]
-callback_delay_seconds = 2.0
 [[catalog.products]]
 sku = "sukuma"
 name = "Sukuma wiki"
@@ -98,7 +98,7 @@ def _free_port() -> int:
 
 
 def _command(
-    kind: str, base_url: str, workdir: Path, profile: bool, merchant: bool
+    kind: str, base_url: str, workdir: Path, profile: bool, merchant: bool, simulator_port: int
 ) -> tuple[list[str], dict[str, str], int]:
     """The command line, environment and HTTP port (0: none) of the bot to measure."""
     env = {
@@ -119,6 +119,7 @@ def _command(
         "DUKA_HTTP_PORT": str(port),
         "DUKA_DATA_KEY": generate_key(),
         "MPESA_ENVIRONMENT": "simulator",
+        "MPESA_BASE_URL": f"http://127.0.0.1:{simulator_port}",
         "TELEGRAM_BOT_TOKEN": TOKEN,
         "TELEGRAM_API_BASE_URL": base_url,
     }
@@ -134,10 +135,19 @@ async def running_bot(
     kind: str, base_url: str, workdir: Path, *, profile: bool = False, merchant: bool = False
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
     """The bot's process and Duka's HTTP port (0 for the floor), stopped at the end."""
-    command, env, port = _command(kind, base_url, workdir, profile, merchant)
-    with (workdir / "bot.log").open("wb") as log:
+    simulator_port = _free_port()
+    command, env, port = _command(kind, base_url, workdir, profile, merchant, simulator_port)
+    async with contextlib.AsyncExitStack() as stack:
+        log = stack.enter_context((workdir / "bot.log").open("wb"))
         if port:
-            # As deployed (docs/operations.md): `duka migrate`, then `duka serve`, which then
+            simulator = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot", "simulator", "--port", str(simulator_port),
+                "--callback-delay", SIMULATOR_CALLBACK_DELAY,
+                cwd=PROJECT_ROOT, env=env, stdout=log, stderr=asyncio.subprocess.STDOUT,
+            )  # fmt: skip
+            stack.push_async_callback(_stop, simulator)
+            await _until_listening(simulator_port)
+            # As an upgrade is deployed (README): `duka migrate`, then `duka serve`, which then
             # finds the schema at head and never imports Alembic (about 11 MB resident).
             migrating = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "bot", "migrate", cwd=PROJECT_ROOT, env=env, stdout=log,
@@ -148,17 +158,33 @@ async def running_bot(
         process = await asyncio.create_subprocess_exec(
             *command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=asyncio.subprocess.STDOUT
         )
-        try:
-            yield process, port
-        finally:
-            if process.returncode is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    async with asyncio.timeout(STOP_TIMEOUT):
-                        await process.wait()
-                except TimeoutError:
-                    process.kill()
-                    await process.wait()
+        stack.push_async_callback(_stop, process)
+        yield process, port
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM, and SIGKILL if it has not ended in STOP_TIMEOUT seconds."""
+    if process.returncode is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        async with asyncio.timeout(STOP_TIMEOUT):
+            await process.wait()
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+
+
+async def _until_listening(port: int) -> None:
+    async with asyncio.timeout(START_TIMEOUT):
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.1)
+                continue
+            writer.close()
+            return
 
 
 async def until_ready(
