@@ -35,18 +35,40 @@ from storage.schema_version import CODE_HEADS
 from storage.sealed_rows import rekey
 from storage.sealing import CannotUnseal, generate_key
 
+DESCRIPTION = """Duka: a chat shop on Telegram and WhatsApp that takes M-Pesa payments.
+Settings come from config.toml (DUKA_CONFIG names another file) and the environment,
+which wins; the README lists them all. `duka serve` runs the shop; `duka demo` tries it in
+the terminal with no accounts."""
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="duka", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="run the server (callback webhook, reconciler)")
+    parser = argparse.ArgumentParser(
+        prog="duka", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser(
+        "serve",
+        help="run the shop: the chat channels, the M-Pesa callback webhook, the reconciler "
+        "and the message outbox, on DUKA_HTTP_HOST:DUKA_HTTP_PORT (default 127.0.0.1:8080; "
+        "config.toml [http]) with the database in DUKA_DATABASE_URL (default "
+        "./var/duka.sqlite3), migrated at start. SIGTERM or Ctrl-C stops it cleanly",
+        description="Run the shop until SIGTERM or Ctrl-C. It has no options: every setting "
+        "is in config.toml or the environment (see the README's settings table).",
+    )
     demo = commands.add_parser(
         "demo", help="the shop in your terminal: you are the customer (no accounts needed)"
     )
     demo.add_argument(
         "--script", action="store_true", help="play three scripted customers and check the result"
     )
-    demo.add_argument("--callback-delay", type=float, default=1.0, metavar="SECONDS")
+    demo.add_argument(
+        "--callback-delay",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="how long the simulated M-Pesa takes from the PIN prompt to its answer "
+        "(default: %(default)s)",
+    )
     demo.add_argument(
         "--log-file",
         type=Path,
@@ -103,10 +125,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     restore.add_argument("file", type=Path, metavar="FILE")
     simulator = commands.add_parser("simulator", help="run the Daraja simulator on its own")
-    simulator.add_argument("--host", default="127.0.0.1")
-    simulator.add_argument("--port", type=int, default=8090)
-    simulator.add_argument("--callback-delay", type=float, default=2.0, metavar="SECONDS")
-    parser.add_argument("--log-level", default="INFO")
+    simulator.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
+    simulator.add_argument("--port", type=int, default=8090, help="default: %(default)s")
+    simulator.add_argument(
+        "--callback-delay",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="from an accepted STK push to its callback (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        metavar="LEVEL",
+        help="debug, info, warning or error (default: info); DUKA_LOG_FORMAT=json makes the "
+        "log one JSON object per line",
+    )
     args = parser.parse_args(argv)
     try:
         log_format = startup.log_format(os.environ.get("DUKA_LOG_FORMAT") or "text")

@@ -66,6 +66,8 @@ SIMULATOR_CONSUMER_SECRET = "duka-sim-secret"  # noqa: S105 - a public test valu
 SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
 SANDBOX_SHORT_CODE = "174379"  # Safaricom's public test short code; unknown in production
 CALLBACK_ROUTE_PREFIX = "/hooks/stk"
+# Relative to the directory duka runs in (three slashes then "./": not /var).
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/duka.sqlite3"
 MIN_CALLBACK_SECRET_LENGTH = 24  # below this a path segment is no secret (bot.cli redacts above)
 # A callback secret's strength, estimated as len(secret) * log2(distinct characters used):
 # 48 hex characters from secrets.token_hex(24) give 192 bits, "abab..." or a counted-up
@@ -366,7 +368,7 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str]) -> AppConfig:
     database_url = env.get("DUKA_DATABASE_URL") or data.get("database", {}).get("url") or ""
     database_key = "database.url" if database_url and not env.get("DUKA_DATABASE_URL") else ""
     database_key = database_key or "DUKA_DATABASE_URL"
-    database_url = database_url or "sqlite+aiosqlite:///var/duka.sqlite3"
+    database_url = database_url or DEFAULT_DATABASE_URL
     _check_database_url(database_url, database_key)
     # Reported together: a deployment is not fixed one restart at a time.
     problems = _Problems()
@@ -435,9 +437,12 @@ def _daraja(
     short_code = problems.check(lambda: _short_code(mpesa, env, production=production), "")
     till = problems.check(lambda: _till_number(mpesa, env), None)
     base_url = problems.check(lambda: _base_url(mpesa, env, environment), "")
-    given_callback_url = str(env.get("MPESA_CALLBACK_URL") or mpesa.get("callback_url") or "")
+    given_callback_url, callback_key = _mpesa_setting(
+        mpesa, env, "MPESA_CALLBACK_URL", "callback_url"
+    )
     callback_url = problems.check(
-        lambda: _callback_url(given_callback_url, environment, host, port), given_callback_url
+        lambda: _callback_url(given_callback_url, callback_key, environment, host, port),
+        given_callback_url,
     )
     c2b_confirmation, c2b_validation = problems.check(
         lambda: _c2b_urls(mpesa, env, environment, callback_url), ("", "")
@@ -543,17 +548,29 @@ def _environment(mpesa: Mapping[str, Any], env: Mapping[str, str]) -> DarajaEnvi
         ) from None
 
 
+def _mpesa_setting(
+    mpesa: Mapping[str, Any], env: Mapping[str, str], env_name: str, toml_key: str
+) -> tuple[str, str]:
+    """(value, where it came from): the environment variable wins over config.toml's
+    ``[mpesa]`` key; an error names the one the value was read from."""
+    if env.get(env_name):
+        return str(env[env_name]).strip(), env_name
+    if mpesa.get(toml_key) not in (None, ""):
+        return str(mpesa[toml_key]).strip(), f"mpesa.{toml_key}"
+    return "", env_name
+
+
 def _base_url(
     mpesa: Mapping[str, Any], env: Mapping[str, str], environment: DarajaEnvironment
 ) -> str:
     """The Daraja API base without a trailing slash; "" starts the embedded simulator."""
-    base_url = str(env.get("MPESA_BASE_URL") or mpesa.get("base_url") or "").strip()
+    base_url, key = _mpesa_setting(mpesa, env, "MPESA_BASE_URL", "base_url")
     if not base_url:
         return DARAJA_BASE_URLS.get(environment, "")
-    _check_http_url("MPESA_BASE_URL", base_url)
+    _check_http_url(key, base_url)
     if environment is DarajaEnvironment.PRODUCTION and urlsplit(base_url).scheme != "https":
         raise ConfigError(
-            "MPESA_BASE_URL",
+            key,
             "is not https, and production requests carry your credentials",
             f"use an https:// URL, or unset it for {DARAJA_BASE_URLS[environment]}",
         )
@@ -562,18 +579,16 @@ def _base_url(
 
 def _short_code(mpesa: Mapping[str, Any], env: Mapping[str, str], *, production: bool) -> str:
     which = "your Paybill number, or for Buy Goods your store (head office) number"
-    if production and not (env.get("MPESA_SHORTCODE") or "short_code" in mpesa):
+    short_code, key = _mpesa_setting(mpesa, env, "MPESA_SHORTCODE", "short_code")
+    if production and not short_code:
         # The sandbox default would be accepted by nobody, with an error only at the first push.
         raise ConfigError("MPESA_SHORTCODE", "not set", f"export MPESA_SHORTCODE with {which}")
-    short_code = str(env.get("MPESA_SHORTCODE") or mpesa.get("short_code", SANDBOX_SHORT_CODE))
-    short_code = short_code.strip()
+    short_code = short_code or SANDBOX_SHORT_CODE
     if not re.fullmatch(r"\d{5,7}", short_code):
-        raise ConfigError(
-            "MPESA_SHORTCODE", f"{short_code!r} is not a 5 to 7 digit short code", f"use {which}"
-        )
+        raise ConfigError(key, f'"{short_code}" is not a 5 to 7 digit short code', f"use {which}")
     if production and short_code == SANDBOX_SHORT_CODE:
         raise ConfigError(
-            "MPESA_SHORTCODE",
+            key,
             f"{SANDBOX_SHORT_CODE} is Safaricom's sandbox test short code, unknown in production",
             f"set MPESA_SHORTCODE (or [mpesa] short_code) to {which}",
         )
@@ -582,16 +597,16 @@ def _short_code(mpesa: Mapping[str, Any], env: Mapping[str, str], *, production:
 
 def _till_number(mpesa: Mapping[str, Any], env: Mapping[str, str]) -> str | None:
     """The till for Buy Goods; None (unset or empty) means Paybill."""
-    till = str(env.get("MPESA_TILL_NUMBER") or mpesa.get("till_number") or "").strip() or None
-    if till is not None and not re.fullmatch(r"\d{5,8}", till):
-        raise ConfigError("MPESA_TILL_NUMBER", f"{till!r} is not a till number", "use digits only")
-    return till
+    till, key = _mpesa_setting(mpesa, env, "MPESA_TILL_NUMBER", "till_number")
+    if till and not re.fullmatch(r"\d{5,8}", till):
+        raise ConfigError(key, f'"{till}" is not a till number', "use digits only")
+    return till or None
 
 
-def _callback_url(url: str, environment: DarajaEnvironment, host: str, port: int) -> str:
+def _callback_url(url: str, key: str, environment: DarajaEnvironment, host: str, port: int) -> str:
     """The checked, normalised STK callback URL; in simulator mode a fresh one by default."""
     if url:
-        return _check_callback_url(url, environment)
+        return _check_callback_url(url, environment, key=key)
     if environment is not DarajaEnvironment.SIMULATOR:
         raise ConfigError(
             "MPESA_CALLBACK_URL",

@@ -213,19 +213,13 @@ class OutboxDispatcher:
                 delivery.chat_id, delivery.notice, replace=delivery.replace
             )
         except RecipientGone as exc:
-            log.warning("outbox %d: recipient gone (%s); not retrying", row.id, exc)
+            log.warning("message failed: %s; recipient gone (%s), not retrying", _about(row), exc)
             await self._db.transaction(_gone, row, str(exc), self._clock())
             self._metrics.failed(delivery.channel, "recipient_gone")
             return False
         except Undeliverable as exc:
             self.undeliverable[(delivery.channel, row.kind)] += 1
-            log.error(
-                "outbox %d (%s to %s) can never be delivered: %s",
-                row.id,
-                row.kind,
-                row.audience,
-                exc,
-            )
+            log.error("message failed: %s; can never be delivered: %s", _about(row), exc)
             await self._db.transaction(_fail, row.id, str(exc), self._clock())
             self._metrics.failed(delivery.channel, "undeliverable")
             return False
@@ -235,7 +229,7 @@ class OutboxDispatcher:
             return False
         except DeliveryError as exc:
             backoff = min(MAX_BACKOFF.total_seconds(), 2.0 ** min(row.attempts, 10))
-            log.warning("outbox %d: %s; retrying in %g s", row.id, exc, backoff)
+            log.warning("message failed: %s; %s; retrying in %g s", _about(row), exc, backoff)
             await self._db.transaction(_retry, row, backoff, str(exc), self._clock())
             self._count_if_given_up(row, delivery.channel)
             return False
@@ -251,12 +245,20 @@ class OutboxDispatcher:
                     "outbox %d was sent but could not be marked (try %d)", row.id, attempt + 1
                 )
                 await asyncio.sleep(0.5 * (attempt + 1))
+        log.info("message sent: %s, on %s", _about(row), delivery.channel)
         return True
 
     def _count_if_given_up(self, row: _Due, channel: str) -> None:
         """``_retry`` fails a row for good at its last attempt: counted as given up."""
         if row.attempts + 1 >= GIVE_UP_AFTER_ATTEMPTS:
             self._metrics.failed(channel, "gave_up")
+
+
+def _about(row: _Due) -> str:
+    """A message for a log line: its kind, whom it is for and its order (no chat ids:
+    on WhatsApp they are phone numbers)."""
+    order = row.payload.get("order_reference") or (f"id {row.order_id}" if row.order_id else "-")
+    return f"{row.kind} to the {row.audience}, order {order} (outbox {row.id})"
 
 
 def _channel_of(row: _Due) -> str:

@@ -23,8 +23,9 @@ from sqlalchemy import Connection
 
 from payments import ledger
 from payments.metrics import Metrics
+from payments.phone import mask_checkout_id, mask_msisdn
 from payments.results import StkResult
-from payments.settlement import EventStatus
+from payments.settlement import EventStatus, PaymentSnapshot
 from storage.engine import Database
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class _Item:
     source_ip: str | None = None
     refused_as: EventStatus = EventStatus.REJECTED  # for a body not applied at all
     status: EventStatus = EventStatus.RECEIVED  # what storing (and applying) it did
+    payment: PaymentSnapshot | None = None  # the payment it concerned, for the log line
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -76,6 +78,11 @@ def store_and_apply(conn: Connection, batch: Sequence[_Item], now: datetime) -> 
     """One transaction: the batch's raw bodies, what their results change, their messages."""
     results = [item.result for item in batch if item.result is not None]
     plan = ledger.plan_results(conn, results, now)
+    settlements = iter(plan.settlements)
+    for item in batch:
+        if item.result is not None:
+            settlement = next(settlements)
+            item.payment = None if settlement is None else settlement.after
     marks = iter(plan.event_marks())
     events = [item.event(next(marks) if item.result else None) for item in batch]
     # The raw bodies are the first rows this transaction writes.
@@ -119,6 +126,8 @@ class CallbackInbox:
         self._queue.put_nowait(item)  # unbounded: the writer drains everything each turn
         await asyncio.shield(item.done)  # a dropped client connection must not lose our write
         self._metrics.callback(item.refused_as if result is None else item.status)
+        if result is not None:
+            _log_outcome(item.status, result, item.payment)
         return item.status
 
     @property
@@ -191,6 +200,27 @@ class CallbackInbox:
             note = f"not applied yet: {type(exc).__name__}"
             with contextlib.suppress(Exception):
                 await self._database.transaction(ledger.note_unapplied, event_id, note)
+
+
+def _log_outcome(status: EventStatus, result: StkResult, payment: PaymentSnapshot | None) -> None:
+    """One line per callback stored: what it did, to which order, and Daraja's words."""
+    level = logging.INFO if status in _ROUTINE else logging.WARNING
+    log.log(
+        level,
+        "callback %s: order %s, %s, checkout %s, ResultCode %s (%s)%s",
+        status.value,
+        payment.order_reference if payment else "-",
+        mask_msisdn(payment.msisdn if payment else result.msisdn),
+        mask_checkout_id(result.checkout_request_id),
+        result.result_code,
+        result.result_desc,
+        f", receipt {result.receipt}" if result.receipt else "",
+    )
+
+
+_ROUTINE = frozenset(
+    {EventStatus.APPLIED, EventStatus.DUPLICATE, EventStatus.HELD, EventStatus.IGNORED}
+)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -113,6 +113,15 @@ def mask_msisdn(msisdn: str | None) -> str:
     return f"{national[:2]}XX XXX {national[-3:]}"
 
 
+def mask_checkout_id(checkout_request_id: str | None) -> str:
+    """A CheckoutRequestID for logs: Daraja ends it with the payer's last 9 digits
+    (``ws_CO_…712345678``), so those are masked like a phone number (``…XXXXXX678``)."""
+    if not checkout_request_id:
+        return "-"
+    found = re.fullmatch(r"(.*?)\d{6}(\d{3})", checkout_request_id)
+    return f"{found[1]}XXXXXX{found[2]}" if found else checkout_request_id
+
+
 def mask_masked(shown: str) -> str | None:
     """M-Pesa's own mask (``2547 ***** 126``, C2B v2) in our style (``07XX XXX 126``);
     None if ``shown`` is not in M-Pesa's form."""

@@ -28,7 +28,7 @@ from payments.daraja_client import (
 from payments.errors import DarajaError, PushOutcomeUnknown
 from payments.limits import LimitHit, PromptLimits, prompt_limit_hit
 from payments.metrics import Metrics
-from payments.phone import MpesaNumber, mask_msisdn, normalize_msisdn
+from payments.phone import MpesaNumber, mask_checkout_id, mask_msisdn, normalize_msisdn
 from payments.settlement import EventStatus
 from payments.states import OrderStatus, PaymentStatus
 from storage.engine import Database
@@ -148,14 +148,26 @@ class PaymentService:
             accepted = await self._client.stk_push(request)
         except PushOutcomeUnknown as exc:
             self._metrics.push("unknown")
-            log.warning("STK push for %s: outcome unknown (%s)", reference, exc)
+            log.warning(
+                "push unknown: order %s, %s, KES %d: %s (the reconciler will ask Daraja)",
+                reference,
+                mask_msisdn(number.msisdn),
+                amount,
+                exc,
+            )
             await self._record_push(payment_id, PaymentStatus.UNKNOWN, error=exc)
             return PaymentStarted(
                 payment_id, PaymentStatus.UNKNOWN, number.msisdn, amount, reference, number.warning
             )
         except (DarajaError, InvalidPushRequest) as exc:
             self._metrics.push("refused")
-            log.warning("STK push for %s refused: %s", reference, exc)
+            log.warning(
+                "push refused: order %s, %s, KES %d: %s",
+                reference,
+                mask_msisdn(number.msisdn),
+                amount,
+                exc,
+            )
             await self._record_push(payment_id, PaymentStatus.FAILED, error=exc)
             raise
         except BaseException as exc:
@@ -173,7 +185,13 @@ class PaymentService:
             raise
         self._metrics.push("accepted")
         await self._record_push(payment_id, PaymentStatus.PENDING, accepted=accepted)
-        log.info("STK push for %s accepted for %s", reference, mask_msisdn(number.msisdn))
+        log.info(
+            "push accepted: order %s, %s, KES %d, checkout %s",
+            reference,
+            mask_msisdn(number.msisdn),
+            amount,
+            mask_checkout_id(accepted.checkout_request_id),
+        )
         return PaymentStarted(
             payment_id, PaymentStatus.PENDING, number.msisdn, amount, reference, number.warning
         )

@@ -4,6 +4,8 @@ Bot API on 127.0.0.1, the Daraja simulator, and a real database."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -152,6 +154,43 @@ async def test_customer_orders_and_pays_and_the_merchant_is_told(shop: Shop) -> 
     assert payment.mpesa_receipt in note
     assert "Wanjiru" in note
     assert "07XX XXX 678" in note
+
+
+async def test_each_business_event_is_one_log_line_with_order_masked_phone_and_checkout(
+    shop: Shop, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    fake = shop.telegram
+    await fill_cart_and_confirm(fake)
+    fake.user_shares_contact(CUSTOMER, "+254712345678", contact_user_id=CUSTOMER)
+    await sees(fake, MERCHANT, "New paid order")
+    [payment] = await payment_rows(shop.duka.engine, 1)
+    rows = {row.kind: row for row in await _outbox(shop)}
+    order_reference = json.loads(rows["payment_paid"].payload)["order_reference"]
+    checkout = payment.checkout_request_id
+    assert checkout.endswith("712345678")
+    masked_checkout = checkout[:-9] + "XXXXXX678"
+
+    def lines(start: str) -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.getMessage().startswith(start)]
+
+    assert lines("push accepted:") == [
+        f"push accepted: order {order_reference}, 07XX XXX 678, KES 270, checkout {masked_checkout}"
+    ]
+    assert lines("callback applied:") == [
+        f"callback applied: order {order_reference}, 07XX XXX 678, checkout {masked_checkout}, "
+        f"ResultCode 0 (The service request is processed successfully.), "
+        f"receipt {payment.mpesa_receipt}"
+    ]
+    await wait_until(lambda: len(lines("message sent:")) == 2)
+    assert sorted(lines("message sent:")) == [
+        f"message sent: order_paid to the merchant, order {order_reference} "
+        f"(outbox {rows['order_paid'].id}), on telegram",
+        f"message sent: payment_paid to the customer, order {order_reference} "
+        f"(outbox {rows['payment_paid'].id}), on telegram",
+    ]
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "712345678" not in logged, "a phone number (or a CheckoutRequestID) in clear"
 
 
 async def test_paid_message_carries_a_menu_button(shop: Shop) -> None:

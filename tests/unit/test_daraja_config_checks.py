@@ -169,7 +169,8 @@ def test_production_refuses_the_sandbox_short_code(tmp_path: Path, source: str) 
         env.pop("MPESA_SHORTCODE")
         path = config_file(tmp_path, '[mpesa]\nshort_code = "174379"\n')
     error = refusal(env, path)
-    assert error.key == "MPESA_SHORTCODE"
+    # The error names the setting where the value was read (issue 9).
+    assert error.key == ("MPESA_SHORTCODE" if source == "env" else "mpesa.short_code")
     assert "sandbox test short code" in str(error)
 
 
@@ -177,7 +178,7 @@ def test_the_shipped_config_file_needs_a_real_short_code_for_production() -> Non
     """config.toml ships 174379: switching it to production alone stops at start-up."""
     env = dict(PRODUCTION)
     env.pop("MPESA_SHORTCODE")
-    assert refusal(env, REPO_CONFIG).key == "MPESA_SHORTCODE"
+    assert refusal(env, REPO_CONFIG).key == "mpesa.short_code"
     assert load_config(env=PRODUCTION, path=REPO_CONFIG).daraja.short_code == "600100"
 
 
@@ -194,6 +195,29 @@ def test_production_buy_goods_takes_the_till_and_needs_the_store_number(no_file:
     assert (daraja.transaction_type, daraja.party_b) == ("CustomerBuyGoodsOnline", "5123456")
     env.pop("MPESA_SHORTCODE")
     assert refusal(env, no_file).key == "MPESA_SHORTCODE"
+
+
+@pytest.mark.parametrize(
+    ("toml", "env_name", "key_in_file"),
+    [
+        ('short_code = "abc"', "MPESA_SHORTCODE", "mpesa.short_code"),
+        ('till_number = "12x"', "MPESA_TILL_NUMBER", "mpesa.till_number"),
+        ('callback_url = "https://shop.example.com/hooks/stk/short"', "MPESA_CALLBACK_URL",
+         "mpesa.callback_url"),
+        ('base_url = "ftp://daraja.example.com"', "MPESA_BASE_URL", "mpesa.base_url"),
+    ],
+)  # fmt: skip
+def test_a_wrong_mpesa_value_is_named_where_it_was_set(
+    tmp_path: Path, toml: str, env_name: str, key_in_file: str
+) -> None:
+    value = toml.partition(" = ")[2]
+    without = {k: v for k, v in PRODUCTION.items() if k != env_name}  # the file's value counts
+    from_file = refusal(without, config_file(tmp_path, f"[mpesa]\n{toml}\n"))
+    assert from_file.key == key_in_file
+    assert from_file.key in str(from_file)
+    from_env = refusal({**PRODUCTION, env_name: value.strip('"')}, config_file(tmp_path, ""))
+    assert from_env.key == env_name
+    assert "'" not in str(from_file).split(". Fix:")[0], "a Python repr in the message"
 
 
 def test_an_empty_till_number_means_paybill(tmp_path: Path) -> None:
