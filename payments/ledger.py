@@ -127,9 +127,14 @@ def _snapshot_query() -> Any:
     return select(*_SNAPSHOT_COLUMNS).join(orders, orders.c.id == payments.c.order_id)
 
 
+# Rows are locked in the order they come out: always (order, payment) by id, so that two
+# batches locking overlapping payments (the same callbacks reaching two processes) take
+# them in one order and cannot deadlock. A payment has one order, so this order is total.
+_LOCK_ORDER = (orders.c.id, payments.c.id)
 _SNAPSHOTS_BY_CHECKOUT_ID = (
     _snapshot_query()
     .where(payments.c.checkout_request_id.in_(bindparam("ids", expanding=True)))
+    .order_by(*_LOCK_ORDER)
     .with_for_update(of=_LOCKED)
 )
 _SNAPSHOT_BY_ID = (
@@ -173,7 +178,7 @@ def snapshots_by_checkout_id(
 _SNAPSHOTS_BY_ID = (
     _snapshot_query()
     .where(payments.c.id.in_(bindparam("pids", expanding=True)))
-    .order_by(payments.c.id)
+    .order_by(*_LOCK_ORDER)
     .with_for_update(of=_LOCKED)
 )
 

@@ -237,6 +237,10 @@ outbox = Table(
     Column("last_error", SealedText),
     Column("created_at", UtcDateTime, nullable=False),
     Column("sent_at", UtcDateTime),
+    # PostgreSQL with several processes: the process sending it, and until when its claim
+    # holds (a crashed process's claims lapse and another sends the row).
+    Column("claimed_by", String(64)),
+    Column("claimed_until", UtcDateTime),
     Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
 )
 
@@ -317,4 +321,52 @@ review_actions = Table(
     Column("action", String(16), nullable=False),  # paid | refund | cancel | match | kept...
     Column("note", SealedText, nullable=False, server_default=""),
     Column("order_id", ForeignKey("orders.id")),
+)
+
+
+# --- several processes on one database (issue 10) ---------------------------------------
+
+# A job only one process may run at a time (the reconciler, pruning), held by ``holder``
+# until ``expires_at``; the holder renews it, another process takes it once it lapses.
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("holder", String(64), nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+)
+
+# Daraja's OAuth token, shared: a new token invalidates the previous one, so every process
+# uses the one stored here and only one fetches a new one.
+daraja_tokens = Table(
+    "daraja_tokens",
+    metadata,
+    Column("app", String(64), primary_key=True),  # which Daraja app (a digest, no secret)
+    Column("token", SealedValue, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+)
+
+# Every running ``duka serve``: shown in /readyz, and how a second one is noticed.
+processes = Table(
+    "processes",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("version", String(32), nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("seen_at", UtcDateTime, nullable=False),  # renewed while it runs
+    Column("polls_telegram", Boolean, nullable=False, server_default=text("false")),
+)
+
+# A WhatsApp chat's latest list, page by page, for its "More" row: any process may get
+# the tap.
+whatsapp_lists = Table(
+    "whatsapp_lists",
+    metadata,
+    Column("chat_id", SealedValue, primary_key=True),
+    Column("seq", Integer, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("pages", SealedText, nullable=False),  # JSON
+    Column("updated_at", UtcDateTime, nullable=False),
 )

@@ -14,7 +14,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, inspect, text
 
 # The newest revision in storage/migrations/versions: change it with every new migration.
-CODE_HEADS = frozenset({"0011"})
+CODE_HEADS = frozenset({"0012"})
 VERSION_TABLE = "alembic_version"  # Alembic's default, which storage/migrations/env.py keeps
 
 
