@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -70,6 +71,8 @@ MERCHANT_DESK = web.AppKey("merchant_desk", MerchantDesk)
 METRICS = web.AppKey("metrics", Metrics)
 BACKGROUND = web.AppKey("background_tasks", BackgroundTasks)  # what /readyz checks
 METRICS_URL = web.AppKey("metrics_url", str)  # set when /metrics has a port of its own
+# This process among all that share the database: who claims outbox rows, holds leases.
+PROCESS_ID = web.AppKey("process_id", str)
 
 
 def build_app(
@@ -100,6 +103,7 @@ def build_app(
         middlewares=[_error_middleware(_secret_paths(config))],
     )
     app[CONFIG] = config
+    app[PROCESS_ID] = uuid.uuid4().hex
     app[METRICS] = Metrics()
     app[BACKGROUND] = BackgroundTasks()
     app.add_routes(
