@@ -337,6 +337,7 @@ def _chat(
             dispatch_seconds or 1.0,
             paybill=paybill,
             metrics=app[METRICS],
+            claimant=app[PROCESS_ID],
         )
         app[DISPATCHER] = dispatcher
         # Whoever may send merchant commands: the same chats that get merchant messages.

@@ -19,7 +19,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, case, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    case,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 
 from bot.channels.base import (
     Channel,
@@ -68,6 +79,14 @@ CHATS_AT_ONCE = 32  # chats being sent to at the same time (each chat's rows in 
 # payment results waiting behind its whole backlog.
 ROWS_PER_CHAT_PER_PASS = 2
 GIVE_UP_AFTER_ATTEMPTS = 60  # about four hours of failures at the longest back-off
+# Several processes (PostgreSQL): a claimed row is this process's to send until the claim
+# lapses; it is renewed while the process lives, so a crashed process's rows wait at most
+# this long before another process sends them.
+CLAIM_LEASE = timedelta(seconds=60)
+CLAIM_RENEW_SECONDS = 15.0
+_UNCLAIMED: dict[str, Any] = {"claimed_by": None, "claimed_until": None}
+# Claiming takes this transaction-scoped lock: one process claims at a time.
+_CLAIMING_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended('duka-outbox-claims', 0))")
 # How many buttons a merchant's chat shows under one message: an inline keyboard holds 100,
 # WhatsApp three reply buttons; other chats (the terminal demo) none a merchant can press.
 MERCHANT_BUTTON_ROOM = {"telegram": 100, "whatsapp": MAX_BUTTONS}
@@ -107,8 +126,12 @@ class OutboxDispatcher:
         poll_seconds: float = 1.0,
         paybill: str | None = None,
         metrics: Metrics | None = None,
+        claimant: str | None = None,
     ) -> None:
         self._db = database
+        # PostgreSQL, several processes: rows are claimed by this id before they are sent
+        # (see ``_due``). None: this process is the only sender (SQLite, the tests).
+        self._claimant = None if database.is_sqlite else claimant
         self._metrics = metrics or Metrics()
         self._paybill = paybill  # offered after a failed push, when the fallback is on
         # Messages a platform refused for good, by (channel, kind): loud, and counted.
@@ -119,7 +142,7 @@ class OutboxDispatcher:
         self._poll = poll_seconds
         self._wake = asyncio.Event()
         # One pass at a time: two passes would both see a row as pending and send it twice.
-        # (One process per shop; several would need rows claimed in the database first.)
+        # (Other processes are kept off this process's rows by their claims.)
         self._pass = asyncio.Lock()
         self._stopping = False
 
@@ -139,14 +162,36 @@ class OutboxDispatcher:
                 await task
 
     async def run_forever(self) -> None:
-        while not self._stopping:
+        claimant, renewing = self._claimant, None
+        if claimant is not None:
+            renewing = asyncio.create_task(self._renew_claims(claimant), name="outbox-claims")
+        try:
+            while not self._stopping:
+                try:
+                    await self.deliver_due()
+                except Exception:
+                    log.exception("outbox delivery pass failed; trying again")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._poll)
+                self._wake.clear()
+        finally:
+            if claimant is not None and renewing is not None:
+                renewing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewing
+                # Whatever this process claimed and did not send, others may send now.
+                with contextlib.suppress(Exception):
+                    await self._db.transaction(_release_claims, claimant)
+
+    async def _renew_claims(self, claimant: str) -> None:
+        """Keep this process's claims alive while its sends wait (a rate limit, a slow
+        network): a lapsed claim would let another process send the same row again."""
+        while True:
+            await asyncio.sleep(CLAIM_RENEW_SECONDS)
             try:
-                await self.deliver_due()
+                await self._db.transaction(_renew, claimant, self._clock())
             except Exception:
-                log.exception("outbox delivery pass failed; trying again")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll)
-            self._wake.clear()
+                log.exception("could not renew this process's outbox claims")
 
     async def deliver_due(self) -> int:
         """Send what is due now; the number of messages the platforms accepted."""
@@ -158,7 +203,7 @@ class OutboxDispatcher:
         otherwise set the pace), each chat's in order."""
         now = self._clock()
         await self._db.transaction(_fan_out_to_merchants, self._merchants, now)
-        due = await self._db.transaction(_due, now, BATCH)
+        due = await self._db.transaction(_due, now, BATCH, self._claimant)
         chats: dict[tuple[str, object], list[_Due]] = {}
         for row in due:
             rows = chats.setdefault(_chat_of(row), [])
@@ -270,6 +315,7 @@ def _channel_of(row: _Due) -> str:
 
 
 def _fan_out_to_merchants(conn: Connection, recipients: Sequence[str], now: datetime) -> None:
+    _one_process_at_a_time(conn)  # two would both copy a row out (and collide on its key)
     rows = conn.execute(
         select(outbox)
         .where(outbox.c.audience == Audience.MERCHANT)
@@ -302,6 +348,66 @@ def _fan_out_to_merchants(conn: Connection, recipients: Sequence[str], now: date
         )
 
 
+def _one_process_at_a_time(conn: Connection) -> None:
+    """On PostgreSQL, hold the outbox's claiming lock until this transaction ends."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(_CLAIMING_LOCK)
+
+
+def _held_elsewhere(row: Any, claimant: str, now: datetime) -> ColumnElement[bool]:
+    """``row`` is claimed by another process, or another process holds a row of its chat."""
+    other = outbox.alias("other")
+    live_elsewhere = (
+        (other.c.status == OutboxStatus.PENDING)
+        & (other.c.claimed_until > now)
+        & (other.c.claimed_by != claimant)
+    )
+    same_chat = or_(
+        other.c.id == row.c.id,
+        (row.c.audience == Audience.MERCHANT)
+        & (other.c.audience == Audience.MERCHANT)
+        & (other.c.recipient == row.c.recipient),
+        (row.c.audience == Audience.CUSTOMER)
+        & (other.c.audience == Audience.CUSTOMER)
+        & (other.c.customer_id == row.c.customer_id),
+    )
+    return exists().where(live_elsewhere & same_chat)
+
+
+def _row_chat(row: Any) -> tuple[str, object]:
+    return (
+        ("merchant", row.recipient)
+        if row.audience == Audience.MERCHANT
+        else (
+            "customer",
+            row.customer_id,
+        )
+    )
+
+
+def _take(taken: Counter[tuple[str, object]], chat: tuple[str, object]) -> bool:
+    taken[chat] += 1
+    return taken[chat] <= ROWS_PER_CHAT_PER_PASS
+
+
+def _renew(conn: Connection, claimant: str, now: datetime) -> None:
+    conn.execute(
+        update(outbox)
+        .where(outbox.c.claimed_by == claimant)
+        .where(outbox.c.status == OutboxStatus.PENDING)
+        .values(claimed_until=now + CLAIM_LEASE)
+    )
+
+
+def _release_claims(conn: Connection, claimant: str) -> None:
+    conn.execute(
+        update(outbox)
+        .where(outbox.c.claimed_by == claimant)
+        .where(outbox.c.status == OutboxStatus.PENDING)
+        .values(**_UNCLAIMED)
+    )
+
+
 def _chat_of(row: _Due) -> tuple[str, object]:
     """Whose chat a row goes to, as far as is known before rendering it."""
     if row.audience is Audience.MERCHANT:
@@ -309,10 +415,15 @@ def _chat_of(row: _Due) -> tuple[str, object]:
     return ("customer", row.customer_id)
 
 
-def _due(conn: Connection, now: datetime, limit: int) -> list[_Due]:
+def _due(conn: Connection, now: datetime, limit: int, claimant: str | None = None) -> list[_Due]:
+    """The rows to send now. With a ``claimant`` (PostgreSQL, several processes) they are
+    claimed for it until ``now + CLAIM_SECONDS``, skipping rows other processes hold and
+    every chat in which another process holds a row, so each chat is sent in order by one
+    process at a time. Claiming is serialized across processes (one short transaction at
+    a time), so two processes never pick rows of one chat in the same moment."""
     # Payment results first: in a rush they are what customers wait for, phone in hand.
     urgent = case((outbox.c.kind.in_(sorted(PAYMENT_RESULTS)), 0), else_=1)
-    rows = conn.execute(
+    query = (
         select(outbox)
         .where(outbox.c.status == OutboxStatus.PENDING)
         .where(outbox.c.next_attempt_at <= now)
@@ -320,6 +431,21 @@ def _due(conn: Connection, now: datetime, limit: int) -> list[_Due]:
         .order_by(urgent, outbox.c.id)
         .limit(limit)
     )
+    if claimant is None:
+        rows = conn.execute(query).all()
+    else:
+        _one_process_at_a_time(conn)
+        query = query.where(~_held_elsewhere(outbox, claimant, now))
+        rows = conn.execute(query.with_for_update(of=outbox, skip_locked=True)).all()
+        # Claim only what this pass will send: the rest stays for whoever is free then.
+        taken: Counter[tuple[str, object]] = Counter()
+        rows = [r for r in rows if _take(taken, _row_chat(r))]
+        if rows:
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.id.in_([r.id for r in rows]))
+                .values(claimed_by=claimant, claimed_until=now + CLAIM_LEASE)
+            )
     return [
         _Due(
             r.id,
@@ -401,7 +527,11 @@ def _sent(
         update(outbox)
         .where(outbox.c.id == outbox_id)
         .values(
-            status=OutboxStatus.SENT, sent_at=now, attempts=outbox.c.attempts + 1, last_error=None
+            status=OutboxStatus.SENT,
+            sent_at=now,
+            attempts=outbox.c.attempts + 1,
+            last_error=None,
+            **_UNCLAIMED,
         )
     )
     if tag := delivery.notice.reply.tag:
@@ -419,6 +549,7 @@ def _retry(conn: Connection, row: _Due, after_seconds: float, error: str, now: d
             attempts=row.attempts + 1,
             last_error=error[:500],
             next_attempt_at=now + timedelta(seconds=after_seconds),
+            **_UNCLAIMED,
         )
     )
 
@@ -434,5 +565,10 @@ def _fail(conn: Connection, outbox_id: int, error: str, now: datetime) -> None:
     conn.execute(
         update(outbox)
         .where(outbox.c.id == outbox_id)
-        .values(status=OutboxStatus.FAILED, last_error=error[:500], attempts=outbox.c.attempts + 1)
+        .values(
+            status=OutboxStatus.FAILED,
+            last_error=error[:500],
+            attempts=outbox.c.attempts + 1,
+            **_UNCLAIMED,
+        )
     )
