@@ -415,7 +415,7 @@ def _retention(clock: Callable[[], datetime]) -> Callable[[web.Application], Asy
     """Old rows pruned in the background, in small batches (``payments.retention``)."""
 
     async def retention(app: web.Application) -> AsyncIterator[None]:
-        pruner = Pruner(app[DATABASE], app[CONFIG].retention, clock)
+        pruner = Pruner(app[DATABASE], app[CONFIG].retention, clock, holder=app[PROCESS_ID])
         task = asyncio.create_task(pruner.run_forever(), name="retention")
         app[BACKGROUND].watch_task("retention", task)
         try:
@@ -450,6 +450,7 @@ def _settlement(
             clock,
             app[DISPATCHER].wake,
             metrics=metrics,
+            holder=app[PROCESS_ID],
         )
         app[RECONCILER] = reconciler
         inbox = CallbackInbox(

@@ -37,8 +37,10 @@ from payments.settlement import EventStatus
 from payments.states import PaymentStatus
 from storage import stock
 from storage.engine import Database
+from storage.leases import hold_lease, release_lease
 
 log = logging.getLogger(__name__)
+LEASE = "reconciler"
 ORPHAN_LOOKBACK = timedelta(days=1)
 # Past the deadline, an attempt is expired only on Daraja's word ("being processed"); while
 # queries fail it is asked again this often, and given up only after GIVE_UP_AFTER.
@@ -69,8 +71,14 @@ class Reconciler:
         clock: Callable[[], datetime],
         on_applied: Callable[[], None] | None = None,
         metrics: Metrics | None = None,
+        holder: str | None = None,
     ) -> None:
         self._database = database
+        # Several processes share the database: only the one holding the lease sweeps
+        # (see storage/leases.py). None: no lease (the tests' direct sweeps).
+        self._holder = holder
+        self._lease_term = timedelta(seconds=max(60.0, 4 * settings.sweep_interval_seconds))
+        self.holds_lease = holder is None
         self._client = client
         self._metrics = metrics or Metrics()
         self._settings = settings
@@ -84,13 +92,36 @@ class Reconciler:
         self._woken.set()
 
     async def run_forever(self) -> None:
-        while True:
-            self._woken.clear()
-            await self.sweep()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._woken.wait(), timeout=self._settings.sweep_interval_seconds
-                )
+        try:
+            while True:
+                self._woken.clear()
+                if await self._may_sweep():
+                    await self.sweep()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._woken.wait(), timeout=self._settings.sweep_interval_seconds
+                    )
+        finally:
+            if self._holder is not None and self.holds_lease:
+                # Stopping cleanly: another process takes over now, not when the lease lapses.
+                with contextlib.suppress(Exception):
+                    await self._database.transaction(release_lease, LEASE, self._holder)
+
+    async def _may_sweep(self) -> bool:
+        """Whether this process is the one that sweeps (it holds, or just took, the lease)."""
+        if self._holder is None:
+            return True
+        try:
+            held = await self._database.transaction(
+                hold_lease, LEASE, self._holder, self._clock(), self._lease_term
+            )
+        except Exception:
+            log.exception("could not renew the reconciler's lease; skipping this sweep")
+            return False
+        if held != self.holds_lease:
+            log.info("reconciler: %s", "this process sweeps" if held else "another process sweeps")
+        self.holds_lease = held
+        return held
 
     async def sweep(self) -> SweepReport:
         """One pass; each phase on its own, so a failing one does not stop the others."""

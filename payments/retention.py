@@ -51,6 +51,7 @@ from payments.settlement import UNCONFIRMED_CODE, EventStatus
 from payments.states import OrderStatus
 from payments.unmatched import UnmatchedStatus
 from storage.engine import Database
+from storage.leases import hold_lease
 from storage.schema import (
     OPEN_PAYMENT_STATUSES,
     inbound_messages,
@@ -63,6 +64,7 @@ from storage.schema import (
 
 log = logging.getLogger(__name__)
 
+LEASE = "retention"
 BATCH_SIZE = 500  # rows deleted per transaction at most
 WINDOW = 5000  # ids examined per transaction at most
 PAUSE_SECONDS = 0.1  # between transactions: the callback writer goes first
@@ -256,8 +258,12 @@ class Pruner:
         pause_seconds: float = PAUSE_SECONDS,
         interval_seconds: float = INTERVAL_SECONDS,
         first_pass_after_seconds: float = FIRST_PASS_AFTER_SECONDS,
+        holder: str | None = None,
     ) -> None:
         self._db = database
+        # Several processes: only the lease holder prunes (storage/leases.py); the lease
+        # outlives one interval, so the holder keeps it from one pass to the next.
+        self._holder = holder
         self._settings = settings
         self._clock = clock
         self._batch_size = batch_size
@@ -294,13 +300,24 @@ class Pruner:
             await asyncio.wait_for(self._stopping.wait(), self._first_pass_after)
         while not self._stopping.is_set():
             try:
-                report = await self.prune()
+                if not await self._holds_lease():
+                    report = PruneReport()
+                else:
+                    report = await self.prune()
                 if any(report.deleted.values()):
                     log.info("retention: deleted %s", report.deleted)
             except Exception:
                 log.exception("retention pass failed; trying again at the next one")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self._interval)
+
+    async def _holds_lease(self) -> bool:
+        if self._holder is None:
+            return True
+        term = timedelta(seconds=self._interval * 1.5)
+        return bool(
+            await self._db.transaction(hold_lease, LEASE, self._holder, self._clock(), term)
+        )
 
     async def stop(self, task: asyncio.Task[None]) -> None:
         """End after the transaction under way (it is small, and finishes anyway)."""
