@@ -278,7 +278,7 @@ async def _daraja(app: web.Application) -> AsyncIterator[None]:
             settings = dataclasses.replace(settings, base_url=simulator.base_url)
             log.info("embedded Daraja simulator at %s", simulator.base_url)
         http = await stack.enter_async_context(httpx.AsyncClient())
-        client = DarajaClient(settings, http, metrics=app[METRICS])
+        client = DarajaClient(settings, http, metrics=app[METRICS], database=app[DATABASE])
         app[DARAJA] = client
         if SIMULATOR in app and settings.c2b_confirmation_url:
             # The embedded simulator is new at every start: register as `duka c2b-register`

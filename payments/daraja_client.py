@@ -33,7 +33,8 @@ from payments.phone import mask_msisdn
 from payments.result_codes import FailureReason
 from payments.results import MalformedCallback, StkResult, parse_query_answer
 from payments.settings import DarajaSettings
-from payments.token_cache import TokenCache
+from payments.shared_token import app_digest, token_provider
+from storage.engine import Database
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +109,21 @@ class DarajaClient:
         now: Callable[[], datetime] = lambda: datetime.now(NAIROBI),
         *,
         metrics: Metrics | None = None,
+        database: Database | None = None,
     ) -> None:
+        """``database``: on PostgreSQL, where several processes may run, the token is shared
+        through it (``payments.shared_token``); on SQLite, or without one, kept in memory."""
         self._settings = settings
         self._http = http
         self._metrics = metrics or Metrics()
         self._now = now
-        self._tokens = TokenCache(self._fetch_token)
+        self._tokens = token_provider(
+            self._fetch_token,
+            database,
+            app_digest(settings.base_url, settings.consumer_key),
+            # Longer than the refreshing process's OAuth request may take.
+            lock_wait_seconds=2 * settings.request_timeout_seconds + 5,
+        )
 
     @property
     def callback_url(self) -> str:

@@ -17,6 +17,9 @@ from storage.schema import metadata
 from storage.sealing import CannotUnseal, SealedText, SealedValue, Sealer
 
 BATCH = 500
+# Tables that only cache what can be had again (Daraja's token, a WhatsApp list's pages):
+# a new key empties them rather than re-sealing them (they have no id to batch by).
+CACHES = frozenset({"daraja_tokens", "whatsapp_lists"})
 
 
 class WrongDataKey(Exception):
@@ -55,6 +58,9 @@ def rekey(conn: Connection, sealer: Sealer) -> int:
     stored in clear (from before sealing) are sealed too. Idempotent."""
     changed = 0
     for name, values, texts in sealed_columns():
+        if name in CACHES:
+            changed += conn.execute(sa.delete(sa.table(name))).rowcount
+            continue
         kinds: dict[str, Callable[[str], str | None]] = {c: sealer.reseal_value for c in values}
         kinds.update({c: sealer.reseal_text for c in texts})
         changed += rewrite(conn, name, kinds)

@@ -8,11 +8,12 @@ paid the order between our read and our write on PostgreSQL), the effect raises
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, exists, select
+from sqlalchemy import Connection, exists, select, text
 
 from bot.catalog import ProductSpec, active_products, with_translations
 from bot.chat import checkout
@@ -78,6 +79,7 @@ def take_turn(
     hold_for: timedelta,
 ) -> Turn:
     channel, chat_id = inbound.channel, inbound.chat_id
+    _one_turn_per_chat(conn, channel, chat_id)
     customer = get_or_create_customer(conn, channel, chat_id, inbound.user_name, now)
     # Writing to us opens WhatsApp's 24-hour window, and means the bot is not blocked.
     update_customer(conn, customer.id, last_inbound_at=now, blocked_at=None)
@@ -95,6 +97,20 @@ def take_turn(
     if state != before or saved is None:
         save_chat_state(conn, channel, chat_id, state.to_json(), now)
     return Turn(tuple(replies), push)
+
+
+# Held until the turn's transaction ends. The key is a hash (the chat id, on WhatsApp a
+# phone number, is not stored in clear anywhere, pg_locks included).
+_CHAT_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
+
+
+def _one_turn_per_chat(conn: Connection, channel: str, chat_id: str) -> None:
+    """On PostgreSQL, wait for any other process's turn in this chat to commit, so that
+    this one reads the state that turn left (one process keeps an in-memory lock per
+    chat as well; SQLite has one writer anyway)."""
+    if conn.dialect.name == "postgresql":
+        key = hashlib.sha256(f"{channel}:{chat_id}".encode()).hexdigest()
+        conn.execute(_CHAT_LOCK, {"key": f"chat:{key}"})
 
 
 def _carry_out(

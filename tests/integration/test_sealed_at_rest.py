@@ -6,6 +6,7 @@ of the database shows no number in clear, `duka rekey` moves every row to a new 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import os
 import shutil
@@ -161,6 +162,12 @@ async def test_rekey_moves_every_row_to_the_new_key(sqlite_url: str, tmp_path: P
     finally:
         await runner.cleanup()
 
+    # A cached Daraja token (PostgreSQL keeps one for all processes): dropped, not re-sealed.
+    database_file = sqlite_url.partition(":///")[2]
+    with contextlib.closing(sqlite3.connect(database_file)) as db, db:
+        db.execute(
+            "INSERT INTO daraja_tokens VALUES ('app', 'v1.sealed-with-a', '2026-12-02 10:00:00')"
+        )
     config_file = tmp_path / "rekey.toml"
     config_file.write_text(TEST_TOML)
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("DUKA_", "MPESA_"))}
@@ -182,6 +189,8 @@ async def test_rekey_moves_every_row_to_the_new_key(sqlite_url: str, tmp_path: P
     )
     assert rekeyed.returncode == 0, rekeyed.stderr
     assert "Re-sealed" in rekeyed.stdout
+    with contextlib.closing(sqlite3.connect(database_file)) as db:
+        assert db.execute("SELECT count(*) FROM daraja_tokens").fetchone() == (0,)
 
     duka, runner = await start_on(sqlite_url, tmp_path, DUKA_DATA_KEY=key_b)
     try:
