@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 
 import httpx
 from aiohttp import web
+from sqlalchemy import Connection
 
 from bot.channels.base import (
     DeliveryError,
@@ -60,6 +61,7 @@ from bot.merchant import MerchantDesk
 from bot.texts import say
 from payments.http_body import MAX_BODY_READ_SECONDS, chat_webhook_refusal, read_limited
 from storage.engine import Database
+from storage.list_pages import latest_list, next_list_number, save_list
 from storage.orders import (
     claim_inbound,
     inbound_handled,
@@ -102,8 +104,6 @@ class WhatsAppChannel:
         self._merchant = merchant
         self._db = database
         self._clock = clock
-        # chat -> (its latest list's number, that list's pages, body): for "More".
-        self._lists: dict[str, tuple[int, list[list[ListRow]], str]] = {}
         self._work: set[asyncio.Task[None]] = set()
 
     # --- webhook ---------------------------------------------------------------------------
@@ -236,7 +236,7 @@ class WhatsAppChannel:
             return await self._send_document(chat_id, reply, reply.document)
         try:
             message_id = ""
-            for message in self._render(chat_id, reply):
+            for message in await self._render(chat_id, reply):
                 message_id = await self._send_paced(chat_id, message)
             return message_id
         except WhatsAppLimitError as exc:
@@ -300,7 +300,7 @@ class WhatsAppChannel:
         except GraphError as exc:
             raise _delivery_error(exc) from exc
 
-    def _render(self, chat_id: str, reply: Reply) -> list[dict[str, object]]:
+    async def _render(self, chat_id: str, reply: Reply) -> list[dict[str, object]]:
         """The messages for ``reply``: usually one; a long text comes first on its own."""
         choices = list({b.data: b for row in reply.buttons for b in row}.values())
         if reply.ask_contact is None and reply.ask_location is None and not choices:
@@ -320,22 +320,39 @@ class WhatsAppChannel:
         pinned = [_row(b) for b in reply.buttons[-1]] if len(choices) > MAX_LIST_ROWS else []
         pinned_ids = {r.id for r in pinned}
         rows = [_row(b) for b in choices if b.data not in pinned_ids]
-        seq = self._lists.get(chat_id, (0, [], ""))[0] + 1
-        pages = _pages(rows, pinned, seq)
-        self._lists[chat_id] = (seq, pages, body)
+        pages = await self._db.transaction(
+            _remember_list, chat_id, rows, pinned, body, self._clock()
+        )
         return [*messages, list_message(body, LIST_BUTTON, pages[0])]
 
     async def _next_page(self, chat_id: str, data: str) -> None:
         _, _, rest = data.partition(f"{MORE}:")
         seq, _, page = rest.partition(":")
-        stored = self._lists.get(chat_id)
+        stored = await self._db.transaction(latest_list, chat_id)
         if stored is None or str(stored[0]) != seq or not page.isdigit():
-            # An older list, or pages lost in a restart: start again from the menu.
+            # An older list (the chat has moved on): start again from the menu.
             await self._conversation.reply_through(self, Inbound(self.name, chat_id, text="/start"))
             return
-        _, pages, body = stored
+        _, body, pages = stored
         index = min(int(page), len(pages) - 1)
-        await self._send_paced(chat_id, list_message(body, LIST_BUTTON, pages[index]))
+        rows = [ListRow(*row) for row in pages[index]]
+        await self._send_paced(chat_id, list_message(body, LIST_BUTTON, rows))
+
+
+def _remember_list(
+    conn: Connection,
+    chat_id: str,
+    rows: list[ListRow],
+    pinned: list[ListRow],
+    body: str,
+    now: datetime,
+) -> list[list[ListRow]]:
+    """The list's pages, numbered as the chat's newest list and stored for "More…"."""
+    seq = next_list_number(conn, chat_id)
+    pages = _pages(rows, pinned, seq)
+    stored = [[(r.id, r.title, r.description) for r in page] for page in pages]
+    save_list(conn, chat_id, seq, body, stored, now)
+    return pages
 
 
 def _row(button: Button) -> ListRow:
