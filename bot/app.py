@@ -37,6 +37,7 @@ from bot.http_logging import RedactingAccessLogger
 from bot.merchant import MerchantDesk
 from bot.metrics_http import metrics_handler, serve_apart
 from bot.notifications import OutboxDispatcher
+from bot.processes import readyz_processes, registry_context
 from bot.startup import opened_database
 from payments.c2b_webhook import INTAKE as C2B_INTAKE
 from payments.c2b_webhook import C2BIntake, c2b_paths, c2b_routes
@@ -134,6 +135,10 @@ def build_app(
             ]
         )
     app.cleanup_ctx.append(_database)
+    # Before anything else starts: refuses a second process where it cannot run (issue 10).
+    app.cleanup_ctx.append(
+        registry_context(config, app[PROCESS_ID], lambda: app[DATABASE], app[BACKGROUND])
+    )
     app.cleanup_ctx.append(_daraja)
     dispatch = dispatch_seconds if run_dispatcher else None
     app.cleanup_ctx.append(_chat(clock, dispatch, terminal, read_seconds))
@@ -171,7 +176,9 @@ async def _health(request: web.Request) -> web.Response:
 
 async def _ready(request: web.Request) -> web.Response:
     """200 when the database answers at the code's schema and the background work runs."""
-    return await ready_response(request.app.get(DATABASE), request.app[BACKGROUND])
+    return await ready_response(
+        request.app.get(DATABASE), request.app[BACKGROUND], readyz_processes(request.app)
+    )
 
 
 def _metrics_apart(

@@ -13,9 +13,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-from aiohttp import web
 
-from bot import backups, reports, startup
+from bot import backups, reports, serving, startup
+from bot import copy_db as copy_database
 from bot.app import access_logger_for, build_app
 from bot.catalog import CatalogError, CatalogFile
 from bot.catalog_import import (
@@ -124,6 +124,24 @@ def main(argv: list[str] | None = None) -> int:
         "the replaced database is kept beside it)",
     )
     restore.add_argument("file", type=Path, metavar="FILE")
+    copy_db = commands.add_parser(
+        "copy-db", help=copy_database.HELP, description=copy_database.HELP
+    )
+    copy_db.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        metavar="URL",
+        help="e.g. sqlite+aiosqlite:///./var/duka.sqlite3 (the database duka serve used)",
+    )
+    copy_db.add_argument(
+        "--to",
+        dest="target",
+        required=True,
+        metavar="URL",
+        help="e.g. postgresql+asyncpg://duka@db.example.com/duka: an empty database (made "
+        "with createdb); copy-db creates the tables",
+    )
     simulator = commands.add_parser("simulator", help="run the Daraja simulator on its own")
     simulator.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
     simulator.add_argument("--port", type=int, default=8090, help="default: %(default)s")
@@ -163,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             return backups.backup(args.file, print)
         if args.command == "restore":
             return backups.restore(args.file, print)
+        if args.command == "copy-db":
+            return asyncio.run(copy_database.copy_db(args.source, args.target, print))
         if args.command == "demo":
             from bot import demo as demo_command
 
@@ -188,12 +208,11 @@ def _serve() -> int:
     config = load_config()
     startup.log_start_warnings(config, logging.getLogger("duka"))
     try:
-        web.run_app(
+        serving.serve(
             build_app(config, reload_catalog_on_sighup=True),
-            host=config.http_host,
-            port=config.http_port,
-            access_log_class=access_logger_for(config),
-            print=lambda text: logging.getLogger("duka").info(text.strip()),
+            config.http_host,
+            config.http_port,
+            access_logger_for(config),
         )
     except OSError as exc:
         # Binding comes after start-up: the port is known to be taken only then.

@@ -7,13 +7,17 @@ database outage makes the process unready (taken out of rotation) but not restar
 Each cleanup context that starts a background task registers it here, by name, with a
 way to tell it is alive: the task object itself (alive until it is done, whether it
 ended, raised or was cancelled) or, for an object that owns its task, a predicate.
+
+With several processes on one database (``bot.processes``), the body also lists every live
+one, so that a second process is never silent; the list informs, it does not decide
+readiness.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -23,6 +27,8 @@ from storage.schema_version import schema_problem
 
 log = logging.getLogger(__name__)
 DATABASE_TIMEOUT_SECONDS = 5.0
+# The live processes on the database, as /readyz lists them (bot.processes).
+ProcessList = Callable[[], Awaitable[list[dict[str, Any]]]]
 
 
 class BackgroundTasks:
@@ -76,9 +82,28 @@ async def _database_checks(database: Database | None) -> tuple[str, str]:
     return "ok", problem or "ok"
 
 
-async def ready_response(database: Database | None, background: BackgroundTasks) -> web.Response:
-    """200 ``{"status": "ready", ...}``, else 503 naming what is failing."""
+async def ready_response(
+    database: Database | None,
+    background: BackgroundTasks,
+    processes: ProcessList | None = None,
+) -> web.Response:
+    """200 ``{"status": "ready", ...}``, else 503 naming what is failing; with ``processes``,
+    also ``"processes": [...]`` (``null`` when the database cannot say)."""
     ready, checks = await readiness(database, background)
     failing = sorted(name for name, answer in checks.items() if answer != "ok")
-    body = {"status": "ready" if ready else "not ready", "failing": failing, "checks": checks}
+    body: dict[str, Any] = {
+        "status": "ready" if ready else "not ready",
+        "failing": failing,
+        "checks": checks,
+    }
+    if processes is not None:
+        body["processes"] = await _processes(processes) if checks["database"] == "ok" else None
     return web.json_response(body, status=200 if ready else 503)
+
+
+async def _processes(processes: ProcessList) -> list[dict[str, Any]] | None:
+    try:
+        return await asyncio.wait_for(processes(), DATABASE_TIMEOUT_SECONDS)
+    except Exception:
+        log.warning("readiness: cannot list the processes", exc_info=True)
+        return None

@@ -35,7 +35,7 @@ from telegram.error import (
     RetryAfter,
     TelegramError,
 )
-from telegram.ext import Application, ContextTypes, TypeHandler
+from telegram.ext import Application, ContextTypes, TypeHandler, Updater
 
 from bot.channels.base import (
     DeliveryError,
@@ -65,6 +65,10 @@ NOTICE_PRIORITY: dict[str, Priority] = {
     **{kind: Priority.MERCHANT for kind in MessageKind if kind.audience is Audience.MERCHANT},
 }
 STARTUP_WAIT_SECONDS = 10.0
+# At a stop, how long PTB's poll loop gets to end by itself, and how often it is then
+# cancelled (``_stop_polling``): within the 5 s a SIGTERM gives the whole process.
+POLL_STOP_SECONDS = 0.5
+POLL_STOP_CANCELS = 2
 MAX_UPDATE_BYTES = 1024 * 1024  # Telegram's updates are a few KB: a bigger body is not one
 # What a body that is not an update makes json.loads or PTB's de_json raise: bad JSON or
 # text (ValueError), nesting too deep for the parser, a date past datetime's range.
@@ -164,7 +168,7 @@ class TelegramChannel:
                 await self._starter
         app = self.application
         if app.updater is not None and app.updater.running:
-            await app.updater.stop()
+            await _stop_polling(app.updater)
         if app.running:
             await app.stop()
         with contextlib.suppress(RuntimeError):  # never initialized: nothing to shut down
@@ -354,6 +358,22 @@ class TelegramChannel:
                 why = f"Telegram answered “{exc}”"
         refusal = say("en", "m_file_not_sent", filename=document.filename, why=why)
         return await self.send(chat_id, Reply(refusal))
+
+
+async def _stop_polling(updater: Updater) -> None:
+    """``Updater.stop`` waits for PTB's poll loop, which sleeps out its backoff (up to 30 s
+    after errors, ``retry_after`` after a 429) before it looks at the stop: past
+    ``POLL_STOP_SECONDS`` the sleep is cancelled (twice at most: the cancel can land in the
+    last getUpdates that marks the updates read, which a cancel cuts short too)."""
+    stopping = asyncio.ensure_future(updater.stop())
+    for _ in range(POLL_STOP_CANCELS + 1):
+        done, _pending = await asyncio.wait({stopping}, timeout=POLL_STOP_SECONDS)
+        if done:
+            break
+        log.info("Telegram polling is backing off; cutting its wait short to stop")
+        stopping.cancel()
+    if stopping.done() and not stopping.cancelled() and stopping.exception() is not None:
+        log.warning("stopping Telegram polling failed", exc_info=stopping.exception())
 
 
 def _typed_as_promised(update: Update) -> bool:
