@@ -77,12 +77,24 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, empty database of each kind."""
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'duka.sqlite3'}"
+    return await fresh_postgres_url()
+
+
+async def fresh_postgres_url() -> str:
+    """This run's PostgreSQL database, emptied; the test is skipped (failed in CI) when
+    PostgreSQL cannot be used."""
     problem = await _reset_postgres()
     if problem is not None:
         if REQUIRE_POSTGRES:
             pytest.fail(problem)
         pytest.skip(problem)
     return POSTGRES_URL
+
+
+@pytest.fixture
+async def postgres_url() -> str:
+    """A fresh, empty PostgreSQL database (for what only PostgreSQL does: several processes)."""
+    return await fresh_postgres_url()
 
 
 @pytest.fixture

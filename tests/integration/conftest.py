@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,29 @@ async def database(database_url: str) -> AsyncIterator[Database]:
         yield db
     finally:
         await db.dispose()
+
+
+@contextlib.asynccontextmanager
+async def databases_on(url: str) -> AsyncIterator[Callable[[], Database]]:
+    """Opens as many ``Database`` objects on the (migrated) database at ``url`` as asked, one
+    per process a test stands for, all with one data key; closes them at the end."""
+    sealer = Sealer(secrets.token_bytes(32))
+    opened: list[Database] = []
+
+    def open_one() -> Database:
+        opened.append(Database(url, sealer))
+        return opened[-1]
+
+    await migrate(open_one().engine)
+    try:
+        yield open_one
+    finally:
+        for database in opened:
+            await database.dispose()
+
+
+@pytest.fixture
+async def databases(database_url: str) -> AsyncIterator[Callable[[], Database]]:
+    """``databases_on`` each kind of database."""
+    async with databases_on(database_url) as open_one:
+        yield open_one

@@ -25,9 +25,6 @@ from storage.schema import metadata, orders
 from storage.sealing import Sealer, parse_key
 from tests.conftest import (
     DATA_KEY,
-    POSTGRES_URL,
-    REQUIRE_POSTGRES,
-    _reset_postgres,
     make_config,
     start_duka,
 )
@@ -38,14 +35,9 @@ PAYING_PHONE = "254712345678"
 
 
 @pytest.fixture
-async def empty_postgres() -> str:
+async def empty_postgres(postgres_url: str) -> str:
     """This run's PostgreSQL database, emptied (no tables at all)."""
-    problem = await _reset_postgres()
-    if problem is not None:
-        if REQUIRE_POSTGRES:
-            pytest.fail(problem)
-        pytest.skip(problem)
-    return POSTGRES_URL
+    return postgres_url
 
 
 @pytest.fixture

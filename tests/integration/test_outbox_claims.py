@@ -8,7 +8,6 @@ own on the same PostgreSQL database, as separate ``duka serve`` processes would 
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -17,10 +16,9 @@ from sqlalchemy import select
 
 from bot.notifications import CLAIM_LEASE, OutboxDispatcher, _due, _fan_out_to_merchants
 from payments.outbox import insert_outbox
-from storage.engine import Database, migrate
+from storage.engine import Database
 from storage.schema import outbox
-from storage.sealing import Sealer
-from tests.conftest import POSTGRES_URL, _reset_postgres
+from tests.integration.conftest import databases_on
 from tests.integration.test_outbox_concurrency import SlowChannel, low_stock
 
 NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
@@ -29,23 +27,10 @@ NAMES = [f"item-{i}" for i in range(5)]  # five messages for every merchant chat
 
 
 @pytest.fixture
-async def databases() -> AsyncIterator[Callable[[], Database]]:
-    """Opens as many ``Database`` objects on one fresh PostgreSQL database as asked."""
-    if (problem := await _reset_postgres()) is not None:
-        pytest.skip(problem)
-    sealer = Sealer(secrets.token_bytes(32))
-    opened: list[Database] = []
-
-    def open_one() -> Database:
-        opened.append(Database(POSTGRES_URL, sealer))
-        return opened[-1]
-
-    await migrate(open_one().engine)
-    try:
+async def databases(postgres_url: str) -> AsyncIterator[Callable[[], Database]]:
+    """Claims are PostgreSQL's: one SQLite file has one process."""
+    async with databases_on(postgres_url) as open_one:
         yield open_one
-    finally:
-        for database in opened:
-            await database.dispose()
 
 
 async def test_three_processes_send_each_message_once_each_chat_in_order(

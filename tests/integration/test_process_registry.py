@@ -16,7 +16,7 @@ import json
 import secrets
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,24 +44,6 @@ ELSEWHERE = "other-host"
 def me(name: str, *, polls: bool = False, host: str = ELSEWHERE, pid: int = 100) -> ThisProcess:
     """A process on another host than the test's, so that its pid is never looked up."""
     return ThisProcess(name, polls, host, pid, "0.1.0")
-
-
-@pytest.fixture
-async def databases(database_url: str) -> AsyncIterator[Callable[[], Database]]:
-    """Opens as many ``Database`` objects on one fresh database (SQLite, PostgreSQL) as asked."""
-    sealer = Sealer(secrets.token_bytes(32))
-    opened: list[Database] = []
-
-    def open_one() -> Database:
-        opened.append(Database(database_url, sealer))
-        return opened[-1]
-
-    await migrate(open_one().engine)
-    try:
-        yield open_one
-    finally:
-        for database in opened:
-            await database.dispose()
 
 
 def registry(

@@ -22,7 +22,6 @@ from payments.simulator import RunningSimulator, SimulatorConfig, rules, start_s
 from storage.engine import Database, migrate
 from storage.schema import daraja_tokens
 from storage.sealing import Sealer
-from tests.conftest import POSTGRES_URL, REQUIRE_POSTGRES, _reset_postgres
 
 CALLBACK = "http://127.0.0.1:9/hooks/stk/abcdefghijklmnopqrstuvwxyz012345"
 PROCESSES = 3
@@ -40,16 +39,6 @@ async def sim() -> AsyncIterator[RunningSimulator]:
     running = await start_simulator(SimulatorConfig(callback_delay_seconds=0.05))
     yield running
     await running.stop()
-
-
-@pytest.fixture
-async def postgres_url() -> str:
-    problem = await _reset_postgres()
-    if problem is not None:
-        if REQUIRE_POSTGRES:
-            pytest.fail(problem)
-        pytest.skip(problem)
-    return POSTGRES_URL
 
 
 @pytest.fixture
