@@ -299,7 +299,7 @@ async def test_rate_limited_notice_is_retried_and_sent_once(shop: Shop) -> None:
     shop.duka.simulator.force_next_outcome(dataclasses.replace(rules.SUCCESS, never_resolves=True))
     await deliver(shop, graph.contact(WANJIRU, "+254712345678", origin="contact_request"))
     await sees(shop, WANJIRU, "Check your phone")
-    graph.fail_next(400, 131056, "Pair rate limit hit")
+    graph.fail_next(400, 131056, "Pair rate limit hit", to=WANJIRU)  # not the merchant's
     [payment] = await payment_rows(shop.duka.engine, 1)
     shop.duka.simulator.resolve(payment.checkout_request_id)
     await graph.wait_for(lambda g: any("Paid!" in t for t in g.texts_to(WANJIRU)), timeout=15)

@@ -299,6 +299,7 @@ class _Fault:
     code: int
     details: str
     title: str
+    to: frozenset[str] | None = None  # only sends to these ids (wa_id, BSUID); None: any
 
 
 def _invalid(details: str) -> _GraphError:
@@ -598,6 +599,7 @@ class FakeGraph:
         times: int = 1,
         *,
         title: str | None = None,
+        to: WaUser | str | None = None,
     ) -> None:
         """Make the next ``times`` message sends answer HTTP ``status`` with Graph error ``code``.
 
@@ -605,12 +607,19 @@ class FakeGraph:
         ...). Faults are used in order, by message sends only: read receipts do not consume
         them, so a bot that marks messages read before replying still gets the fault on its
         reply. Authentication (401) and the phone number id are checked first, as on Meta.
+        With ``to``, only sends to that user take the fault (others pass by it): a bot that
+        sends to several chats at once cannot make the test depend on which goes first.
         """
         if times < 1:
             raise ValueError("times must be at least 1")
         if details is None:
             details = _DEFAULT_DETAILS.get(code, _TITLES.get(code, f"Error {code}"))
-        fault = _Fault(status, code, details, title or _TITLES.get(code, "Error"))
+        ids = None
+        if isinstance(to, WaUser):
+            ids = frozenset(i for i in (to.wa_id, to.user_id) if i)
+        elif to is not None:
+            ids = frozenset({to})
+        fault = _Fault(status, code, details, title or _TITLES.get(code, "Error"), ids)
         self._faults.extend([fault] * times)
 
     def fail_next_upload(self, status: int, code: int, details: str | None = None) -> None:
@@ -1312,9 +1321,12 @@ class FakeGraph:
         gate = self._gate(request)
         if gate is not None:
             return gate
-        if kind != "read" and self._faults:
-            fault = self._faults.popleft()
-            return _GraphError(fault.code, fault.details, fault.status, fault.title)
+        if kind != "read":
+            recipient = _recipient_value(parsed) if isinstance(parsed, dict) else ""
+            for fault in self._faults:
+                if fault.to is None or recipient in fault.to:
+                    self._faults.remove(fault)
+                    return _GraphError(fault.code, fault.details, fault.status, fault.title)
         if not isinstance(parsed, dict):
             return _invalid("The request body must be a JSON object.")
         return None
