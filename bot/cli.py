@@ -321,7 +321,8 @@ async def _apply_catalog(config: AppConfig, checked: CheckedCatalog) -> ImportRe
 
 async def _c2b_register(say: Callable[[str], None]) -> int:
     """Register our C2B URLs once; a second run explains instead of failing."""
-    settings = load_config().daraja
+    config = load_config()
+    settings = config.daraja
     if not settings.c2b_confirmation_url:
         say(
             "MPESA_C2B_CONFIRMATION_URL is not set: set it to your public URL ending in a "
@@ -341,9 +342,12 @@ async def _c2b_register(say: Callable[[str], None]) -> int:
     shown = ", ".join(
         _redacted(url) for url in (settings.c2b_confirmation_url, settings.c2b_validation_url)
     )
+    # The servers' shared Daraja token (PostgreSQL): a token of its own would end theirs.
+    database = Database(config.database_url, config.sealer)
     async with httpx.AsyncClient() as http:
         try:
-            answer = await DarajaClient(settings, http).register_c2b_urls()
+            client = DarajaClient(settings, http, database=database)
+            answer = await client.register_c2b_urls()
         except C2BAlreadyRegistered:
             say(
                 f"Short code {settings.short_code} already has C2B URLs registered (Daraja "
@@ -355,6 +359,8 @@ async def _c2b_register(say: Callable[[str], None]) -> int:
         except DarajaError as exc:
             say(f"Daraja refused the registration: {exc}")
             return 2
+        finally:
+            await database.dispose()
     say(f"Registered for short code {settings.short_code}: {shown} ({answer})")
     return 0
 

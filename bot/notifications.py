@@ -69,7 +69,9 @@ from storage.schema import orders, outbox
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = timedelta(minutes=5)
-STOP_GRACE_SECONDS = 10.0
+# At a stop, the pass under way may finish this long: SIGTERM must end within 5 s (a send
+# held by a long retry_after is cancelled; its row stays pending and goes out later).
+STOP_GRACE_SECONDS = 3.0
 PROMPT_GRACE = timedelta(seconds=10)  # how long a result waits for its prompt's message id
 UNPROMPTED = frozenset({"c2b", "match"})  # payments made by hand: no prompt to wait for
 BATCH = 200  # rows read per delivery pass
