@@ -301,6 +301,9 @@ class DarajaClient:
             raise DarajaUnavailable(f"could not get a Daraja token ({type(exc).__name__})") from exc
         data = _json(response)
         token = data.get("access_token")
+        if response.status_code == 429 or response.status_code >= 500:
+            # Daraja (or a gateway before it) is down or busy: our keys may well be right.
+            raise DarajaUnavailable(f"Daraja could not issue a token (HTTP {response.status_code})")
         if response.status_code != 200 or not isinstance(token, str) or not token:
             code = str(data.get("errorCode", ""))
             detail = data.get("errorMessage", response.status_code)

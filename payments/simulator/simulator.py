@@ -107,6 +107,7 @@ class DarajaSimulator:
         self.transactions: dict[str, SimTransaction] = {}
         self._next_outcome: Outcome | None = None
         self._next_push_fault: _PushFault | None = None
+        self._token_faults: list[int] = []  # HTTP statuses for the next token requests
         self._callback_before_next_answer = False
         self._timers: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -143,6 +144,11 @@ class DarajaSimulator:
         Internal Server Error body after ``delay_seconds``: the case where the client must
         not push again because it cannot know the first push did nothing."""
         self._next_push_fault = _PushFault(status, delay_seconds)
+
+    def fail_next_token(self, status: int = 503, times: int = 1) -> None:
+        """The next ``times`` token requests are answered ``status`` (an outage, or 429
+        from a gateway in front) with Daraja's Internal Server Error body; no token."""
+        self._token_faults.extend([status] * times)
 
     def answer_next_push_after_callback(self) -> None:
         """The next accepted push resolves at once, and its callback is delivered before the
@@ -243,6 +249,9 @@ class DarajaSimulator:
 
     def handle_token(self, *, grant_type: str | None, authorization: str | None) -> WireReply:
         self.oauth_calls += 1
+        if self._token_faults:
+            status = self._token_faults.pop(0)
+            return WireReply(status, error_body(INTERNAL_SERVER_ERROR, self._ids.request_id()))
         try:
             check_grant_type(grant_type)
             check_basic_auth(authorization, self.config)

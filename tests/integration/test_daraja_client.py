@@ -13,7 +13,13 @@ from aiohttp import web
 
 from bot.config import SANDBOX_PASSKEY, SIMULATOR_CONSUMER_KEY, SIMULATOR_CONSUMER_SECRET
 from payments.daraja_client import DarajaClient, InvalidPushRequest, StkPushRequest
-from payments.errors import DarajaConfigError, PushOutcomeUnknown, SubscriberBusy
+from payments.errors import (
+    DarajaConfigError,
+    DarajaUnavailable,
+    PushOutcomeUnknown,
+    PushRefused,
+    SubscriberBusy,
+)
 from payments.result_codes import FailureReason
 from payments.settings import DarajaEnvironment, DarajaSettings
 from payments.simulator import RunningSimulator, SimulatorConfig, rules, start_simulator
@@ -112,6 +118,33 @@ async def test_no_second_push_after_a_5xx(sim: RunningSimulator, http: httpx.Asy
     with pytest.raises(PushOutcomeUnknown) as caught:
         await client.stk_push(PUSH)
     assert caught.value.error_code == "500.003.1001"
+    assert len(sim.simulator.push_requests) == 1
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
+async def test_a_token_outage_is_daraja_unavailable_not_a_wrong_key_and_nothing_is_pushed(
+    sim: RunningSimulator, http: httpx.AsyncClient, status: int
+) -> None:
+    client = client_for(sim, http)
+    sim.simulator.fail_next_token(status)
+    with pytest.raises(DarajaUnavailable, match=f"HTTP {status}") as caught:
+        await client.stk_push(PUSH)
+    assert caught.value.reason is FailureReason.UNREACHABLE  # "could not reach M-Pesa"
+    assert sim.simulator.push_requests == []
+    accepted = await client.stk_push(PUSH)  # Daraja back: the next try goes through
+    assert accepted.checkout_request_id
+    assert len(sim.simulator.push_requests) == 1
+
+
+async def test_a_push_answered_429_is_refused_and_not_sent_again_by_itself(
+    sim: RunningSimulator, http: httpx.AsyncClient
+) -> None:
+    """A 4xx is a refusal (a gateway's 429 did not process it): the customer may try
+    again; the client never repeats a push on its own."""
+    client = client_for(sim, http)
+    sim.simulator.fail_next_push(status=429)
+    with pytest.raises(PushRefused):
+        await client.stk_push(PUSH)
     assert len(sim.simulator.push_requests) == 1
 
 
