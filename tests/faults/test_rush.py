@@ -6,8 +6,9 @@ The customers are ``bench.chat_customers``' scripted ones with no think time: /s
 category, a product, Add to cart, a typed second product, Checkout, Confirm order, their own
 contact; then they wait for "Paid!".
 
-The suite runs 100 customers; CI's separate step runs the issue's 500
-(``DUKA_RUSH_CUSTOMERS=500``, see .ci/run), which takes minutes on two cores.
+500 customers take about 160 s, nearly all of it Telegram's budget (29 messages/s for
+4,500 messages), so the test mostly waits and runs beside the rest of the suite.
+``DUKA_RUSH_CUSTOMERS`` sets another number (e.g. 50 while working on it).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from bench.chat_customers import DUKA_SCRIPT, PAID, Customer, Screen, WatchedTel
 from tests.fakes.telegram_api import DEFAULT_TOKEN
 from tests.faults.process import DukaProcess
 
-CUSTOMERS = int(os.environ.get("DUKA_RUSH_CUSTOMERS", "100"))
+CUSTOMERS = int(os.environ.get("DUKA_RUSH_CUSTOMERS", "500"))
 FIRST_CHAT = 700_001
 # Per step. Every customer acts at once with no pause, so one step waits for everyone's
 # previous one: about 20 ms of server time each on a loaded 2-core machine.

@@ -112,13 +112,28 @@ async def test_missing_callback_is_reconciled_by_query(duka: RunningDuka) -> Non
     ]
 
 
-async def test_unanswered_push_expires_after_last_query(duka: RunningDuka) -> None:
+async def test_unanswered_push_expires_after_last_query(
+    database_url: str, free_socket: socket.socket, tmp_path: Path
+) -> None:
+    # The attempt lives 4 s here, not TEST_TOML's 1 s: on a busy machine the first sweep
+    # could otherwise come after the attempt's end.
+    toml = TEST_TOML.replace("expire_after_seconds = 1.0", "expire_after_seconds = 4.0")
+    assert toml != TEST_TOML
+    config = make_config(database_url, free_socket.getsockname()[1], tmp_path, toml=toml)
+    duka, runner = await start_duka(config, free_socket)
+    try:
+        await _expires_after_its_last_query(duka)
+    finally:
+        await runner.cleanup()
+
+
+async def _expires_after_its_last_query(duka: RunningDuka) -> None:
     order = await make_order(duka.engine)
     await duka.app[PAYMENTS].start_payment(order.id, "0712000007")
     await asyncio.sleep(0.3)
     await duka.app[RECONCILER].sweep()
     assert (await payment_rows(duka.engine, order.id))[0].status == "pending"
-    await asyncio.sleep(0.8)  # past expire_after (1 s)
+    await asyncio.sleep(3.8)  # past expire_after (4 s)
     report = await duka.app[RECONCILER].sweep()
     assert report.expired == 1
     payment = (await payment_rows(duka.engine, order.id))[0]
