@@ -130,6 +130,8 @@ def _snapshot_query() -> Any:
 # Rows are locked in the order they come out: always (order, payment) by id, so that two
 # batches locking overlapping payments (the same callbacks reaching two processes) take
 # them in one order and cannot deadlock. A payment has one order, so this order is total.
+# (The callback path's advisory locks, ``lock_checkout_ids``, are taken sorted as well;
+# this keeps every path's row locks in one order, lookups by attempt id included.)
 _LOCK_ORDER = (orders.c.id, payments.c.id)
 _SNAPSHOTS_BY_CHECKOUT_ID = (
     _snapshot_query()
