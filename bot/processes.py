@@ -49,7 +49,7 @@ from bot.config import AppConfig, ConfigError
 from bot.health import BackgroundTasks, ProcessList
 from payments.service import utc_now
 from storage.engine import Database
-from storage.schema import processes
+from storage.schema import leases, outbox, processes
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,27 @@ def is_gone(
     return row.host == me.host and row.pid != me.pid and not pid_running(row.pid)
 
 
+def certainly_dead(row: ProcessRow, me: ThisProcess, pid_running: Callable[[int], bool]) -> bool:
+    """Another run on this host that is not running any more (its pid is gone, or is now
+    this process's): what it held can be taken at once, not when its leases lapse."""
+    if row.id == me.id or row.host != me.host:
+        return False
+    return row.pid == me.pid or not pid_running(row.pid)
+
+
+def release_work_of(conn: Connection, process_ids: Sequence[str]) -> None:
+    """Give up the outbox claims and leases of processes known to be dead, so that another
+    sends their messages and runs their jobs now (a restart after a crash is immediate)."""
+    if not process_ids:
+        return
+    conn.execute(
+        update(outbox)
+        .where(outbox.c.claimed_by.in_(process_ids), outbox.c.status == "pending")
+        .values(claimed_by=None, claimed_until=None)
+    )
+    conn.execute(delete(leases).where(leases.c.holder.in_(process_ids)))
+
+
 def refusal(
     me: ThisProcess,
     others: Sequence[ProcessRow],
@@ -195,6 +216,7 @@ class ProcessRegistry:
         if not self._database.is_sqlite:  # SQLite's BEGIN IMMEDIATE already serializes
             conn.execute(_LOCK)
         rows = _rows(conn)
+        release_work_of(conn, [r.id for r in rows if certainly_dead(r, self.me, self._pid_running)])
         gone = [row.id for row in rows if is_gone(row, self.me, now, self._pid_running)]
         if gone:
             conn.execute(delete(processes).where(processes.c.id.in_(gone)))
@@ -225,6 +247,10 @@ class ProcessRegistry:
         await self._database.transaction(self._renew, self._clock())
 
     def _renew(self, conn: Connection, now: datetime) -> None:
+        dead = [r.id for r in _rows(conn) if certainly_dead(r, self.me, self._pid_running)]
+        if dead:
+            release_work_of(conn, dead)
+            conn.execute(delete(processes).where(processes.c.id.in_(dead)))
         renewed = conn.execute(
             update(processes).where(processes.c.id == self.me.id).values(seen_at=now)
         )

@@ -28,13 +28,17 @@ from sqlalchemy import Connection, insert, select
 import bot.app
 from bot.config import ConfigError
 from bot.health import BackgroundTasks, ready_response
+from bot.notifications import _due, _fan_out_to_merchants
 from bot.processes import STALE_AFTER, ProcessRegistry, ProcessRow, ThisProcess, refusal
+from payments.outbox import insert_outbox
 from storage.engine import Database, migrate
-from storage.schema import processes
+from storage.leases import hold_lease, lease_holder
+from storage.schema import outbox, processes
 from storage.sealing import Sealer
 from tests.conftest import POSTGRES_URL, REQUIRE_POSTGRES, _reset_postgres
 from tests.fakes.telegram_api import DEFAULT_TOKEN, FakeTelegram
 from tests.faults.process import DukaProcess
+from tests.integration.test_outbox_concurrency import low_stock
 
 NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
 HERE = "this-host"
@@ -217,6 +221,31 @@ async def test_a_killed_process_on_this_host_does_not_block_its_restart(
     )
     await registry(databases(), me("new", host=HERE, pid=302), running=running).register()
     assert await stored(first) == ["new"]
+
+
+async def test_a_dead_process_outbox_claims_and_leases_are_freed_at_once(
+    databases: Callable[[], Database],
+) -> None:
+    """Killed and restarted on this host: its claimed messages and its reconciler lease
+    go to whoever is free now, not after their 60 s."""
+    first = databases()
+    await put_row(first, row("killed", host=HERE, pid=300))
+
+    def work_of_the_killed(conn: Connection) -> None:
+        insert_outbox(conn, [low_stock("unga")], NOW)
+        _fan_out_to_merchants(conn, ["slow:1"], NOW)
+        assert len(_due(conn, NOW, 10, "killed")) == 1
+        assert hold_lease(conn, "reconciler", "killed", NOW, timedelta(seconds=60))
+
+    await first.transaction(work_of_the_killed)
+    await registry(databases(), me("new", host=HERE, pid=302), running=lambda _: False).register()
+
+    def claimed(conn: Connection) -> list[object]:
+        pending = select(outbox.c.claimed_by).where(outbox.c.status == "pending")
+        return list(conn.execute(pending).scalars())
+
+    assert await first.transaction(claimed) == [None]
+    assert await first.transaction(lease_holder, "reconciler", NOW) is None
 
 
 async def test_a_former_run_with_this_host_and_pid_is_not_another_process(
