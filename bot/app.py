@@ -37,7 +37,7 @@ from bot.http_logging import RedactingAccessLogger
 from bot.merchant import MerchantDesk
 from bot.metrics_http import metrics_handler, serve_apart
 from bot.notifications import OutboxDispatcher
-from bot.processes import readyz_processes, registry_context
+from bot.processes import REGISTRY, readyz_processes, registry_context
 from bot.startup import opened_database
 from payments.c2b_webhook import INTAKE as C2B_INTAKE
 from payments.c2b_webhook import C2BIntake, c2b_paths, c2b_routes
@@ -137,7 +137,13 @@ def build_app(
     app.cleanup_ctx.append(_database)
     # Before anything else starts: refuses a second process where it cannot run (issue 10).
     app.cleanup_ctx.append(
-        registry_context(config, app[PROCESS_ID], lambda: app[DATABASE], app[BACKGROUND])
+        registry_context(
+            config,
+            app[PROCESS_ID],
+            lambda: app[DATABASE],
+            app[BACKGROUND],
+            on_count=lambda processes: _share_telegram_budget(app, processes),
+        )
     )
     app.cleanup_ctx.append(_daraja)
     dispatch = dispatch_seconds if run_dispatcher else None
@@ -302,6 +308,12 @@ async def _daraja(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+def _share_telegram_budget(app: web.Application, processes: int) -> None:
+    """Every process sends for the same bot: each keeps to its share of Telegram's budget."""
+    if TELEGRAM in app:
+        app[TELEGRAM].budget.share_with(processes)
+
+
 def _wake_dispatcher(app: web.Application) -> None:
     if DISPATCHER in app:
         app[DISPATCHER].wake()
@@ -378,6 +390,8 @@ def _chat(
             )
             channels[telegram.name] = telegram
             app[TELEGRAM] = telegram
+            if REGISTRY in app:  # registered before the channel existed: its count so far
+                telegram.budget.share_with(app[REGISTRY].processes)
             app[BACKGROUND].watch("telegram", lambda: telegram is not None and telegram.running)
         task = None
         if dispatch_seconds is not None:

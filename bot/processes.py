@@ -196,8 +196,13 @@ class ProcessRegistry:
         clock: Callable[[], datetime] = utc_now,
         renew_seconds: float = RENEW_SECONDS,
         pid_running: Callable[[int], bool] = pid_running,
+        on_count: Callable[[int], None] | None = None,
     ) -> None:
         self._database = database
+        # Told how many processes run (this one included) at start and at each renewal:
+        # Telegram's budget is the bot's, shared out among them.
+        self._on_count = on_count
+        self.processes = 1  # live processes at the last count, this one included
         self.me = me
         self._database_key = database_key
         self._clock = clock
@@ -210,6 +215,7 @@ class ProcessRegistry:
         live ones."""
         self._started_at = self._clock()
         await self._database.transaction(self._register, self._started_at)
+        await self._count()
         log.info("registered as pid %d on %s (process %s)", self.me.pid, self.me.host, self.me.id)
 
     def _register(self, conn: Connection, now: datetime) -> None:
@@ -245,6 +251,12 @@ class ProcessRegistry:
     async def renew(self) -> None:
         """Mark this process as seen now (and register it again if its row was taken away)."""
         await self._database.transaction(self._renew, self._clock())
+        await self._count()
+
+    async def _count(self) -> None:
+        if self._on_count is not None:
+            self.processes = max(1, len(await self.live()))
+            self._on_count(self.processes)
 
     def _renew(self, conn: Connection, now: datetime) -> None:
         dead = [r.id for r in _rows(conn) if certainly_dead(r, self.me, self._pid_running)]
@@ -351,6 +363,7 @@ def registry_context(
     *,
     clock: Callable[[], datetime] = utc_now,
     renew_seconds: float = RENEW_SECONDS,
+    on_count: Callable[[int], None] | None = None,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """The cleanup context that registers this process (after the database is open, before
     any channel starts): start-up fails with a ``ConfigError`` where it may not run."""
@@ -362,6 +375,7 @@ def registry_context(
             database_key=config.database_url_key,
             clock=clock,
             renew_seconds=renew_seconds,
+            on_count=on_count,
         )
         async with registry.running(background):
             app[REGISTRY] = registry

@@ -97,13 +97,16 @@ class TelegramChannel:
         self._read_seconds = read_seconds  # for a webhook body to arrive whole
         self._conversation = conversation
         self._merchant = merchant
+        # The bot's sending budget (bot/channels/telegram_budget.py), shared out among the
+        # processes sending for this bot (``budget.share_with``).
+        self.budget = PriorityRateLimiter(max_retries=1)
         # One retry after a 429, waiting retry_after; a second 429 reaches our code.
         # Updates of different chats run side by side (a push can take seconds); the
         # conversation keeps each chat's own events in order.
         builder = (
             Application.builder()
             .token(settings.token)
-            .rate_limiter(PriorityRateLimiter(max_retries=1))
+            .rate_limiter(self.budget)
             .concurrent_updates(CONCURRENT_UPDATES)
         )
         if settings.api_base_url:

@@ -81,6 +81,7 @@ class PriorityRateLimiter(BaseRateLimiter[int]):
         chat_per_second: float = CHAT_PER_SECOND,
         chat_burst: float = CHAT_BURST,
     ) -> None:
+        self._per_second = per_second
         self._interval = 1.0 / per_second
         self._chat_limit = (chat_per_second, chat_burst)
         self._max_retries = max_retries
@@ -91,6 +92,14 @@ class PriorityRateLimiter(BaseRateLimiter[int]):
         self._paused_until = 0.0  # after a 429: nothing counted goes before this
         self._chats: dict[str, _ChatAllowance] = {}
         self._pump: asyncio.Task[None] | None = None
+
+    def share_with(self, processes: int) -> None:
+        """Telegram's budget is the bot's, not the process's: with ``processes`` sending for
+        the same bot, each keeps to its share (the process registry says how many run)."""
+        interval = max(1, processes) / self._per_second
+        if interval != self._interval:
+            log.info("Telegram budget: %.1f messages/s, 1/%d of the bot's", 1 / interval, processes)
+        self._interval = interval
 
     async def initialize(self) -> None:
         pass

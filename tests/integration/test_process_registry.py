@@ -147,6 +147,34 @@ async def test_webhook_processes_run_side_by_side_on_postgresql(
     assert {p["polls_telegram"] for p in listed} == {False}
 
 
+async def test_each_process_is_told_how_many_share_the_bot(
+    databases: Callable[[], Database],
+) -> None:
+    """So that each keeps to its share of Telegram's ~30 messages/s."""
+    first = databases()
+    if not is_postgres(first):
+        pytest.skip("several processes are PostgreSQL's")
+    counts: dict[str, list[int]] = {"a": [], "b": []}
+
+    def told(name: str, pid: int) -> ProcessRegistry:
+        return ProcessRegistry(
+            first,
+            me(name, pid=pid),
+            clock=lambda: NOW,
+            pid_running=lambda _: True,
+            on_count=counts[name].append,
+        )
+
+    a, b = told("a", 1), told("b", 2)
+    await a.register()
+    await b.register()
+    await a.renew()
+    await b.unregister()
+    await a.renew()
+    assert counts == {"a": [1, 2, 1], "b": [2]}
+    assert a.processes == 1
+
+
 async def test_a_poller_is_refused_beside_a_webhook_process_and_the_other_way_round(
     databases: Callable[[], Database],
 ) -> None:

@@ -63,6 +63,15 @@ async def test_counted_calls_never_go_faster_than_the_rate() -> None:
     assert min(gaps) >= 1 / RATE * 0.95  # the loop's clock, not a stopwatch: exact spacing
 
 
+async def test_a_process_sharing_the_bot_with_another_keeps_to_half_the_rate() -> None:
+    limiter, calls = PriorityRateLimiter(RATE), Calls()
+    limiter.share_with(2)
+    await asyncio.gather(*(send(limiter, calls, f"m{i}") for i in range(6)))
+    times = [t for _, t in calls.went]
+    # Never faster than half the bot's rate: together the two keep to the bot's budget.
+    assert min(b - a for a, b in itertools.pairwise(times)) >= 2 / RATE * 0.95
+
+
 async def test_a_payment_result_overtakes_the_replies_already_waiting() -> None:
     limiter, calls = PriorityRateLimiter(RATE), Calls()
     replies = [asyncio.create_task(send(limiter, calls, f"reply{i}")) for i in range(6)]
