@@ -386,7 +386,12 @@ def _chat(
         telegram: TelegramChannel | None = None
         if config.telegram is not None:
             telegram = TelegramChannel(
-                config.telegram, conversation, desk, read_seconds=read_seconds
+                config.telegram,
+                conversation,
+                desk,
+                read_seconds=read_seconds,
+                database=app[DATABASE],
+                clock=clock,
             )
             channels[telegram.name] = telegram
             app[TELEGRAM] = telegram

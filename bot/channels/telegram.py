@@ -14,7 +14,8 @@ import dataclasses
 import hmac
 import json
 import logging
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from aiohttp import web
 from telegram import (
@@ -52,7 +53,10 @@ from bot.config import TelegramSettings
 from bot.merchant import MerchantDesk
 from bot.texts import say
 from payments.http_body import MAX_BODY_READ_SECONDS, chat_webhook_refusal, read_limited
+from payments.service import utc_now
 from payments.settlement import PAYMENT_RESULTS, Audience, MessageKind
+from storage.engine import Database
+from storage.orders import claim_inbound, inbound_handled, pending_inbound
 
 log = logging.getLogger(__name__)
 NOT_MODIFIED = "message is not modified"
@@ -72,6 +76,7 @@ POLL_STOP_CANCELS = 2
 MAX_UPDATE_BYTES = 1024 * 1024  # Telegram's updates are a few KB: a bigger body is not one
 # What a body that is not an update makes json.loads or PTB's de_json raise: bad JSON or
 # text (ValueError), nesting too deep for the parser, a date past datetime's range.
+RESUME_WINDOW = timedelta(hours=1)  # an update acknowledged longer ago is stale
 NOT_AN_UPDATE = (
     ValueError,
     KeyError,
@@ -92,8 +97,15 @@ class TelegramChannel:
         merchant: MerchantDesk,
         *,
         read_seconds: float = MAX_BODY_READ_SECONDS,
+        database: Database | None = None,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._settings = settings
+        # Webhook mode: each update is stored before Telegram hears "200", so one
+        # acknowledged just before a crash is handled after the restart, and a redelivered
+        # one is handled once (as WhatsApp's messages are). Polling asks Telegram again.
+        self._intake = database if settings.webhook_url else None
+        self._clock = clock
         self._read_seconds = read_seconds  # for a webhook body to arrive whole
         self._conversation = conversation
         self._merchant = merchant
@@ -152,6 +164,7 @@ class TelegramChannel:
                 allowed_updates=["message", "callback_query"],
             )
         await app.start()
+        await self.resume()
         if app.updater is not None:
             await app.updater.start_polling(allowed_updates=["message", "callback_query"])
         log.info(
@@ -189,8 +202,37 @@ class TelegramChannel:
             update = self._update_from(read.data)
         except NOT_AN_UPDATE:
             return web.json_response({"error": "not a Telegram update"}, status=400)
+        if self._intake is not None:
+            claim = [(str(update.update_id), read.data.decode("utf-8", "replace"))]
+            try:
+                fresh = await self._intake.transaction(
+                    claim_inbound, self.name, claim, self._clock()
+                )
+            except Exception:
+                # Not stored: Telegram sends it again later if it is not told "200".
+                log.warning("could not store a Telegram update; asking for it again later")
+                return web.json_response({"error": "try again"}, status=503)
+            if not fresh:
+                return web.json_response({"ok": True})  # a redelivery: handled once already
         await self.application.update_queue.put(update)
         return web.json_response({"ok": True})
+
+    async def resume(self) -> None:
+        """Webhook mode: put back what was acknowledged but not handled when the process last
+        stopped (an update older than an hour is stale and is not acted on)."""
+        if self._intake is None:
+            return
+        since = self._clock() - RESUME_WINDOW
+        for body in await self._intake.transaction(pending_inbound, self.name, since):
+            with contextlib.suppress(*NOT_AN_UPDATE):
+                await self.application.update_queue.put(self._update_from(body.encode()))
+
+    async def _handled(self, update: Update) -> None:
+        if self._intake is not None:
+            with contextlib.suppress(Exception):  # at worst handled again after a restart
+                await self._intake.transaction(
+                    inbound_handled, self.name, str(update.update_id), self._clock()
+                )
 
     def _update_from(self, body: bytes) -> Update:
         # Parsed from the bytes, not request.json(): the declared charset may be one Python
@@ -206,6 +248,12 @@ class TelegramChannel:
     # --- updates in ----------------------------------------------------------------------
 
     async def _on_update(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        try:
+            await self._handle_update(update)
+        finally:
+            await self._handled(update)
+
+    async def _handle_update(self, update: Update) -> None:
         chat, user = update.effective_chat, update.effective_user
         if chat is None or user is None or chat.type != "private":
             return
@@ -389,7 +437,7 @@ def _typed_as_promised(update: Update) -> bool:
         update.callback_query,
         update.message,
     )
-    ids: list[object] = []  # integers
+    ids: list[object] = [update.update_id]  # integers (update_id keys the stored update)
     texts: list[object] = []  # strings
     optional: list[object] = []  # strings where present
     if chat is not None:

@@ -3,11 +3,13 @@ Bot API on 127.0.0.1, the Daraja simulator, and a real database."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
 import socket
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +17,9 @@ import pytest
 from aiohttp import web
 from sqlalchemy import select
 
-from bot.app import DISPATCHER
+from bot.app import DATABASE, DISPATCHER
 from payments.simulator import rules
+from storage.orders import claim_inbound
 from storage.schema import customers, outbox
 from tests.conftest import TEST_TOML, RunningDuka, make_config, start_duka
 from tests.fakes.telegram_api import DEFAULT_TOKEN, FakeTelegram
@@ -417,6 +420,58 @@ async def test_webhook_mode_refuses_a_wrong_secret(
         await sees(telegram, CUSTOMER, "Karibu to Test Duka")
     finally:
         await shop.runner.cleanup()
+
+
+WEBHOOK = "http://127.0.0.1:1/telegram/hook"  # the public URL Telegram is given
+
+
+async def test_webhook_update_delivered_twice_is_handled_once(
+    database_url: str, tmp_path: Path, telegram: FakeTelegram
+) -> None:
+    """Telegram sends an update again when it did not hear "200" in time."""
+    shop = await open_shop(database_url, tmp_path, telegram, TELEGRAM_WEBHOOK_URL=WEBHOOK)
+    try:
+        url, secret = f"{shop.duka.base_url}/telegram/hook", telegram.webhook.secret_token
+        update = telegram.user_sends_text(CUSTOMER, "/start")
+        for _ in range(2):
+            assert await telegram.deliver_to_webhook(update, url, secret_token=secret) == 200
+        await sees(telegram, CUSTOMER, "Karibu to Test Duka")
+        # Another update after it: once its answer is there, a second "Karibu" would be too.
+        second = telegram.user_sends_text(CUSTOMER, "/help")
+        assert await telegram.deliver_to_webhook(second, url, secret_token=secret) == 200
+        await telegram.wait_for(lambda f: len(f.texts_to(CUSTOMER)) >= 2)
+        assert sum("Karibu to Test Duka" in t for t in telegram.texts_to(CUSTOMER)) == 1
+    finally:
+        await shop.runner.cleanup()
+
+
+async def test_webhook_update_acknowledged_before_a_crash_is_handled_after_the_restart(
+    database_url: str, tmp_path: Path, telegram: FakeTelegram
+) -> None:
+    """Stored before the "200": a process that died before handling it (its row still
+    pending) leaves it for the next start, which handles it once."""
+    update = telegram.user_sends_text(CUSTOMER, "/start")
+    shop = await open_shop(database_url, tmp_path, telegram, TELEGRAM_WEBHOOK_URL=WEBHOOK)
+    try:
+        # What the webhook stored for it, as if the process had died right after the 200.
+        await shop.duka.app[DATABASE].transaction(
+            claim_inbound,
+            "telegram",
+            [(str(update["update_id"]), json.dumps(update))],
+            datetime.now(UTC),
+        )
+    finally:
+        await shop.runner.cleanup()
+    assert not telegram.texts_to(CUSTOMER)
+    again = await open_shop(database_url, tmp_path, telegram, TELEGRAM_WEBHOOK_URL=WEBHOOK)
+    try:
+        await sees(telegram, CUSTOMER, "Karibu to Test Duka")
+        url, secret = f"{again.duka.base_url}/telegram/hook", telegram.webhook.secret_token
+        assert await telegram.deliver_to_webhook(update, url, secret_token=secret) == 200
+        await asyncio.sleep(0.3)  # a second answer would be on its way by now
+        assert sum("Karibu to Test Duka" in t for t in telegram.texts_to(CUSTOMER)) == 1
+    finally:
+        await again.runner.cleanup()
 
 
 async def _outbox(shop: Shop) -> list[Any]:
