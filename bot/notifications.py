@@ -31,6 +31,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot.channels.base import (
     Channel,
@@ -222,15 +223,28 @@ class OutboxDispatcher:
                     sent += await self._deliver_or_set_aside(row)
             return sent
 
-        return sum(await asyncio.gather(*(one_chat(rows) for rows in chats.values())))
+        # Every chat's task ends before the pass does (none raises: see _deliver_or_set_aside),
+        # so the next pass cannot meet a row this one is still sending.
+        done = await asyncio.gather(*(one_chat(rows) for rows in chats.values()))
+        return sum(done)
 
     async def _deliver_or_set_aside(self, row: _Due) -> bool:
         try:
             return await self._deliver(row)
+        except SQLAlchemyError as exc:
+            # The database, not the row: it stays pending (and this process's) for the next
+            # pass. Setting it aside would lose a message that was never sent.
+            log.warning("outbox %d: database error (%s); trying again", row.id, type(exc).__name__)
+            return False
         except Exception as exc:
             # One bad row (a bug, odd data) must not hold up every message behind it.
             log.exception("outbox %d cannot be delivered; setting it aside", row.id)
-            await self._db.transaction(_fail, row.id, f"{type(exc).__name__}: {exc}", self._clock())
+            try:
+                error = f"{type(exc).__name__}: {exc}"
+                await self._db.transaction(_fail, row.id, error, self._clock())
+            except SQLAlchemyError:
+                log.warning("outbox %d: could not be set aside; trying again later", row.id)
+                return False
             self._metrics.failed(_channel_of(row), "error")
             return False
 
@@ -281,19 +295,24 @@ class OutboxDispatcher:
             self._count_if_given_up(row, delivery.channel)
             return False
         self._metrics.sent(delivery.channel)
+        # Shielded: a stop that cancels this pass must not undo the record of a message the
+        # platform accepted, or it would be sent again.
+        await asyncio.shield(self._mark_sent(row, delivery, message_id))
+        log.info("message sent: %s, on %s", _about(row), delivery.channel)
+        return True
+
+    async def _mark_sent(self, row: _Due, delivery: _Delivery, message_id: str) -> None:
         # Once the platform accepted it, recording that must not be lost to a busy database:
         # an unrecorded row would be sent again.
         for attempt in range(3):
             try:
                 await self._db.transaction(_sent, row.id, delivery, message_id, self._clock())
-                break
+                return
             except Exception:
                 log.exception(
                     "outbox %d was sent but could not be marked (try %d)", row.id, attempt + 1
                 )
                 await asyncio.sleep(0.5 * (attempt + 1))
-        log.info("message sent: %s, on %s", _about(row), delivery.channel)
-        return True
 
     def _count_if_given_up(self, row: _Due, channel: str) -> None:
         """``_retry`` fails a row for good at its last attempt: counted as given up."""

@@ -47,6 +47,7 @@ from sqlalchemy import Connection, delete, insert, select, text, update
 
 from bot.config import AppConfig, ConfigError
 from bot.health import BackgroundTasks, ProcessList
+from payments.outbox import OutboxStatus
 from payments.service import utc_now
 from storage.engine import Database
 from storage.schema import leases, outbox, processes
@@ -93,11 +94,21 @@ class ThisProcess:
 
     @classmethod
     def here(cls, process_id: str, *, polls_telegram: bool) -> ThisProcess:
-        return cls(process_id, polls_telegram, socket.gethostname()[:255], os.getpid(), version())
+        return cls(process_id, polls_telegram, this_host(), os.getpid(), version())
 
     def is_me_or_my_former_run(self, row: ProcessRow) -> bool:
-        # Two live processes on one host never share a pid.
+        # Two live processes that see the same pids (``this_host``) never share a pid.
         return row.id == self.id or (row.host == self.host and row.pid == self.pid)
+
+
+def this_host() -> str:
+    """The host name, and the pid namespace where pids are looked up: containers sharing a
+    host name (host networking) each have their own, and a pid seen in one says nothing of
+    another (both may run as pid 1)."""
+    name = socket.gethostname()
+    with contextlib.suppress(OSError):
+        name += " " + os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
+    return name[:255]
 
 
 def version() -> str:
@@ -142,7 +153,7 @@ def release_work_of(conn: Connection, process_ids: Sequence[str]) -> None:
         return
     conn.execute(
         update(outbox)
-        .where(outbox.c.claimed_by.in_(process_ids), outbox.c.status == "pending")
+        .where(outbox.c.claimed_by.in_(process_ids), outbox.c.status == OutboxStatus.PENDING)
         .values(claimed_by=None, claimed_until=None)
     )
     conn.execute(delete(leases).where(leases.c.holder.in_(process_ids)))
@@ -222,8 +233,9 @@ class ProcessRegistry:
         if not self._database.is_sqlite:  # SQLite's BEGIN IMMEDIATE already serializes
             conn.execute(_LOCK)
         rows = _rows(conn)
-        release_work_of(conn, [r.id for r in rows if certainly_dead(r, self.me, self._pid_running)])
-        gone = [row.id for row in rows if is_gone(row, self.me, now, self._pid_running)]
+        dead = [r.id for r in rows if certainly_dead(r, self.me, self._pid_running)]
+        release_work_of(conn, dead)
+        gone = [r.id for r in rows if r.id in dead or is_gone(r, self.me, now, self._pid_running)]
         if gone:
             conn.execute(delete(processes).where(processes.c.id.in_(gone)))
         others = [r for r in rows if r.id not in gone and not self.me.is_me_or_my_former_run(r)]
