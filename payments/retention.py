@@ -51,7 +51,7 @@ from payments.settlement import UNCONFIRMED_CODE, EventStatus
 from payments.states import OrderStatus
 from payments.unmatched import UnmatchedStatus
 from storage.engine import Database
-from storage.leases import hold_lease
+from storage.leases import hold_lease, release_lease
 from storage.schema import (
     OPEN_PAYMENT_STATUSES,
     inbound_messages,
@@ -320,6 +320,10 @@ class Pruner:
         )
 
     async def stop(self, task: asyncio.Task[None]) -> None:
-        """End after the transaction under way (it is small, and finishes anyway)."""
+        """End after the transaction under way (it is small, and finishes anyway), and give
+        the lease up: the next process prunes at its next pass, not hours later."""
         self._stopping.set()
         await task
+        if self._holder is not None:
+            with contextlib.suppress(Exception):
+                await self._db.transaction(release_lease, LEASE, self._holder)

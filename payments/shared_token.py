@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -40,6 +41,8 @@ from payments.token_cache import REFRESH_MARGIN_SECONDS, TokenCache
 from storage.engine import Database
 from storage.schema import daraja_tokens
 from storage.sealing import CannotUnseal
+
+log = logging.getLogger(__name__)
 
 Fetch = Callable[[], Awaitable[tuple[str, float]]]  # (token, lifetime in seconds)
 LOCK_NAMESPACE = "daraja-token:"
@@ -109,6 +112,11 @@ class SharedToken:
                 if not self._usable(token):
                     token = await self._refresh()
             except (SQLAlchemyError, OSError) as exc:
+                if self._usable(self._token):
+                    # Fetched, then not stored: Daraja has already ended the old token, so
+                    # this one is used; the next refresh stores a token for everyone.
+                    log.warning("a new Daraja token could not be stored (%s)", type(exc).__name__)
+                    return self._token.value
                 # Nothing was sent to Daraja: the caller may try again later.
                 raise DarajaUnavailable(
                     f"could not read the shared Daraja token ({type(exc).__name__})"
@@ -146,6 +154,7 @@ class SharedToken:
             value, lifetime = await self._fetch()
             margin = min(REFRESH_MARGIN_SECONDS, lifetime / 2)
             token = StoredToken(value, self._now() + timedelta(seconds=lifetime - margin))
+            self._token = token  # kept even if storing it fails (see get)
             upsert = insert(daraja_tokens).values(
                 app=self._app, token=token.value, expires_at=token.use_until
             )

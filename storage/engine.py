@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy import create_engine as create_blocking_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -137,9 +137,20 @@ async def migrate(engine: AsyncEngine) -> None:
         await conn.run_sync(_upgrade_to_head)
 
 
+_MIGRATION_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended('duka-migrate', 0))")
+
+
 def _upgrade_to_head(connection: Connection) -> None:
     if stored_heads(connection) == CODE_HEADS:
         return  # the usual restart: Alembic is not even imported (storage/schema_version.py)
+    if connection.dialect.name == "postgresql":
+        # Several servers starting at once on an older schema: one migrates, the others
+        # wait for it here and then find the schema at head.
+        connection.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended('duka-migrate', 0))")
+        )
+        if stored_heads(connection) == CODE_HEADS:
+            return
     from alembic import command
 
     command.upgrade(_alembic_config(connection), "head")
