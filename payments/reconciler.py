@@ -32,6 +32,7 @@ from payments import held, ledger
 from payments.daraja_client import DarajaClient, QueryAnswer
 from payments.errors import QueryFailed
 from payments.metrics import Metrics
+from payments.phone import mask_checkout_id
 from payments.settings import ReconcileSettings
 from payments.settlement import EventStatus
 from payments.states import PaymentStatus
@@ -192,8 +193,8 @@ class Reconciler:
                 log.warning(
                     "STK query for payment %d (%s) was answered about %s; asking again later",
                     payment_id,
-                    checkout_id,
-                    named[:64],
+                    mask_checkout_id(checkout_id),
+                    mask_checkout_id(named[:64]),
                 )
                 answer = None
         # An attempt already over (expired unconfirmed, or with a callback held for

@@ -232,7 +232,7 @@ class PaymentService:
                         "could not be recorded; its callback will be matched as an orphan",
                         payment_id,
                         status,
-                        checkout_id,
+                        mask_checkout_id(checkout_id),
                         exc_info=True,
                     )
                     return
@@ -241,7 +241,7 @@ class PaymentService:
                     "trying again in %g s",
                     payment_id,
                     status,
-                    checkout_id,
+                    mask_checkout_id(checkout_id),
                     delay,
                     exc_info=True,
                 )

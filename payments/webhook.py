@@ -26,6 +26,7 @@ from payments.http_body import (
     storable_text,
 )
 from payments.inbox import CallbackInbox, InboxUnavailable
+from payments.phone import mask_checkout_id
 from payments.results import MalformedCallback, parse_callback
 from payments.settings import split_callback_path
 from payments.settlement import EventStatus
@@ -150,20 +151,23 @@ async def _receive(
         return await _reject(inbox, raw, f"unreadable body ({type(exc).__name__})", 400, source)
     try:
         status = await inbox.submit(raw, result, source_ip=source)
-    except InboxUnavailable:
-        log.exception("callback for %s could not be stored", result.checkout_request_id)
+    except InboxUnavailable as exc:
+        # The database is away (a state /readyz reports), not a bug: one line, no traceback.
+        log.warning(
+            "callback for checkout %s could not be stored (%s); answered 503",
+            mask_checkout_id(result.checkout_request_id),
+            exc,
+        )
         return web.json_response(
             {"ResultCode": 1, "ResultDesc": "Temporarily unable to store the callback"},
             status=503,
         )
+    # Held and forged callbacks have their own line from the inbox (masked); the sender's
+    # address is what it does not know.
     if status is EventStatus.HELD:
-        log.warning(
-            "a success callback for %s from %s is held until an STK query confirms it",
-            result.checkout_request_id,
-            source,
-        )
+        log.warning("the held callback above came from %s", source)
     if status is EventStatus.FORGED:
-        log.warning("refused a callback for %s: forged", result.checkout_request_id)
+        log.warning("the forged callback above came from %s; answered 404", source)
         raise web.HTTPNotFound()
     return web.Response(body=ACCEPTED_BODY, content_type="application/json")
 

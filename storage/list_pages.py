@@ -9,9 +9,10 @@ or the one that sent it restarted) can answer it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -20,25 +21,29 @@ from storage.schema import whatsapp_lists
 Page = list[tuple[str, str, str]]  # rows of (id, title, description)
 
 
-def next_list_number(conn: Connection, chat_id: str) -> int:
-    """The number the chat's next list goes by (its "More…" rows carry it)."""
-    seq = conn.execute(
-        select(whatsapp_lists.c.seq).where(whatsapp_lists.c.chat_id == chat_id)
-    ).scalar_one_or_none()
-    return (seq or 0) + 1
-
-
 def save_list(
-    conn: Connection, chat_id: str, seq: int, body: str, pages: list[Page], now: datetime
-) -> None:
-    """Make list ``seq`` the chat's latest (the one "More…" pages through)."""
+    conn: Connection, chat_id: str, body: str, pages: Callable[[int], list[Page]], now: datetime
+) -> int:
+    """Make a new list the chat's latest (the one "More…" pages through); its number.
+    ``pages(number)`` builds the pages ("More…" rows carry the number). Taking the number
+    and storing the pages is one upsert then one update on the row it locked: two lists
+    for one chat at once (a reply and a notice) cannot get the same number."""
     insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    values = {"seq": seq, "body": body, "pages": json.dumps(pages), "updated_at": now}
-    conn.execute(
-        insert(whatsapp_lists)
-        .values(chat_id=chat_id, **values)
-        .on_conflict_do_update(index_elements=[whatsapp_lists.c.chat_id], set_=values)
+    statement = insert(whatsapp_lists).values(
+        chat_id=chat_id, seq=1, body=body, pages="[]", updated_at=now
     )
+    seq = conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[whatsapp_lists.c.chat_id],
+            set_={"seq": whatsapp_lists.c.seq + 1, "body": body, "updated_at": now},
+        ).returning(whatsapp_lists.c.seq)
+    ).scalar_one()
+    conn.execute(
+        update(whatsapp_lists)
+        .where(whatsapp_lists.c.chat_id == chat_id)
+        .values(pages=json.dumps(pages(seq)))
+    )
+    return int(seq)
 
 
 def latest_list(conn: Connection, chat_id: str) -> tuple[int, str, list[Page]] | None:

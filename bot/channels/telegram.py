@@ -405,7 +405,7 @@ class TelegramChannel:
             except Forbidden as exc:
                 raise RecipientGone(str(exc)) from exc
             except TelegramError as exc:  # refused (BadRequest), or lost on the way
-                log.warning("Telegram did not take %s for %s: %s", document.filename, chat_id, exc)
+                log.warning("Telegram did not take %s: %s", document.filename, exc)
                 why = f"Telegram answered “{exc}”"
         refusal = say("en", "m_file_not_sent", filename=document.filename, why=why)
         return await self.send(chat_id, Reply(refusal))

@@ -61,7 +61,7 @@ from bot.merchant import MerchantDesk
 from bot.texts import say
 from payments.http_body import MAX_BODY_READ_SECONDS, chat_webhook_refusal, read_limited
 from storage.engine import Database
-from storage.list_pages import latest_list, next_list_number, save_list
+from storage.list_pages import Page, latest_list, save_list
 from storage.orders import (
     claim_inbound,
     inbound_handled,
@@ -348,11 +348,14 @@ def _remember_list(
     now: datetime,
 ) -> list[list[ListRow]]:
     """The list's pages, numbered as the chat's newest list and stored for "More…"."""
-    seq = next_list_number(conn, chat_id)
-    pages = _pages(rows, pinned, seq)
-    stored = [[(r.id, r.title, r.description) for r in page] for page in pages]
-    save_list(conn, chat_id, seq, body, stored, now)
-    return pages
+    built: list[list[ListRow]] = []
+
+    def pages(seq: int) -> list[Page]:
+        built.extend(_pages(rows, pinned, seq))
+        return [[(r.id, r.title, r.description) for r in page] for page in built]
+
+    save_list(conn, chat_id, body, pages, now)
+    return built
 
 
 def _row(button: Button) -> ListRow:
