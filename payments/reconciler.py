@@ -166,6 +166,10 @@ class Reconciler:
         for payment_id, checkout_id, accepted_at, status in due:
             if report.queried:
                 await asyncio.sleep(self._min_gap)  # bounded rate: Spike Arrest is per app
+                # Queries can be slow (Daraja timing out): renewed before each, the lease
+                # cannot lapse mid-sweep and let a second process ask the same payments.
+                if self._holder is not None and not await self._may_sweep():
+                    return
             report.queried += 1
             try:
                 outcome = await self._query_one(payment_id, checkout_id, accepted_at, status)
