@@ -423,6 +423,8 @@ async def _stop_polling(updater: Updater) -> None:
             break
         log.info("Telegram polling is backing off; cutting its wait short to stop")
         stopping.cancel()
+    if not stopping.done():  # the last cancel: let it land, so no task is left pending
+        await asyncio.wait({stopping}, timeout=POLL_STOP_SECONDS)
     if stopping.done() and not stopping.cancelled() and stopping.exception() is not None:
         log.warning("stopping Telegram polling failed", exc_info=stopping.exception())
 
