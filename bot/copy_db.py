@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Connection
@@ -24,6 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import ConfigError
+from bot.processes import STALE_AFTER
 from bot.startup import _reason, _sqlstate
 from storage.backup import sqlite_file
 from storage.copy import (
@@ -32,6 +34,7 @@ from storage.copy import (
     copy_tables,
     count_rows,
     known_revisions,
+    live_servers,
     no_server_on,
     occupied_tables,
     read_snapshot,
@@ -92,6 +95,15 @@ async def _copy(source_url: str, target_url: str, say: Callable[[str], None]) ->
                     "bring it to this version's schema first with "
                     "DUKA_DATABASE_URL=<the --from URL> duka migrate (copy-db never writes to "
                     "it), or copy with the Duka version that made it",
+                )
+            since = datetime.now(UTC) - STALE_AFTER
+            running = await reading.run_sync(live_servers, since)
+            if running:
+                raise ConfigError(
+                    "--from",
+                    f"{running} duka serve process(es) still use it, and what they write "
+                    "after the copy starts would be left behind",
+                    "stop them first (they are listed in /readyz)",
                 )
             await _prepare_target(target, target_url)
             async with target.begin() as writing:

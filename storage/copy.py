@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.types import TypeEngine
 
 from storage.backup import LOCK_SUFFIX, sqlite_file
-from storage.schema import metadata
+from storage.schema import metadata, processes
 from storage.schema_version import CODE_HEADS, stored_heads
 from storage.sealing import SealedText, SealedValue, Sealer
 
@@ -163,6 +164,12 @@ def known_revisions() -> frozenset[str]:
     from storage.engine import MIGRATIONS_DIR
 
     return frozenset(s.revision for s in ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions())
+
+
+def live_servers(conn: Connection, seen_since: datetime) -> int:
+    """How many ``duka serve`` processes registered in this database were seen lately."""
+    seen = select(func.count()).select_from(processes).where(processes.c.seen_at >= seen_since)
+    return int(conn.execute(seen).scalar_one())
 
 
 # What only running servers write, about themselves (their registrations, leases, the

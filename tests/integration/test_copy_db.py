@@ -8,9 +8,11 @@ callback bodies are all in it.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sqlite3
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -162,6 +164,24 @@ async def test_refused_while_a_server_runs_on_the_sqlite_source(
     line = one_line(done)
     assert line.startswith("Configuration error in --from: a duka server is running on ")
     assert "Fix: stop it first" in line
+    assert await _tables_of(empty_postgres) == 0
+
+
+async def test_refused_while_a_server_elsewhere_is_registered_on_the_source(
+    shop_on_sqlite: str, empty_postgres: str, tmp_path: Path
+) -> None:
+    """A server on another machine holds no lock here, but it is registered as live (a
+    PostgreSQL source shared by several servers is the case that matters)."""
+    database = shop_on_sqlite.partition(":///")[2]
+    seen = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    with contextlib.closing(sqlite3.connect(database)) as db, db:
+        db.execute(
+            "INSERT INTO processes VALUES ('elsewhere', 'other-host', 7, '0.1.0', ?, ?, 0)",
+            (seen, seen),
+        )
+    line = one_line(copy_command(shop_on_sqlite, empty_postgres, tmp_path))
+    assert line.startswith("Configuration error in --from: 1 duka serve process(es) still use")
+    assert "Fix: stop them first" in line
     assert await _tables_of(empty_postgres) == 0
 
 
