@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import ConfigError
 from bot.processes import STALE_AFTER
-from bot.startup import _reason, _sqlstate
+from bot.startup import database_reason, sqlstate
 from storage.backup import sqlite_file
 from storage.copy import (
     CopyRefused,
@@ -119,7 +119,8 @@ async def _copy(source_url: str, target_url: str, say: Callable[[str], None]) ->
     except DBAPIError as exc:
         raise ConfigError(
             "--to",
-            f"the copy failed and was rolled back, the target is as it was ({_reason(exc)})",
+            "the copy failed and was rolled back, the target is as it was "
+            f"({database_reason(exc)})",
             "correct the cause and run duka copy-db again",
         ) from None
     finally:
@@ -198,12 +199,12 @@ def _unusable(option: str, url: str, exc: BaseException) -> ConfigError:
     if parsed.get_backend_name() == "sqlite":
         return ConfigError(
             option,
-            f"cannot open the SQLite file {Path(parsed.database or '')} ({_reason(exc)})",
+            f"cannot open the SQLite file {Path(parsed.database or '')} ({database_reason(exc)})",
             "check the path and that this user may read it (and write it and its directory, "
             "for --to)",
         )
     where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
-    state = _sqlstate(exc)
+    state = sqlstate(exc)
     if state == "3D000":
         return ConfigError(
             option,
@@ -213,12 +214,12 @@ def _unusable(option: str, url: str, exc: BaseException) -> ConfigError:
     if state in {"28000", "28P01"}:
         return ConfigError(
             option,
-            f"{where} refused the login of user {parsed.username} ({_reason(exc)})",
+            f"{where} refused the login of user {parsed.username} ({database_reason(exc)})",
             "correct the user and password, or allow the login in pg_hba.conf",
         )
     return ConfigError(
         option,
-        f"cannot reach the database at {where} ({_reason(exc)})",
+        f"cannot reach the database at {where} ({database_reason(exc)})",
         "start PostgreSQL there, or correct the host and port",
     )
 

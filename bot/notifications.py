@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     ColumnElement,
@@ -172,6 +172,11 @@ class OutboxDispatcher:
             while not self._stopping:
                 try:
                     await self.deliver_due()
+                except SQLAlchemyError as exc:
+                    # The database is away (/readyz says so): a line, not a traceback a second.
+                    log.warning(
+                        "outbox pass: database error (%s); trying again", type(exc).__name__
+                    )
                 except Exception:
                     log.exception("outbox delivery pass failed; trying again")
                 with contextlib.suppress(TimeoutError):
@@ -395,17 +400,6 @@ def _held_elsewhere(row: Any, claimant: str, now: datetime) -> ColumnElement[boo
     return exists().where(live_elsewhere & same_chat)
 
 
-def _row_chat(row: Any) -> tuple[str, object]:
-    return (
-        ("merchant", row.recipient)
-        if row.audience == Audience.MERCHANT
-        else (
-            "customer",
-            row.customer_id,
-        )
-    )
-
-
 def _take(taken: Counter[tuple[str, object]], chat: tuple[str, object]) -> bool:
     taken[chat] += 1
     return taken[chat] <= ROWS_PER_CHAT_PER_PASS
@@ -429,16 +423,27 @@ def _release_claims(conn: Connection, claimant: str) -> None:
     )
 
 
-def _chat_of(row: _Due) -> tuple[str, object]:
+class _Addressed(Protocol):
+    """An outbox row as read (a ``_Due``, or a row of the table itself)."""
+
+    @property
+    def audience(self) -> str: ...
+    @property
+    def recipient(self) -> str | None: ...
+    @property
+    def customer_id(self) -> int | None: ...
+
+
+def _chat_of(row: _Addressed) -> tuple[str, object]:
     """Whose chat a row goes to, as far as is known before rendering it."""
-    if row.audience is Audience.MERCHANT:
+    if row.audience == Audience.MERCHANT:
         return ("merchant", row.recipient)
     return ("customer", row.customer_id)
 
 
 def _due(conn: Connection, now: datetime, limit: int, claimant: str | None = None) -> list[_Due]:
     """The rows to send now. With a ``claimant`` (PostgreSQL, several processes) they are
-    claimed for it until ``now + CLAIM_SECONDS``, skipping rows other processes hold and
+    claimed for it until ``now + CLAIM_LEASE``, skipping rows other processes hold and
     every chat in which another process holds a row, so each chat is sent in order by one
     process at a time. Claiming is serialized across processes (one short transaction at
     a time), so two processes never pick rows of one chat in the same moment."""
@@ -460,7 +465,7 @@ def _due(conn: Connection, now: datetime, limit: int, claimant: str | None = Non
         rows = conn.execute(query.with_for_update(of=outbox, skip_locked=True)).all()
         # Claim only what this pass will send: the rest stays for whoever is free then.
         taken: Counter[tuple[str, object]] = Counter()
-        rows = [r for r in rows if _take(taken, _row_chat(r))]
+        rows = [r for r in rows if _take(taken, _chat_of(r))]
         if rows:
             conn.execute(
                 update(outbox)

@@ -113,11 +113,11 @@ def _unusable(config: AppConfig, exc: BaseException) -> ConfigError:
             )
         return ConfigError(
             key,
-            f"cannot open or create the SQLite file {url.database} ({_reason(exc)})",
+            f"cannot open or create the SQLite file {url.database} ({database_reason(exc)})",
             f"create its directory and make it writable, or point {key} at a writable path",
         )
     where = f"{url.host or 'localhost'}:{url.port or 5432}"
-    state = _sqlstate(exc)
+    state = sqlstate(exc)
     if state == _NO_DATABASE:
         return ConfigError(
             key,
@@ -127,14 +127,14 @@ def _unusable(config: AppConfig, exc: BaseException) -> ConfigError:
     if state in _LOGIN_REFUSED:
         return ConfigError(
             key,
-            f"{where} refused the login of user {url.username} ({_reason(exc)})",
+            f"{where} refused the login of user {url.username} ({database_reason(exc)})",
             "correct the user and password, or allow the login in pg_hba.conf",
         )
     if isinstance(exc, socket.gaierror):
         return ConfigError(key, f"the database host {url.host} is unknown", "correct the host name")
     return ConfigError(
         key,
-        f"cannot reach the database at {where} ({_reason(exc)})",
+        f"cannot reach the database at {where} ({database_reason(exc)})",
         "start PostgreSQL there, or correct the host and port",
     )
 
@@ -144,7 +144,7 @@ def _read_only(exc: BaseException) -> bool:
     return "readonly database" in text or getattr(exc, "errno", None) in {errno.EROFS}
 
 
-def _sqlstate(exc: BaseException) -> str | None:
+def sqlstate(exc: BaseException) -> str | None:
     """The PostgreSQL error code somewhere in ``exc``'s chain (SQLAlchemy wraps asyncpg's)."""
     seen: BaseException | None = exc
     while seen is not None:
@@ -155,7 +155,7 @@ def _sqlstate(exc: BaseException) -> str | None:
     return None
 
 
-def _reason(exc: BaseException) -> str:
+def database_reason(exc: BaseException) -> str:
     """The innermost cause in a few words, on one line, without the URL or parameters."""
     while isinstance(exc, DBAPIError) and exc.orig is not None:
         exc = exc.orig

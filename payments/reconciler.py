@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
 from payments import held, ledger
 from payments.daraja_client import DarajaClient, QueryAnswer
@@ -135,6 +136,10 @@ class Reconciler:
         ):
             try:
                 await phase(report)
+            except SQLAlchemyError as exc:
+                # The database is away (/readyz says so): a line, not a traceback a sweep.
+                why = type(exc).__name__
+                log.warning("reconciliation phase %s: database error (%s)", phase.__name__, why)
             except Exception:
                 log.exception("reconciliation phase %s failed", phase.__name__)
         if self._on_applied is not None and (report.adopted or report.settled or report.expired):

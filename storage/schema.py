@@ -366,7 +366,7 @@ whatsapp_lists = Table(
     metadata,
     Column("chat_id", SealedValue, primary_key=True),
     Column("seq", Integer, nullable=False),
-    Column("body", Text, nullable=False),
+    Column("body", Text, nullable=False),  # the shop's words above the list: no one's data
     Column("pages", SealedText, nullable=False),  # JSON
     Column("updated_at", UtcDateTime, nullable=False),
 )
