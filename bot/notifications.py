@@ -20,15 +20,11 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import (
-    ColumnElement,
     Connection,
     case,
-    exists,
     func,
     insert,
-    or_,
     select,
-    text,
     update,
 )
 from sqlalchemy.exc import SQLAlchemyError
@@ -43,6 +39,15 @@ from bot.channels.base import (
 )
 from bot.channels.whatsapp_api import MAX_BUTTONS
 from bot.chat.model import Reply, payment_tag
+from bot.outbox_claims import (
+    CLAIM_LEASE,
+    CLAIM_RENEW_SECONDS,
+    UNCLAIMED,
+    held_elsewhere,
+    one_process_at_a_time,
+    release_claims,
+    renew_claims,
+)
 from bot.rendering import (
     MERCHANT_RENDERERS,
     ORDERLESS_KINDS,
@@ -82,14 +87,6 @@ CHATS_AT_ONCE = 32  # chats being sent to at the same time (each chat's rows in 
 # payment results waiting behind its whole backlog.
 ROWS_PER_CHAT_PER_PASS = 2
 GIVE_UP_AFTER_ATTEMPTS = 60  # about four hours of failures at the longest back-off
-# Several processes (PostgreSQL): a claimed row is this process's to send until the claim
-# lapses; it is renewed while the process lives, so a crashed process's rows wait at most
-# this long before another process sends them.
-CLAIM_LEASE = timedelta(seconds=60)
-CLAIM_RENEW_SECONDS = 15.0
-_UNCLAIMED: dict[str, Any] = {"claimed_by": None, "claimed_until": None}
-# Claiming takes this transaction-scoped lock: one process claims at a time.
-_CLAIMING_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended('duka-outbox-claims', 0))")
 # How many buttons a merchant's chat shows under one message: an inline keyboard holds 100,
 # WhatsApp three reply buttons; other chats (the terminal demo) none a merchant can press.
 MERCHANT_BUTTON_ROOM = {"telegram": 100, "whatsapp": MAX_BUTTONS}
@@ -189,7 +186,7 @@ class OutboxDispatcher:
                     await renewing
                 # Whatever this process claimed and did not send, others may send now.
                 with contextlib.suppress(Exception):
-                    await self._db.transaction(_release_claims, claimant)
+                    await self._db.transaction(release_claims, [claimant])
 
     async def _renew_claims(self, claimant: str) -> None:
         """Keep this process's claims alive while its sends wait (a rate limit, a slow
@@ -197,7 +194,7 @@ class OutboxDispatcher:
         while True:
             await asyncio.sleep(CLAIM_RENEW_SECONDS)
             try:
-                await self._db.transaction(_renew, claimant, self._clock())
+                await self._db.transaction(renew_claims, claimant, self._clock())
             except Exception:
                 log.exception("could not renew this process's outbox claims")
 
@@ -341,7 +338,7 @@ def _channel_of(row: _Due) -> str:
 
 
 def _fan_out_to_merchants(conn: Connection, recipients: Sequence[str], now: datetime) -> None:
-    _one_process_at_a_time(conn)  # two would both copy a row out (and collide on its key)
+    one_process_at_a_time(conn)  # two would both copy a row out (and collide on its key)
     rows = conn.execute(
         select(outbox)
         .where(outbox.c.audience == Audience.MERCHANT)
@@ -374,53 +371,9 @@ def _fan_out_to_merchants(conn: Connection, recipients: Sequence[str], now: date
         )
 
 
-def _one_process_at_a_time(conn: Connection) -> None:
-    """On PostgreSQL, hold the outbox's claiming lock until this transaction ends."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(_CLAIMING_LOCK)
-
-
-def _held_elsewhere(row: Any, claimant: str, now: datetime) -> ColumnElement[bool]:
-    """``row`` is claimed by another process, or another process holds a row of its chat."""
-    other = outbox.alias("other")
-    live_elsewhere = (
-        (other.c.status == OutboxStatus.PENDING)
-        & (other.c.claimed_until > now)
-        & (other.c.claimed_by != claimant)
-    )
-    same_chat = or_(
-        other.c.id == row.c.id,
-        (row.c.audience == Audience.MERCHANT)
-        & (other.c.audience == Audience.MERCHANT)
-        & (other.c.recipient == row.c.recipient),
-        (row.c.audience == Audience.CUSTOMER)
-        & (other.c.audience == Audience.CUSTOMER)
-        & (other.c.customer_id == row.c.customer_id),
-    )
-    return exists().where(live_elsewhere & same_chat)
-
-
 def _take(taken: Counter[tuple[str, object]], chat: tuple[str, object]) -> bool:
     taken[chat] += 1
     return taken[chat] <= ROWS_PER_CHAT_PER_PASS
-
-
-def _renew(conn: Connection, claimant: str, now: datetime) -> None:
-    conn.execute(
-        update(outbox)
-        .where(outbox.c.claimed_by == claimant)
-        .where(outbox.c.status == OutboxStatus.PENDING)
-        .values(claimed_until=now + CLAIM_LEASE)
-    )
-
-
-def _release_claims(conn: Connection, claimant: str) -> None:
-    conn.execute(
-        update(outbox)
-        .where(outbox.c.claimed_by == claimant)
-        .where(outbox.c.status == OutboxStatus.PENDING)
-        .values(**_UNCLAIMED)
-    )
 
 
 class _Addressed(Protocol):
@@ -460,8 +413,8 @@ def _due(conn: Connection, now: datetime, limit: int, claimant: str | None = Non
     if claimant is None:
         rows = conn.execute(query).all()
     else:
-        _one_process_at_a_time(conn)
-        query = query.where(~_held_elsewhere(outbox, claimant, now))
+        one_process_at_a_time(conn)
+        query = query.where(~held_elsewhere(outbox, claimant, now))
         rows = conn.execute(query.with_for_update(of=outbox, skip_locked=True)).all()
         # Claim only what this pass will send: the rest stays for whoever is free then.
         taken: Counter[tuple[str, object]] = Counter()
@@ -557,7 +510,7 @@ def _sent(
             sent_at=now,
             attempts=outbox.c.attempts + 1,
             last_error=None,
-            **_UNCLAIMED,
+            **UNCLAIMED,
         )
     )
     if tag := delivery.notice.reply.tag:
@@ -575,7 +528,7 @@ def _retry(conn: Connection, row: _Due, after_seconds: float, error: str, now: d
             attempts=row.attempts + 1,
             last_error=error[:500],
             next_attempt_at=now + timedelta(seconds=after_seconds),
-            **_UNCLAIMED,
+            **UNCLAIMED,
         )
     )
 
@@ -595,6 +548,6 @@ def _fail(conn: Connection, outbox_id: int, error: str, now: datetime) -> None:
             status=OutboxStatus.FAILED,
             last_error=error[:500],
             attempts=outbox.c.attempts + 1,
-            **_UNCLAIMED,
+            **UNCLAIMED,
         )
     )

@@ -47,10 +47,10 @@ from sqlalchemy import Connection, delete, insert, select, text, update
 
 from bot.config import AppConfig, ConfigError
 from bot.health import BackgroundTasks, ProcessList
-from payments.outbox import OutboxStatus
+from bot.outbox_claims import release_claims
 from payments.service import utc_now
 from storage.engine import Database
-from storage.schema import leases, outbox, processes
+from storage.schema import leases, processes
 
 log = logging.getLogger(__name__)
 
@@ -151,11 +151,7 @@ def release_work_of(conn: Connection, process_ids: Sequence[str]) -> None:
     sends their messages and runs their jobs now (a restart after a crash is immediate)."""
     if not process_ids:
         return
-    conn.execute(
-        update(outbox)
-        .where(outbox.c.claimed_by.in_(process_ids), outbox.c.status == OutboxStatus.PENDING)
-        .values(claimed_by=None, claimed_until=None)
-    )
+    release_claims(conn, process_ids)
     conn.execute(delete(leases).where(leases.c.holder.in_(process_ids)))
 
 

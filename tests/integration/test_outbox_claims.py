@@ -14,7 +14,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from bot.notifications import CLAIM_LEASE, OutboxDispatcher, _due, _fan_out_to_merchants
+from bot.notifications import OutboxDispatcher, _due, _fan_out_to_merchants
+from bot.outbox_claims import CLAIM_LEASE
 from payments.outbox import insert_outbox
 from storage.engine import Database
 from storage.schema import outbox
