@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 
 STALE_AFTER = timedelta(seconds=30)
 RENEW_SECONDS = 10.0
-SEVERAL_PROCESSES_DOC = "docs/operations.md"
+SEVERAL_PROCESSES_DOC = "docs/deploy.md"
 _LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended('duka-processes', 0))")
 _PACKAGE = "duka"  # pyproject.toml's project name
 
