@@ -6,8 +6,6 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import TEST_TOML, make_config, start_duka
 from tests.e2e.test_whatsapp_shop import WANJIRU, Shop, choices, taps, whatsapp_env, writes
 from tests.fakes.graph_api import FakeGraph
@@ -64,10 +62,9 @@ async def test_more_is_answered_after_a_restart(database_url: str, tmp_path: Pat
 
 
 async def test_more_tapped_on_another_process_shows_the_next_page(
-    database_url: str, tmp_path: Path
+    postgres_url: str, tmp_path: Path
 ) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("one SQLite file is served by one process")
+    database_url = postgres_url  # one SQLite file is served by one process
     async with FakeGraph() as graph:
         first = await open_long_shop(database_url, fresh_dir(tmp_path / "first"), graph)
         second = await open_long_shop(database_url, fresh_dir(tmp_path / "second"), graph)

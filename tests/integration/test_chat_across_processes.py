@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import pytest
-
 from bot.app import CONVERSATION
 from bot.chat.model import Inbound
 from tests.integration.test_conversation import open_shop
@@ -19,10 +17,9 @@ TAPS = 12
 
 
 async def test_taps_sent_to_two_processes_at_once_all_count(
-    database_url: str, tmp_path: Path
+    postgres_url: str, tmp_path: Path
 ) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("one SQLite file is served by one process")
+    database_url = postgres_url  # one SQLite file is served by one process
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
     first, first_runner = await open_shop(database_url, tmp_path / "a")

@@ -16,7 +16,7 @@ import json
 import secrets
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from storage.sealing import Sealer
 from tests.conftest import POSTGRES_URL, REQUIRE_POSTGRES, _reset_postgres
 from tests.fakes.telegram_api import DEFAULT_TOKEN, FakeTelegram
 from tests.faults.process import DukaProcess
+from tests.integration.conftest import databases_on
 from tests.integration.test_outbox_concurrency import low_stock
 
 NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
@@ -48,6 +49,13 @@ ELSEWHERE = "other-host"
 def me(name: str, *, polls: bool = False, host: str = ELSEWHERE, pid: int = 100) -> ThisProcess:
     """A process on another host than the test's, so that its pid is never looked up."""
     return ThisProcess(name, polls, host, pid, "0.1.0")
+
+
+@pytest.fixture
+async def pg_databases(postgres_url: str) -> AsyncIterator[Callable[[], Database]]:
+    """``databases`` on PostgreSQL only: one SQLite file refuses a second process."""
+    async with databases_on(postgres_url) as open_one:
+        yield open_one
 
 
 def registry(
@@ -129,11 +137,10 @@ async def test_a_second_telegram_poller_is_refused(
 
 
 async def test_webhook_processes_run_side_by_side_on_postgresql(
-    databases: Callable[[], Database],
+    pg_databases: Callable[[], Database],
 ) -> None:
+    databases = pg_databases  # several processes are PostgreSQL's
     first = databases()
-    if not is_postgres(first):
-        pytest.skip("several processes are PostgreSQL's")
     registries = [
         registry(databases(), me(name, pid=pid)) for name, pid in (("a", 1), ("b", 2), ("c", 3))
     ]
@@ -148,12 +155,11 @@ async def test_webhook_processes_run_side_by_side_on_postgresql(
 
 
 async def test_each_process_is_told_how_many_share_the_bot(
-    databases: Callable[[], Database],
+    pg_databases: Callable[[], Database],
 ) -> None:
     """So that each keeps to its share of Telegram's ~30 messages/s."""
+    databases = pg_databases  # several processes are PostgreSQL's
     first = databases()
-    if not is_postgres(first):
-        pytest.skip("several processes are PostgreSQL's")
     counts: dict[str, list[int]] = {"a": [], "b": []}
 
     def told(name: str, pid: int) -> ProcessRegistry:
@@ -176,12 +182,11 @@ async def test_each_process_is_told_how_many_share_the_bot(
 
 
 async def test_a_poller_is_refused_beside_a_webhook_process_and_the_other_way_round(
-    databases: Callable[[], Database],
+    pg_databases: Callable[[], Database],
 ) -> None:
     """A poller's deleteWebhook would end the other's webhook; a webhook ends the polling."""
+    databases = pg_databases  # several processes are PostgreSQL's
     first = databases()
-    if not is_postgres(first):
-        pytest.skip("on SQLite any second process is refused")
     webhook = registry(first, me("webhook"))
     await webhook.register()
     with pytest.raises(ConfigError, match="would poll Telegram") as refused:
