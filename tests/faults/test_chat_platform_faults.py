@@ -23,11 +23,8 @@ from bench.chat_customers import (
     Watcher,
 )
 from tests.e2e.test_telegram_shop import CATALOG
+from tests.e2e.test_whatsapp_shop import WANJIRU, whatsapp_env
 from tests.fakes.graph_api import (
-    DEFAULT_ACCESS_TOKEN,
-    DEFAULT_APP_SECRET,
-    DEFAULT_PHONE_NUMBER_ID,
-    DEFAULT_VERIFY_TOKEN,
     FakeGraph,
     WaUser,
 )
@@ -140,8 +137,6 @@ async def test_telegram_429_storm_delivers_every_message_once_in_order(
 
 # --- WhatsApp -----------------------------------------------------------------------------
 
-WANJIRU = WaUser("254712345678", user_id="KE.1001", name="Wanjiru")
-
 
 class WhatsAppCustomer:
     """One customer writing to the shop through Meta's webhooks (signed by the fake)."""
@@ -201,13 +196,9 @@ class WhatsAppCustomer:
 
 async def _whatsapp_shop(process: DukaProcess, graph: FakeGraph) -> WhatsAppCustomer:
     # No merchant number: the fault injected must land on the customer's notice.
-    process.env |= {
-        "WHATSAPP_ACCESS_TOKEN": DEFAULT_ACCESS_TOKEN,
-        "WHATSAPP_PHONE_NUMBER_ID": DEFAULT_PHONE_NUMBER_ID,
-        "WHATSAPP_APP_SECRET": DEFAULT_APP_SECRET,
-        "WHATSAPP_VERIFY_TOKEN": DEFAULT_VERIFY_TOKEN,
-        "WHATSAPP_API_BASE_URL": graph.graph_url,
-    }
+    env = whatsapp_env(graph)
+    del env["DUKA_MERCHANT_WHATSAPP_NUMBERS"]
+    process.env |= env
     (process.workdir / "config.toml").write_text(
         '[shop]\nname = "Test Duka"\n' + CATALOG + SIMULATOR + LIMITS
     )

@@ -19,12 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import loadgen
-from bench.callbacks import seed
-from storage.engine import create_engine, migrate
-from storage.sealing import Sealer
-from tests.conftest import DATA_KEY
 from tests.fakes.telegram_api import DEFAULT_TOKEN, FakeTelegram
 from tests.faults.process import DukaProcess
+from tests.faults.seeding import seed_pending_payments
 
 CALLBACK_SECRET = "sigterm-drain-secret-0123456789abcdefghij"
 CONNECTIONS = 50
@@ -108,17 +105,6 @@ async def _sender(
             writer.close()
 
 
-async def _seed(database: Path, count: int) -> None:
-    sealer = Sealer.from_env({"DUKA_DATA_KEY": DATA_KEY})
-    assert sealer is not None
-    engine = create_engine(f"sqlite+aiosqlite:///{database}", sealer)
-    try:
-        await migrate(engine)
-        await seed(engine, database, count, 0)
-    finally:
-        await engine.dispose()
-
-
 def _paid_payment_ids(database: Path) -> set[int]:
     with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
         return {row[0] for row in db.execute("SELECT id FROM payments WHERE status = 'paid'")}
@@ -130,7 +116,7 @@ async def test_sigterm_answers_every_request_received_and_stores_every_callback_
     """50 keep-alive connections post real callbacks without pause; SIGTERM mid-stream."""
     url = f"{duka_process.url}/hooks/stk/{CALLBACK_SECRET}"
     duka_process.env["MPESA_CALLBACK_URL"] = url
-    await _seed(duka_process.database, SEEDED)
+    await seed_pending_payments(duka_process.database, SEEDED)
     await duka_process.start()
     ids = range(1, SEEDED + 1)
     paths = loadgen.attempt_paths(url, 1, SEEDED)

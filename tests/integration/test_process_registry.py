@@ -4,8 +4,7 @@ process beside a Telegram poller) it refuses to start with one line.
 
 Two parts. ``ProcessRegistry`` driven directly, each "process" with a ``Database`` of its own
 on the same SQLite file or PostgreSQL database. Then the real ``duka serve`` as subprocesses
-(``SUBPROCESS``): these need ``bot.app`` to wire ``bot.processes.registry_context`` in, and
-are skipped until it does.
+(``duka serve`` exiting 2, both listed in ``/readyz``, a restart after a SIGKILL).
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ import httpx
 import pytest
 from sqlalchemy import Connection, insert, select
 
-import bot.app
 from bot.config import ConfigError
 from bot.health import BackgroundTasks, ready_response
 from bot.notifications import _due, _fan_out_to_merchants
@@ -35,7 +33,7 @@ from storage.engine import Database, migrate
 from storage.leases import hold_lease, lease_holder
 from storage.schema import outbox, processes
 from storage.sealing import Sealer
-from tests.conftest import POSTGRES_URL, REQUIRE_POSTGRES, _reset_postgres
+from tests.conftest import fresh_postgres_url
 from tests.fakes.telegram_api import DEFAULT_TOKEN, FakeTelegram
 from tests.faults.process import DukaProcess
 from tests.integration.conftest import databases_on
@@ -391,12 +389,7 @@ def test_sqlite_is_named_by_the_key_the_url_came_from() -> None:
     assert problem.key == "database.url"
 
 
-# --- the real ``duka serve``, as subprocesses (SUBPROCESS) -------------------------------
-
-SUBPROCESS = pytest.mark.skipif(
-    not hasattr(bot.app, "registry_context"),
-    reason="bot.app does not wire bot.processes.registry_context in yet",
-)
+# --- the real ``duka serve``, as subprocesses ---------------------------------------------
 
 
 def refused_start(process: DukaProcess, timeout: float = 30.0) -> tuple[int, list[str]]:
@@ -412,15 +405,18 @@ def refused_start(process: DukaProcess, timeout: float = 30.0) -> tuple[int, lis
     return done.returncode, done.stderr.decode().splitlines()
 
 
-async def postgres_url() -> str:
-    if (problem := await _reset_postgres()) is not None:
-        if REQUIRE_POSTGRES:
-            pytest.fail(problem)
-        pytest.skip(problem)
-    return POSTGRES_URL
+def the_one_refusal(code: int, printed: list[str], first: DukaProcess) -> str:
+    """The refused start's single error line, which names the first process's pid."""
+    assert code == 2, printed
+    errors = [line for line in printed if line.startswith("Configuration error")]
+    assert len(errors) == 1, printed
+    assert not any("Traceback" in line for line in printed), printed
+    assert f"(pid {pid_of(first)} on " in errors[0]
+    assert first.process is not None
+    assert first.process.poll() is None, "the first one runs on"
+    return errors[0]
 
 
-@SUBPROCESS
 async def test_a_second_duka_serve_on_one_sqlite_file_exits_2_naming_the_first(
     tmp_path: Path,
 ) -> None:
@@ -432,23 +428,14 @@ async def test_a_second_duka_serve_on_one_sqlite_file_exits_2_naming_the_first(
         await first.start()
         assert first.process is not None
 
-        code, printed = await asyncio.to_thread(refused_start, second)
+        line = the_one_refusal(*await asyncio.to_thread(refused_start, second), first)
 
-        assert code == 2, printed
-        errors = [line for line in printed if line.startswith("Configuration error")]
-        assert len(errors) == 1, printed
-        assert errors[0].startswith(
-            "Configuration error in DUKA_DATABASE_URL: another duka serve "
-            f"(pid {first.process.pid} on "
-        )
-        assert "Fix: run one server per SQLite file, or move to PostgreSQL" in errors[0]
-        assert not any("Traceback" in line for line in printed), printed
-        assert first.process.poll() is None, "the first one runs on"
+        assert line.startswith("Configuration error in DUKA_DATABASE_URL: another duka serve ")
+        assert "Fix: run one server per SQLite file, or move to PostgreSQL" in line
     finally:
         first.stop_quietly()
 
 
-@SUBPROCESS
 async def test_duka_serve_restarts_at_once_after_a_sigkill_on_sqlite(tmp_path: Path) -> None:
     """Its row is still fresh, but its pid is gone: no waiting out the stale time."""
     process = DukaProcess(tmp_path)
@@ -462,11 +449,10 @@ async def test_duka_serve_restarts_at_once_after_a_sigkill_on_sqlite(tmp_path: P
         process.stop_quietly()
 
 
-@SUBPROCESS
 async def test_two_duka_serve_on_postgresql_both_run_and_list_each_other(
     tmp_path: Path,
 ) -> None:
-    url = await postgres_url()
+    url = await fresh_postgres_url()
     started = [DukaProcess(workdir(tmp_path, name), DUKA_DATABASE_URL=url) for name in "ab"]
     try:
         for each in started:
@@ -485,11 +471,10 @@ async def test_two_duka_serve_on_postgresql_both_run_and_list_each_other(
             each.stop_quietly()
 
 
-@SUBPROCESS
 async def test_a_second_telegram_poller_on_postgresql_exits_2_asking_for_webhook_mode(
     tmp_path: Path,
 ) -> None:
-    url = await postgres_url()
+    url = await fresh_postgres_url()
     async with FakeTelegram() as fake:
         telegram = {"TELEGRAM_BOT_TOKEN": DEFAULT_TOKEN, "TELEGRAM_API_BASE_URL": fake.base_url}
         first = DukaProcess(workdir(tmp_path, "a"), DUKA_DATABASE_URL=url, **telegram)
@@ -498,17 +483,10 @@ async def test_a_second_telegram_poller_on_postgresql_exits_2_asking_for_webhook
             await first.start()
             assert first.process is not None
 
-            code, printed = await asyncio.to_thread(refused_start, second)
+            line = the_one_refusal(*await asyncio.to_thread(refused_start, second), first)
 
-            assert code == 2, printed
-            errors = [line for line in printed if line.startswith("Configuration error")]
-            assert len(errors) == 1, printed
-            assert errors[0].startswith(
-                "Configuration error in TELEGRAM_WEBHOOK_URL: another duka serve "
-                f"(pid {first.process.pid} on "
-            )
-            assert "Fix: set TELEGRAM_WEBHOOK_URL (webhook mode)" in errors[0]
-            assert first.process.poll() is None
+            assert line.startswith("Configuration error in TELEGRAM_WEBHOOK_URL: another duka ")
+            assert "Fix: set TELEGRAM_WEBHOOK_URL (webhook mode)" in line
         finally:
             first.stop_quietly()
 
