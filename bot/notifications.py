@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -210,10 +210,8 @@ class OutboxDispatcher:
         await self._db.transaction(_fan_out_to_merchants, self._merchants, now)
         due = await self._db.transaction(_due, now, BATCH, self._claimant)
         chats: dict[tuple[str, object], list[_Due]] = {}
-        for row in due:
-            rows = chats.setdefault(_chat_of(row), [])
-            if len(rows) < ROWS_PER_CHAT_PER_PASS:  # the rest next pass, still in order
-                rows.append(row)
+        for row in due:  # at most ROWS_PER_CHAT_PER_PASS of each chat (``_due``)
+            chats.setdefault(_chat_of(row), []).append(row)
         room = asyncio.Semaphore(CHATS_AT_ONCE)
 
         async def one_chat(rows: list[_Due]) -> int:
@@ -371,9 +369,16 @@ def _fan_out_to_merchants(conn: Connection, recipients: Sequence[str], now: date
         )
 
 
-def _take(taken: Counter[tuple[str, object]], chat: tuple[str, object]) -> bool:
-    taken[chat] += 1
-    return taken[chat] <= ROWS_PER_CHAT_PER_PASS
+def _first_of_each_chat(rows: Sequence[_RowT]) -> list[_RowT]:
+    """At most ``ROWS_PER_CHAT_PER_PASS`` of each chat's rows, in order: the rest wait for
+    the next pass (and, with claims, stay free for whichever process is free then)."""
+    taken: Counter[tuple[str, object]] = Counter()
+    kept = []
+    for row in rows:
+        taken[_chat_of(row)] += 1
+        if taken[_chat_of(row)] <= ROWS_PER_CHAT_PER_PASS:
+            kept.append(row)
+    return kept
 
 
 class _Addressed(Protocol):
@@ -385,6 +390,9 @@ class _Addressed(Protocol):
     def recipient(self) -> str | None: ...
     @property
     def customer_id(self) -> int | None: ...
+
+
+_RowT = TypeVar("_RowT", bound=_Addressed)
 
 
 def _chat_of(row: _Addressed) -> tuple[str, object]:
@@ -411,14 +419,13 @@ def _due(conn: Connection, now: datetime, limit: int, claimant: str | None = Non
         .limit(limit)
     )
     if claimant is None:
-        rows = conn.execute(query).all()
+        rows = _first_of_each_chat(conn.execute(query).all())
     else:
         one_process_at_a_time(conn)
         query = query.where(~held_elsewhere(outbox, claimant, now))
-        rows = conn.execute(query.with_for_update(of=outbox, skip_locked=True)).all()
-        # Claim only what this pass will send: the rest stays for whoever is free then.
-        taken: Counter[tuple[str, object]] = Counter()
-        rows = [r for r in rows if _take(taken, _chat_of(r))]
+        rows = _first_of_each_chat(
+            conn.execute(query.with_for_update(of=outbox, skip_locked=True)).all()
+        )
         if rows:
             conn.execute(
                 update(outbox)
