@@ -294,9 +294,7 @@ async def running_duka(workdir: Path) -> AsyncIterator[tuple[web.Application, st
         sock.close()
 
 
-def _seed_rows(
-    group: str, count: int, first_id: int, now: datetime
-) -> Iterator[tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]]:
+def _seed_rows(group: str, count: int, first_id: int, now: datetime) -> Iterator[SeedRow]:
     """(customer, order, item, payment) rows for ``count`` pending payments of ``group``."""
     for index in range(1, count + 1):
         row_id = first_id + index - 1
@@ -318,6 +316,18 @@ def _seed_rows(
         )  # fmt: skip
 
 
+SeedRow = tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]
+
+
+async def insert_seed_rows(engine: AsyncEngine, rows: list[SeedRow]) -> None:
+    """(customer, order, item, payment) rows from ``_seed_rows``, a few large transactions."""
+    for start in range(0, len(rows), SEED_CHUNK):
+        chunk = rows[start : start + SEED_CHUNK]
+        async with engine.begin() as conn:
+            for position, table in enumerate((customers, orders, order_items, payments)):
+                await conn.execute(insert(table), [r[position] for r in chunk])
+
+
 async def seed(engine: AsyncEngine, database: Path, n: int, warmup: int) -> None:
     """Pending payments for the warm-up callbacks (ids 1..warmup), then the measured ones."""
     now = datetime.now(UTC)
@@ -325,11 +335,7 @@ async def seed(engine: AsyncEngine, database: Path, n: int, warmup: int) -> None
         *_seed_rows(loadgen.WARMUP_GROUP, warmup, 1, now),
         *_seed_rows(loadgen.MEASURED_GROUP, n, warmup + 1, now),
     ]
-    for start in range(0, len(rows), SEED_CHUNK):
-        chunk = rows[start : start + SEED_CHUNK]
-        async with engine.begin() as conn:
-            for position, table in enumerate((customers, orders, order_items, payments)):
-                await conn.execute(insert(table), [r[position] for r in chunk])
+    await insert_seed_rows(engine, rows)
     # Fold the seeding into the main file so both servers start with a near-empty WAL.
     with contextlib.closing(sqlite3.connect(database, isolation_level=None)) as raw:
         raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -50,16 +50,14 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench import loadgen
-from bench.callbacks import SEED_CHUNK, _seed_rows
+from bench.callbacks import _seed_rows, insert_seed_rows
 from bench.callbacks_pg_load import Target, callback_body, write_spec
 from storage.engine import create_engine
 from storage.schema import (
-    customers,
-    order_items,
     orders,
     outbox,
     payment_events,
@@ -263,11 +261,7 @@ async def seed(engine: AsyncEngine, groups: list[tuple[str, int, int]]) -> None:
         # reconciler, on as shipped, would then start asking the simulator about payments
         # whose callbacks are still on their way. Pushed back, it has nothing due.
         row[3]["next_query_at"] = now + SEED_QUERY_AFTER
-    for start in range(0, len(rows), SEED_CHUNK):
-        chunk = rows[start : start + SEED_CHUNK]
-        async with engine.begin() as conn:
-            for position, table in enumerate((customers, orders, order_items, payments)):
-                await conn.execute(insert(table), [r[position] for r in chunk])
+    await insert_seed_rows(engine, rows)
 
 
 @dataclass
