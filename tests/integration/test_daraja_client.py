@@ -48,7 +48,12 @@ def client_for(sim: RunningSimulator, http: httpx.AsyncClient, **changes: Any) -
 
 
 def client_at(base_url: str, http: httpx.AsyncClient, **changes: Any) -> DarajaClient:
-    settings = DarajaSettings(
+    return DarajaClient(dataclasses.replace(simulator_settings(base_url), **changes), http)
+
+
+def simulator_settings(base_url: str) -> DarajaSettings:
+    """The simulator's own credentials, at ``base_url``."""
+    return DarajaSettings(
         environment=DarajaEnvironment.SIMULATOR,
         base_url=base_url,
         consumer_key=SIMULATOR_CONSUMER_KEY,
@@ -59,7 +64,6 @@ def client_at(base_url: str, http: httpx.AsyncClient, **changes: Any) -> DarajaC
         callback_url=CALLBACK,
         request_timeout_seconds=5.0,
     )
-    return DarajaClient(dataclasses.replace(settings, **changes), http)
 
 
 async def test_query_says_pending_until_resolved_then_gives_the_string_code(

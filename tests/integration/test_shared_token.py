@@ -14,16 +14,15 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from bot.config import SANDBOX_PASSKEY, SIMULATOR_CONSUMER_KEY, SIMULATOR_CONSUMER_SECRET
+from bot.config import SIMULATOR_CONSUMER_KEY
 from payments.daraja_client import DarajaClient, StkPushRequest
-from payments.settings import DarajaEnvironment, DarajaSettings
 from payments.shared_token import SharedToken, app_digest
 from payments.simulator import RunningSimulator, SimulatorConfig, rules, start_simulator
 from storage.engine import Database, migrate
 from storage.schema import daraja_tokens
 from storage.sealing import Sealer
+from tests.integration.test_daraja_client import simulator_settings
 
-CALLBACK = "http://127.0.0.1:9/hooks/stk/abcdefghijklmnopqrstuvwxyz012345"
 PROCESSES = 3
 
 
@@ -46,26 +45,12 @@ def sealer() -> Sealer:
     return Sealer(secrets.token_bytes(32))  # one deployment: every process has its key
 
 
-def settings_for(sim: RunningSimulator) -> DarajaSettings:
-    return DarajaSettings(
-        environment=DarajaEnvironment.SIMULATOR,
-        base_url=sim.base_url,
-        consumer_key=SIMULATOR_CONSUMER_KEY,
-        consumer_secret=SIMULATOR_CONSUMER_SECRET,
-        passkey=SANDBOX_PASSKEY,
-        short_code="174379",
-        till_number=None,
-        callback_url=CALLBACK,
-        request_timeout_seconds=5.0,
-    )
-
-
 async def start_processes(url: str, sealer: Sealer, sim: RunningSimulator) -> list[Process]:
     processes = []
     for _ in range(PROCESSES):
         database = Database(url, sealer)
         http = httpx.AsyncClient()
-        client = DarajaClient(settings_for(sim), http, database=database)
+        client = DarajaClient(simulator_settings(sim.base_url), http, database=database)
         processes.append(Process(database, http, client))
     await migrate(processes[0].database.engine)
     return processes
@@ -202,7 +187,7 @@ async def test_on_sqlite_the_token_stays_in_memory(
     await migrate(database.engine)
     try:
         async with httpx.AsyncClient() as http:
-            client = DarajaClient(settings_for(sim), http, database=database)
+            client = DarajaClient(simulator_settings(sim.base_url), http, database=database)
             accepted = await asyncio.gather(*(client.stk_push(push(n)) for n in range(5)))
             await client.stk_query(accepted[0].checkout_request_id)
             sim.simulator.expire_tokens()
