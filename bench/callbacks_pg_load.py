@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import loadgen
-from bench.loadgen import MSISDN, Outcome, order_total, percentile
+from bench.loadgen import MSISDN, Outcome, order_total
 
 # Receipts are 10 characters: a 3-character prefix and 7 digits (as bench.loadgen's).
 RECEIPT_DIGITS = 7
@@ -114,23 +113,10 @@ async def run(targets: list[Target]) -> dict[str, object]:
     finally:
         await asyncio.gather(*(c.close() for c in everyone))
     count = sum(len(t.work) for t in targets)
-    latencies = sorted(outcome.latencies)
     return {
-        "count": count,
         "per_target": [len(t.work) for t in targets],
         "concurrency": len(everyone),
-        "wall_seconds": wall,
-        "rate": count / wall if wall else math.nan,
-        "p50_ms": percentile(latencies, 50) * 1000,
-        "p99_ms": percentile(latencies, 99) * 1000,
-        "max_ms": (latencies[-1] if latencies else math.nan) * 1000,
-        "mean_ms": (sum(latencies) / len(latencies) if latencies else math.nan) * 1000,
-        "client_cpu_seconds": cpu,
-        "client_wall_seconds": wall,
-        "errors": outcome.errors,
-        "error_samples": outcome.error_samples,
-        "warmup_errors": warm.errors,
-        "warmup_error_samples": warm.error_samples,
+        **loadgen.summary(count, outcome, warm, wall, cpu),
     }
 
 

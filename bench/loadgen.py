@@ -211,15 +211,22 @@ async def run(url: str, count: int, warmup: int, concurrency: int) -> dict[str, 
         _marker(MEASURE_END)
     finally:
         await asyncio.gather(*(c.close() for c in connections))
+    return {"concurrency": concurrency, **summary(count, measured, warm, wall, cpu)}
+
+
+def summary(
+    count: int, measured: Outcome, warm: Outcome, wall: float, cpu: float
+) -> dict[str, object]:
+    """The measured phase's figures, as both load generators print them."""
     latencies = sorted(measured.latencies)
     return {
         "count": count,
-        "concurrency": concurrency,
         "wall_seconds": wall,
         "rate": count / wall if wall else math.nan,
         "p50_ms": percentile(latencies, 50) * 1000,
         "p99_ms": percentile(latencies, 99) * 1000,
         "max_ms": (latencies[-1] if latencies else math.nan) * 1000,
+        "mean_ms": (sum(latencies) / len(latencies) if latencies else math.nan) * 1000,
         # Our own CPU share: near 100% would mean the client, not the server, is the limit.
         "client_cpu_seconds": cpu,
         "client_wall_seconds": wall,
